@@ -1,0 +1,1 @@
+//! Empty unless built with `--cfg loom`; the model checks live in `tests/`.

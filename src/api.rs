@@ -1,0 +1,230 @@
+//! The fan-out/fan-in calls on [`Pool`]: follow-on runs, `for_each`, `map`, `fold`.
+
+use crate::Pool;
+use crate::range::{Fold, ForEach, Map, Output};
+use crate::run::{Ctx, Work};
+use crate::stats::RunStats;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::panic::resume_unwind;
+
+/// A follow-on run: one closure over items of one type, which may push more.
+struct FollowOn<T, F> {
+    f: F,
+    _item: PhantomData<fn(T)>,
+}
+
+impl<T: Send, F: Fn(T, &mut Ctx<'_, T>) + Sync> Work for FollowOn<T, F> {
+    type Item = T;
+    type Acc = ();
+    fn new_acc(&self) {}
+    #[inline(always)]
+    fn execute(&self, item: T, ctx: &mut Ctx<'_, T>, _acc: &mut ()) {
+        (self.f)(item, ctx)
+    }
+}
+
+impl Pool {
+    /// Runs `f` on every seed and on every follow-on item pushed through [`Ctx::push`],
+    /// until none is left; returns what the run did.
+    ///
+    /// This is the Go compiler's work queue done without a lock: a task that discovers
+    /// more work pushes it, and the run ends when all work, follow-ons included, has
+    /// executed exactly once. `f` may borrow from the caller's stack. If a task panics,
+    /// no new item starts, pending follow-ons are dropped, and the panic is resumed on
+    /// this thread once every worker has let go of the run; the pool stays usable.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// // Collatz: every number below 1000 walks down to 1, one step per item.
+    /// let steps = AtomicU64::new(0);
+    /// let stats = pool.run(1..1000u64, |n, ctx| {
+    ///     if n != 1 {
+    ///         steps.fetch_add(1, Ordering::Relaxed);
+    ///         ctx.push(if n % 2 == 0 { n / 2 } else { 3 * n + 1 });
+    ///     }
+    /// });
+    /// assert_eq!(stats.executed, 999 + stats.pushed);
+    /// assert_eq!(steps.into_inner(), stats.pushed);
+    /// ```
+    pub fn run<T, I, F>(&self, seeds: I, f: F) -> RunStats
+    where
+        T: Send,
+        I: IntoIterator<Item = T>,
+        F: Fn(T, &mut Ctx<'_, T>) + Sync,
+    {
+        self.execute(FollowOn { f, _item: PhantomData }, seeds).1
+    }
+
+    /// Calls `f(i)` for every `i` in `range`, in parallel; returns what the run did.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let sum = AtomicUsize::new(0);
+    /// pool.for_each_index(0..100, |i| {
+    ///     sum.fetch_add(i, Ordering::Relaxed);
+    /// });
+    /// assert_eq!(sum.into_inner(), 4950);
+    /// ```
+    pub fn for_each_index<F>(&self, range: Range<usize>, f: F) -> RunStats
+    where
+        F: Fn(usize) + Sync,
+    {
+        let Range { start, end } = range;
+        if start >= end {
+            return RunStats::default();
+        }
+        self.execute(ForEach(|i| f(start + i)), [0..end - start]).1
+    }
+
+    /// Calls `f(&item)` for every item of `items`, in parallel.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let total = AtomicU32::new(0);
+    /// pool.for_each(&[1, 2, 3, 4], |x| {
+    ///     total.fetch_add(*x, Ordering::Relaxed);
+    /// });
+    /// assert_eq!(total.into_inner(), 10);
+    /// ```
+    pub fn for_each<T, F>(&self, items: &[T], f: F) -> RunStats
+    where
+        T: Sync,
+        F: Fn(&T) + Sync,
+    {
+        self.for_each_index(0..items.len(), |i| f(&items[i]))
+    }
+
+    /// Calls `f(&mut item)` for every item of `items`, in parallel.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let mut v = vec![1, 2, 3];
+    /// pool.for_each_mut(&mut v, |x| *x *= 10);
+    /// assert_eq!(v, [10, 20, 30]);
+    /// ```
+    pub fn for_each_mut<T, F>(&self, items: &mut [T], f: F) -> RunStats
+    where
+        T: Send,
+        F: Fn(&mut T) + Sync,
+    {
+        let len = items.len();
+        let base = SendPtr(items.as_mut_ptr());
+        self.for_each_index(0..len, move |i| {
+            let base = &base;
+            // SAFETY: `i < len`, and every index is visited exactly once, so each
+            // `&mut` is unique; the slice outlives the run.
+            f(unsafe { &mut *base.0.add(i) })
+        })
+    }
+
+    /// Returns `[f(i) for i in range]`, computed in parallel and written in place in
+    /// input order.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// assert_eq!(pool.map_index(0..5, |i| i * i), [0, 1, 4, 9, 16]);
+    /// ```
+    pub fn map_index<R, F>(&self, range: Range<usize>, f: F) -> Vec<R>
+    where
+        R: Send,
+        F: Fn(usize) -> R + Sync,
+    {
+        let Range { start, end } = range;
+        let len = end.saturating_sub(start);
+        let mut out: Vec<R> = Vec::with_capacity(len);
+        if len == 0 {
+            return out;
+        }
+        let work = Map { f: |i| f(start + i), out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()) };
+        let outcome = self.execute_catching(work, [0..len]);
+        if let Some(payload) = outcome.panic {
+            // Drop exactly the results that were recorded as written; the rest of a
+            // panicking chunk is leaked, never dropped twice.
+            for range in outcome.accs.into_iter().flatten() {
+                for i in range {
+                    // SAFETY: recorded ranges were fully written, each index once.
+                    unsafe { out.as_mut_ptr().add(i).drop_in_place() };
+                }
+            }
+            resume_unwind(payload);
+        }
+        debug_assert_eq!(outcome.accs.iter().flatten().map(|r| r.len()).sum::<usize>(), len);
+        // SAFETY: the run completed without a panic, so every index in `0..len` was
+        // written exactly once (ranges partition `0..len`).
+        unsafe { out.set_len(len) };
+        out
+    }
+
+    /// Returns `items.map(f)` as a `Vec`, computed in parallel, in input order.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// assert_eq!(pool.map(&["a", "bb"], |s| s.len()), [1, 2]);
+    /// ```
+    pub fn map<T, R, F>(&self, items: &[T], f: F) -> Vec<R>
+    where
+        T: Sync,
+        R: Send,
+        F: Fn(&T) -> R + Sync,
+    {
+        self.map_index(0..items.len(), |i| f(&items[i]))
+    }
+
+    /// Folds every index of `range` into per-thread accumulators started from
+    /// `identity()`, then combines them with `reduce` (in no particular order, so
+    /// `reduce` should be associative and commutative).
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let sum = pool.fold_index(0..1000, || 0u64, |acc, i| acc + i as u64, |a, b| a + b);
+    /// assert_eq!(sum, 499_500);
+    /// ```
+    pub fn fold_index<A, Id, F, Red>(&self, range: Range<usize>, identity: Id, fold: F, reduce: Red) -> A
+    where
+        A: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, usize) -> A + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        let Range { start, end } = range;
+        if start >= end {
+            return identity();
+        }
+        let work = Fold { identity: &identity, fold: |a, i| fold(a, start + i), _acc: PhantomData };
+        let (accs, _) = self.execute(work, [0..end - start]);
+        accs.into_iter().flatten().reduce(reduce).unwrap_or_else(identity)
+    }
+
+    /// Folds every item of `items` like [`Pool::fold_index`].
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let longest = pool.fold(&["a", "abc", "ab"], || 0, |m, s| m.max(s.len()), usize::max);
+    /// assert_eq!(longest, 3);
+    /// ```
+    pub fn fold<T, A, Id, F, Red>(&self, items: &[T], identity: Id, fold: F, reduce: Red) -> A
+    where
+        T: Sync,
+        A: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, &T) -> A + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        self.fold_index(0..items.len(), identity, |a, i| fold(a, &items[i]), reduce)
+    }
+}
+
+/// A raw pointer that may cross threads; used where disjoint indices make it sound.
+struct SendPtr<T>(*mut T);
+
+// SAFETY: only used by `for_each_mut`, which hands out one `&mut T` per index, each
+// index once; `T: Send` is required there.
+unsafe impl<T: Send> Sync for SendPtr<T> {}

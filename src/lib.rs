@@ -1,0 +1,60 @@
+//! `fanout`: a lock-free, high-throughput fan-out/fan-in runtime.
+//!
+//! A [`Pool`] owns one pinned worker thread per core, each with its own Chase-Lev
+//! deque. A *run* fans out over items of one type with one closure; tasks may push
+//! follow-on items of the same run through their [`Ctx`], and the run returns when all
+//! of them have executed. The per-item path is monomorphized and touches no shared
+//! atomic: follow-ons stay private to the thread that made them until another thread
+//! is idle.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! let pool = fanout::Pool::new()?;
+//! // A tree of tasks: each node pushes its children as follow-on work.
+//! let visited = AtomicU64::new(0);
+//! pool.run([(0u32, 0u32)], |(id, depth), ctx| {
+//!     visited.fetch_add(1, Ordering::Relaxed);
+//!     if depth < 5 {
+//!         for j in 0..4 {
+//!             ctx.push((id * 4 + j + 1, depth + 1));
+//!         }
+//!     }
+//! });
+//! assert_eq!(visited.into_inner(), (0..=5).map(|d| 4u64.pow(d)).sum());
+//!
+//! // Slices: results in input order, folds with per-thread accumulators.
+//! let squares = pool.map_index(0..10, |i| i * i);
+//! assert_eq!(squares[9], 81);
+//! let total = pool.fold_index(0..10, || 0, |a, i| a + i, |a, b| a + b);
+//! assert_eq!(total, 45);
+//! # Ok::<(), fanout::BuildError>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the protocols and their invariants.
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod api;
+mod deque;
+mod global;
+mod pool;
+mod range;
+mod run;
+mod sleep;
+mod stats;
+mod sync;
+
+pub use deque::{Deque, Steal};
+pub use pool::{BuildError, MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder};
+pub use run::Ctx;
+pub use stats::RunStats;
+
+/// Internals exposed for the loom model checks in `loom-tests/` (only under `cfg(loom)`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::run::DEQUE_CAPACITY;
+    pub use crate::sleep::Sleep;
+}

@@ -1,0 +1,403 @@
+//! The pool: pinned worker threads, the registry of runs in progress, and the worker
+//! loop (find a run with work, take part, otherwise sleep).
+
+use crate::run::{Job, Outcome, Run, Work};
+use crate::sleep::Sleep;
+use crate::stats::RunStats;
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use std::fmt;
+use std::panic::resume_unwind;
+
+/// Why a [`Pool`] could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `num_threads(0)` was requested.
+    ZeroThreads,
+    /// More threads than the pool supports were requested.
+    TooManyThreads {
+        /// The number requested.
+        requested: usize,
+        /// The largest number allowed.
+        max: usize,
+    },
+    /// The stack size is below the minimum the pool accepts.
+    StackTooSmall {
+        /// The size requested, in bytes.
+        requested: usize,
+        /// The smallest size allowed, in bytes.
+        min: usize,
+    },
+    /// The operating system refused to start a thread.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::ZeroThreads => f.write_str("a pool needs at least one thread"),
+            BuildError::TooManyThreads { requested, max } => {
+                write!(f, "{requested} threads requested, at most {max} are supported")
+            }
+            BuildError::StackTooSmall { requested, min } => {
+                write!(f, "stack size of {requested} bytes requested, at least {min} are needed")
+            }
+            BuildError::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The most workers a pool may have.
+pub const MAX_THREADS: usize = 1024;
+/// The smallest worker stack the builder accepts, in bytes.
+pub const MIN_STACK_SIZE: usize = 64 * 1024;
+
+/// Configures and builds a [`Pool`].
+///
+/// ```
+/// let pool = fanout::Pool::builder()
+///     .num_threads(2)
+///     .pin(false)
+///     .thread_name("compile")
+///     .stack_size(4 << 20)
+///     .build()?;
+/// assert_eq!(pool.num_threads(), 2);
+/// # Ok::<(), fanout::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    threads: Option<usize>,
+    pin: bool,
+    name: String,
+    stack_size: Option<usize>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self { threads: None, pin: true, name: "fanout".into(), stack_size: None }
+    }
+}
+
+impl PoolBuilder {
+    /// Number of worker threads. Default: the available parallelism.
+    pub fn num_threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Pin worker `i` to core `i` (default `true`). Workers beyond the number of cores,
+    /// and every worker where the OS refuses, run unpinned; [`Pool::pinned_workers`]
+    /// says how many were pinned.
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// Prefix of the worker threads' names (`"{prefix}-{index}"`). Default `"fanout"`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.name = prefix.into();
+        self
+    }
+
+    /// Stack size of each worker thread, in bytes. Default: the platform's.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Starts the workers. Returns once every worker is running (and pinned, if asked).
+    pub fn build(self) -> Result<Pool, BuildError> {
+        let threads = match self.threads {
+            Some(0) => return Err(BuildError::ZeroThreads),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if threads > MAX_THREADS {
+            return Err(BuildError::TooManyThreads { requested: threads, max: MAX_THREADS });
+        }
+        if let Some(size) = self.stack_size
+            && size < MIN_STACK_SIZE
+        {
+            return Err(BuildError::StackTooSmall { requested: size, min: MIN_STACK_SIZE });
+        }
+        Pool::start(threads, self)
+    }
+}
+
+/// A raw pointer to a run on some caller's stack, valid while it is registered
+/// (see the `run` module docs for the protocol).
+#[derive(Clone, Copy)]
+struct JobPtr(*const (dyn Job + 'static));
+
+// SAFETY: a `JobPtr` is only dereferenced while its run is registered or joined, and a
+// run is `Sync` (the `Job` trait requires it).
+unsafe impl Send for JobPtr {}
+
+pub(crate) struct Shared {
+    sleep: Sleep,
+    jobs: Mutex<Vec<JobPtr>>,
+    /// `jobs.len()`, for a lock-free "anything registered?" check.
+    job_count: AtomicUsize,
+    shutdown: AtomicBool,
+    pinned: AtomicUsize,
+    threads: usize,
+}
+
+impl Shared {
+    /// Joins the first registered run that has stealable work and takes part in it.
+    fn help_once(&self, worker: usize) -> bool {
+        // Acquire: pairs with the Release in `register`.
+        if self.job_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let joined = {
+            let jobs = lock(&self.jobs);
+            jobs.iter().copied().find(|job| {
+                // SAFETY: registered runs are alive while we hold the lock.
+                let job = unsafe { &*job.0 };
+                job.has_work() && job.try_join()
+            })
+        };
+        match joined {
+            Some(job) => {
+                // SAFETY: `try_join` counted us in; the run stays alive until we leave,
+                // which `participate` does last.
+                unsafe { (*job.0).participate(worker) };
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn any_work(&self) -> bool {
+        // Acquire: as in `help_once`.
+        if self.job_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        // SAFETY: registered runs are alive while we hold the lock.
+        lock(&self.jobs).iter().any(|job| unsafe { (*job.0).has_work() })
+    }
+
+    fn register(&self, job: JobPtr) {
+        let mut jobs = lock(&self.jobs);
+        jobs.push(job);
+        // Release: a worker that sees the count also sees the list under the lock.
+        self.job_count.store(jobs.len(), Ordering::Release);
+    }
+
+    fn unregister(&self, job: JobPtr) {
+        let mut jobs = lock(&self.jobs);
+        if let Some(pos) = jobs.iter().position(|j| std::ptr::addr_eq(j.0, job.0)) {
+            jobs.swap_remove(pos);
+        }
+        self.job_count.store(jobs.len(), Ordering::Release);
+    }
+
+    fn worker_loop(&self, me: usize) {
+        // Acquire: pairs with the Release store in `Pool::drop`.
+        while !self.shutdown.load(Ordering::Acquire) {
+            if self.help_once(me) {
+                continue;
+            }
+            // Nothing registered has work: look a little longer, then sleep.
+            let mut found = false;
+            for round in 0..WORKER_SPIN_ROUNDS {
+                if self.any_work() || self.shutdown.load(Ordering::Acquire) {
+                    found = true;
+                    break;
+                }
+                pause(round);
+            }
+            if found {
+                continue;
+            }
+            self.sleep.prepare(me);
+            // The re-check after registering as a sleeper (see the `sleep` module).
+            #[cfg(not(fanout_mutant_sleep))]
+            let recheck = self.shutdown.load(Ordering::Acquire) || self.any_work();
+            #[cfg(fanout_mutant_sleep)]
+            let recheck = self.shutdown.load(Ordering::Acquire);
+            if recheck {
+                self.sleep.cancel(me);
+                continue;
+            }
+            self.sleep.park(me);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+const WORKER_SPIN_ROUNDS: u32 = 16;
+#[cfg(loom)]
+const WORKER_SPIN_ROUNDS: u32 = 0;
+
+fn pause(round: u32) {
+    if round < 6 {
+        for _ in 0..(1u32 << round) {
+            crate::sync::spin_hint();
+        }
+    } else {
+        crate::sync::yield_now();
+    }
+}
+
+/// A pool of worker threads that runs typed fan-outs.
+///
+/// Runs borrow from the caller's stack, like [`std::thread::scope`]: a run returns only
+/// after every item has executed and every worker has let go of it. The calling thread
+/// works on its own run too. A pool may be used from several threads at once and from
+/// inside its own tasks (nested runs). Dropping the pool stops and joins every worker.
+///
+/// ```
+/// let pool = fanout::Pool::builder().num_threads(2).build()?;
+/// let words = ["fan", "out", "fan", "in"];
+/// let lengths = pool.map(&words, |w| w.len());
+/// assert_eq!(lengths, [3, 3, 3, 2]);
+/// # Ok::<(), fanout::BuildError>(())
+/// ```
+pub struct Pool {
+    shared: crate::sync::Arc<Shared>,
+    threads: Vec<Handle>,
+}
+
+#[cfg(not(loom))]
+type Handle = std::thread::JoinHandle<()>;
+#[cfg(loom)]
+type Handle = loom::thread::JoinHandle<()>;
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("threads", &self.shared.threads)
+            .field("pinned", &self.pinned_workers())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A builder with the defaults: one pinned worker per core.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// A pool with the default settings (same as `Pool::builder().build()`).
+    pub fn new() -> Result<Pool, BuildError> {
+        Self::builder().build()
+    }
+
+    fn start(threads: usize, cfg: PoolBuilder) -> Result<Pool, BuildError> {
+        let shared = crate::sync::Arc::new(Shared {
+            sleep: Sleep::new(threads),
+            jobs: Mutex::new(Vec::new()),
+            job_count: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            pinned: AtomicUsize::new(0),
+            threads,
+        });
+        let mut pool = Pool { shared, threads: Vec::with_capacity(threads) };
+        #[cfg(not(loom))]
+        {
+            let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+            for i in 0..threads {
+                let shared = pool.shared.clone();
+                let core = cores.get(i).copied();
+                let ready = ready_tx.clone();
+                let mut builder = std::thread::Builder::new().name(format!("{}-{i}", cfg.name));
+                if let Some(size) = cfg.stack_size {
+                    builder = builder.stack_size(size);
+                }
+                let spawned = builder.spawn(move || {
+                    if let Some(core) = core
+                        && core_affinity::set_for_current(core)
+                    {
+                        shared.pinned.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = ready.send(());
+                    shared.worker_loop(i);
+                });
+                match spawned {
+                    Ok(handle) => pool.threads.push(handle),
+                    // Dropping `pool` stops and joins the workers started so far.
+                    Err(e) => return Err(BuildError::Spawn(e)),
+                }
+            }
+            drop(ready_tx);
+            for _ in 0..threads {
+                // A worker that died before reporting closes its sender; stop waiting.
+                if ready_rx.recv().is_err() {
+                    break;
+                }
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = &cfg;
+            for i in 0..threads {
+                let shared = pool.shared.clone();
+                pool.threads.push(loom::thread::spawn(move || shared.worker_loop(i)));
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Number of worker threads (the caller of a run works too, as one more thread).
+    pub fn num_threads(&self) -> usize {
+        self.shared.threads
+    }
+
+    /// How many workers are pinned to a core.
+    pub fn pinned_workers(&self) -> usize {
+        // Relaxed: a count finished before `build` returned (the ready channel orders it).
+        self.shared.pinned.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` to completion with the caller taking part; resumes a task's panic.
+    pub(crate) fn execute<W: Work>(&self, work: W, seeds: impl IntoIterator<Item = W::Item>) -> (Vec<W::Acc>, RunStats) {
+        let Outcome { accs, mut stats, panic } = self.execute_catching(work, seeds);
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
+        stats.pinned_workers = self.pinned_workers();
+        (accs, stats)
+    }
+
+    /// Like `execute`, but hands a panic back instead of resuming it.
+    pub(crate) fn execute_catching<W: Work>(&self, work: W, seeds: impl IntoIterator<Item = W::Item>) -> Outcome<W::Acc> {
+        let run = Run::new(work, &self.shared.sleep, self.shared.threads, seeds);
+        let job: &dyn Job = &run;
+        // SAFETY: erases the run's lifetime for the registry. The pointer is only used
+        // while the run is registered or joined, and this function unregisters it and
+        // waits for every joined worker to leave before `run` goes out of scope — also
+        // when unwinding, because nothing between here and there can panic (task panics
+        // are caught inside the run).
+        let ptr = JobPtr(unsafe { std::mem::transmute::<*const dyn Job, *const (dyn Job + 'static)>(job) });
+        self.shared.register(ptr);
+        run.run_as_caller();
+        self.shared.unregister(ptr);
+        run.wait_for_workers();
+        run.into_outcome()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Release: pairs with the workers' Acquire loads of the flag.
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.sleep.notify_all();
+        for handle in self.threads.drain(..) {
+            // A worker never unwinds (task panics are caught in the run), so join's
+            // error case cannot carry anything we could report.
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Index-range fan-outs: `for_each`, `map` and `fold` over `0..n`, with lazy splitting.
+//!
+//! A range run starts as one item, the whole range, on the caller. Whoever executes a
+//! range walks it in small blocks; between blocks, if some thread is idle and our
+//! previous split has been taken, it hands the upper half of what is left to its deque
+//! and wakes a sleeper. Nobody splits while everyone is busy, and skewed item costs are
+//! balanced by whoever runs dry asking again; there is no grain-size knob.
+
+use crate::run::{Ctx, Work};
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+/// Indices executed between two looks at the demand signal. Small enough that a
+/// split follows a request quickly even for slow items, large enough that the look
+/// (one relaxed load) is noise for 1 ns items.
+const BLOCK: usize = 16;
+
+/// Walks `range`, splitting off halves on demand; returns the state and the end of the
+/// part this call executed (`range.start..end`).
+#[inline(always)]
+fn walk<S>(range: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, mut state: S, mut body: impl FnMut(S, usize) -> S) -> (S, usize) {
+    let (mut i, mut end) = (range.start, range.end);
+    while i < end {
+        let stop = end.min(i + BLOCK);
+        while i < stop {
+            state = body(state, i);
+            i += 1;
+        }
+        if end - i >= 2 && ctx.should_split() {
+            let mid = i + (end - i) / 2;
+            ctx.share(mid..end);
+            end = mid;
+        }
+        if ctx.is_stopping() {
+            break;
+        }
+    }
+    (state, i)
+}
+
+/// `for_each` over indices.
+pub(crate) struct ForEach<F>(pub(crate) F);
+
+impl<F: Fn(usize) + Sync> Work for ForEach<F> {
+    type Item = Range<usize>;
+    type Acc = ();
+    fn new_acc(&self) {}
+    #[inline]
+    fn execute(&self, item: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, _acc: &mut ()) {
+        walk(item, ctx, (), |(), i| (self.0)(i));
+    }
+}
+
+/// `fold` over indices: one accumulator per participant.
+pub(crate) struct Fold<A, Id, F> {
+    pub(crate) identity: Id,
+    pub(crate) fold: F,
+    pub(crate) _acc: PhantomData<fn() -> A>,
+}
+
+impl<A, Id, F> Work for Fold<A, Id, F>
+where
+    A: Send,
+    Id: Fn() -> A + Sync,
+    F: Fn(A, usize) -> A + Sync,
+{
+    type Item = Range<usize>;
+    type Acc = Option<A>;
+    fn new_acc(&self) -> Option<A> {
+        None
+    }
+    #[inline]
+    fn execute(&self, item: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, acc: &mut Option<A>) {
+        let start = acc.take().unwrap_or_else(&self.identity);
+        let (folded, _) = walk(item, ctx, start, &self.fold);
+        *acc = Some(folded);
+    }
+}
+
+/// The output buffer of a `map`, written in place by index.
+pub(crate) struct Output<R>(pub(crate) *mut MaybeUninit<R>);
+
+// SAFETY: each index is written by exactly one participant (ranges are disjoint), and
+// the buffer is read only after the run has quiesced; `R: Send` because results are
+// created on workers and handed to the caller.
+unsafe impl<R: Send> Sync for Output<R> {}
+
+/// `map` over indices, writing `f(i)` to `out[i]`. Each participant records the
+/// sub-ranges it completed, so that a panicking run can drop exactly what was written.
+pub(crate) struct Map<R, F> {
+    pub(crate) f: F,
+    pub(crate) out: Output<R>,
+}
+
+impl<R: Send, F: Fn(usize) -> R + Sync> Work for Map<R, F> {
+    type Item = Range<usize>;
+    type Acc = Vec<Range<usize>>;
+    fn new_acc(&self) -> Vec<Range<usize>> {
+        Vec::new()
+    }
+    #[inline]
+    fn execute(&self, item: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, done: &mut Vec<Range<usize>>) {
+        let start = item.start;
+        let out = self.out.0;
+        let ((), end) = walk(item, ctx, (), |(), i| {
+            let value = (self.f)(i);
+            // SAFETY: `i` is below the buffer's length (the run covers `0..len`) and is
+            // visited exactly once, by this call.
+            unsafe { (*out.add(i)).write(value) };
+        });
+        done.push(start..end);
+    }
+}

@@ -1,0 +1,472 @@
+//! The run engine: one typed fan-out, its participants, and the termination protocol.
+//!
+//! A run owns one *slot* per possible participant (each pool worker, plus the caller).
+//! A slot has a private stack (plain `Vec`, touched only by its owner), a stealable
+//! [`Deque`], a private accumulator and private statistics. Follow-on items go to the
+//! private stack; they are moved to the deque only when the pool reports *demand*
+//! (some thread is idle), so a busy run pays no atomic per item.
+//!
+//! # Termination
+//!
+//! `active` counts participants that may hold or produce items. The caller starts
+//! active (the count starts at 1 on its behalf); workers join idle.
+//!
+//! * An active participant goes idle only after its private stack and its own deque
+//!   are empty and it found nothing in the global queue or in other deques. Then it
+//!   decrements `active`; whoever brings it to zero sets `done`.
+//! * An idle participant that sees work increments `active` *before* taking any item.
+//! * Only active participants push to deques or to the global queue.
+//!
+//! Invariant: every pending item is in the private stack of an active participant, or
+//! in a deque or the global queue; and when `active == 0` all deques and the global
+//! queue are empty (each idle participant left its own deque empty, nobody pushes while
+//! idle, and a participant always sees its own pushes to the global queue before it goes
+//! idle). So `done` is never set early, and it is always set once everything has run,
+//! because the last participant to finish its work decrements `active` to zero.
+//!
+//! After a panic (the `stop` flag), participants stop starting items, drop their private
+//! items and go idle without re-activating; the same counter then reaches zero, and the
+//! items left in deques are dropped with the run.
+//!
+//! Memory safety of the caller's stack frame: workers join a run only through the
+//! pool's registry, under its lock, which bumps `participants`; the caller removes the
+//! run from the registry and then waits for `participants == 0` before the run is
+//! dropped. The last access a worker makes to the run is that decrement.
+
+use crate::deque::{Deque, Steal};
+use crate::global::GlobalQueue;
+use crate::sleep::Sleep;
+use crate::stats::{RunStats, SlotStats};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
+use crossbeam_utils::CachePadded;
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// Capacity of each participant's stealable deque.
+#[cfg(not(loom))]
+pub(crate) const DEQUE_CAPACITY: usize = 256;
+/// Small under loom so that wrap-around and overflow are explored.
+#[cfg(loom)]
+pub(crate) const DEQUE_CAPACITY: usize = 4;
+
+/// Idle rounds a participant spends looking for work before it leaves the run.
+#[cfg(not(loom))]
+const IDLE_ROUNDS: u32 = 64;
+#[cfg(loom)]
+const IDLE_ROUNDS: u32 = 1;
+
+/// What a run does with each item. Implemented for follow-on runs and for the
+/// index-range runs behind `for_each`, `map` and `fold`.
+pub(crate) trait Work: Sync {
+    /// The item type of the run.
+    type Item: Send;
+    /// Per-participant state, created on first use and handed back at the end.
+    type Acc: Send;
+    /// A fresh accumulator.
+    fn new_acc(&self) -> Self::Acc;
+    /// Executes one item.
+    fn execute(&self, item: Self::Item, ctx: &mut Ctx<'_, Self::Item>, acc: &mut Self::Acc);
+}
+
+/// A task's handle on its run: push follow-on items through it.
+///
+/// Pushed items go to a buffer private to the current thread (no atomics, no
+/// allocation beyond the buffer's amortized growth). They become stealable only when
+/// another thread is idle, in which case the older half is shared.
+///
+/// ```
+/// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+/// let total = std::sync::atomic::AtomicU64::new(0);
+/// pool.run([(0u64, 0u32)], |(id, depth), ctx| {
+///     total.fetch_add(id, std::sync::atomic::Ordering::Relaxed);
+///     if depth < 3 {
+///         for j in 0..2 {
+///             ctx.push((id * 2 + j + 1, depth + 1));
+///         }
+///     }
+/// });
+/// assert_eq!(total.into_inner(), (0..15).sum::<u64>());
+/// ```
+pub struct Ctx<'a, T> {
+    stack: &'a mut Vec<T>,
+    stats: &'a mut SlotStats,
+    deque: &'a Deque<T>,
+    global: &'a GlobalQueue<T>,
+    sleep: &'a Sleep,
+    stop: &'a AtomicBool,
+}
+
+impl<T> Ctx<'_, T> {
+    /// Adds a follow-on item to the run. The run does not end before it has executed.
+    #[inline]
+    pub fn push(&mut self, item: T) {
+        self.stack.push(item);
+        self.stats.pushed += 1;
+    }
+
+    /// Whether the run is stopping (another item panicked); long tasks may return early.
+    #[inline]
+    pub fn is_stopping(&self) -> bool {
+        // Relaxed: a hint; nothing is read on the strength of it.
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether splitting work now would feed an idle thread.
+    #[inline(always)]
+    pub(crate) fn should_split(&self) -> bool {
+        self.sleep.has_demand() && self.deque.is_empty()
+    }
+
+    /// Makes `item` stealable right away and wakes a sleeper (used by range splitting).
+    pub(crate) fn share(&mut self, item: T) {
+        // SAFETY: a `Ctx` is only built by the owner of this deque's slot, for the
+        // duration of one `execute` call on the owner's thread, and `&mut self` keeps
+        // it from being used twice at once.
+        unsafe { self.deque.push_or_spill(item, |x| self.global.push(x)) };
+        self.stats.published += 1;
+        self.sleep.notify_one();
+    }
+}
+
+impl<T> std::fmt::Debug for Ctx<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("private_items", &self.stack.len()).finish_non_exhaustive()
+    }
+}
+
+/// What only the slot's owner touches.
+struct Local<W: Work> {
+    stack: Vec<W::Item>,
+    acc: Option<W::Acc>,
+    stats: SlotStats,
+}
+
+struct Slot<W: Work> {
+    deque: Deque<W::Item>,
+    local: UnsafeCell<Local<W>>,
+}
+
+// SAFETY: `local` is touched only by the slot's owner thread while it takes part, and by
+// the caller after every participant has left (see `participate_in` and
+// `into_outcome`); items and accumulators cross threads, hence the `Send` bounds.
+unsafe impl<W: Work> Sync for Slot<W> where W::Item: Send, W::Acc: Send {}
+
+/// A type-erased view of a run, for the pool's registry and workers.
+pub(crate) trait Job: Sync {
+    /// Adds a participant unless the run is over. Called under the registry lock.
+    fn try_join(&self) -> bool;
+    /// Whether there is stealable work (a snapshot).
+    fn has_work(&self) -> bool;
+    /// Takes part as worker `worker` until idle, then leaves (after `try_join`).
+    fn participate(&self, worker: usize);
+}
+
+/// One typed fan-out in progress.
+pub(crate) struct Run<'p, W: Work> {
+    work: W,
+    sleep: &'p Sleep,
+    slots: Box<[CachePadded<Slot<W>>]>,
+    global: GlobalQueue<W::Item>,
+    /// Participants that may hold or produce items (see the module docs).
+    active: CachePadded<AtomicUsize>,
+    /// Workers currently inside `participate` (the caller is not counted).
+    participants: CachePadded<AtomicUsize>,
+    /// Set after a panic: no new item starts.
+    stop: AtomicBool,
+    /// Set once `active` reached zero.
+    done: AtomicBool,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Where the caller waits; reference-counted so a worker can wake it after its last
+    /// access to the run.
+    caller: Arc<Parker>,
+}
+
+/// Everything a finished run hands back.
+pub(crate) struct Outcome<A> {
+    pub(crate) accs: Vec<A>,
+    pub(crate) stats: RunStats,
+    pub(crate) panic: Option<Box<dyn Any + Send>>,
+}
+
+impl<'p, W: Work> Run<'p, W> {
+    /// A run for `workers` pool workers plus the caller, with `seeds` in the caller's
+    /// private stack (first seed on top, so seeds start in order).
+    pub(crate) fn new(work: W, sleep: &'p Sleep, workers: usize, seeds: impl IntoIterator<Item = W::Item>) -> Self {
+        let slots: Box<[_]> = (0..=workers)
+            .map(|_| {
+                CachePadded::new(Slot {
+                    deque: Deque::new(DEQUE_CAPACITY),
+                    local: UnsafeCell::new(Local { stack: Vec::new(), acc: None, stats: SlotStats::default() }),
+                })
+            })
+            .collect();
+        let mut seeds: Vec<W::Item> = seeds.into_iter().collect();
+        seeds.reverse();
+        // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
+        slots[workers].local.with_mut(|p| unsafe { (*p).stack = seeds });
+        Self {
+            work,
+            sleep,
+            slots,
+            global: GlobalQueue::new(),
+            active: CachePadded::new(AtomicUsize::new(1)),
+            participants: CachePadded::new(AtomicUsize::new(0)),
+            stop: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            panic: Mutex::new(None),
+            caller: Arc::new(Parker::new()),
+        }
+    }
+
+    fn caller_slot(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The caller's part: work on the run, then wait until it is done. The caller must
+    /// then remove the run from the registry and call [`Run::wait_for_workers`].
+    pub(crate) fn run_as_caller(&self) {
+        self.participate_in(self.caller_slot(), true);
+        // The caller counted itself as demand while idle; it is not waiting for work now.
+        self.sleep.remove_demand();
+        // Acquire: pairs with the Release store in `finish`.
+        while !self.done.load(Ordering::Acquire) {
+            self.caller.park();
+        }
+    }
+
+    /// Waits until every worker has left (after the run was unregistered).
+    pub(crate) fn wait_for_workers(&self) {
+        // Acquire: pairs with the Release decrement in `leave`, so each worker's writes
+        // to its slot are visible to `finish_outcome`.
+        while self.participants.load(Ordering::Acquire) != 0 {
+            self.caller.park();
+        }
+    }
+
+    /// Collects accumulators, statistics and any panic. Call after `wait_for_workers`.
+    pub(crate) fn into_outcome(self) -> Outcome<W::Acc> {
+        let mut stats = RunStats::default();
+        let mut accs = Vec::with_capacity(self.slots.len());
+        for slot in self.slots.iter() {
+            // SAFETY: every participant has left (see `wait_for_workers`); the run is ours.
+            slot.local.with_mut(|p| {
+                let local = unsafe { &mut *p };
+                stats.add_slot(&local.stats);
+                if let Some(acc) = local.acc.take() {
+                    accs.push(acc);
+                }
+            });
+        }
+        let panic = lock(&self.panic).take();
+        Outcome { accs, stats, panic }
+    }
+
+    fn finish(&self) {
+        // Release: pairs with the caller's Acquire; the AcqRel decrement that got us
+        // here already acquired every other participant's last decrement.
+        self.done.store(true, Ordering::Release);
+        self.caller.unpark();
+    }
+
+    fn leave(&self) {
+        let caller = Arc::clone(&self.caller);
+        // Release: our slot writes happen before the caller reads them (it loads with
+        // Acquire). After this decrement the run may be gone: only `caller` is used.
+        if self.participants.fetch_sub(1, Ordering::Release) == 1 {
+            caller.unpark();
+        }
+    }
+
+    fn record_panic(&self, payload: Box<dyn Any + Send>) {
+        let mut first = lock(&self.panic);
+        if first.is_none() {
+            *first = Some(payload);
+        }
+        // Relaxed: `stop` is a hint to stop starting items; the payload is read by the
+        // caller after quiescence, which the termination counters order.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn work_visible(&self) -> bool {
+        // Relaxed: a hint; a stale `false` only delays joining.
+        !self.stop.load(Ordering::Relaxed)
+            && (!self.global.is_empty() || self.slots.iter().any(|s| !s.deque.is_empty()))
+    }
+
+    /// The termination protocol, from one participant's side.
+    fn participate_in(&self, me: usize, mut active: bool) {
+        let slot = &self.slots[me];
+        slot.local.with_mut(|p| {
+            // SAFETY: slot `me` belongs to this thread for the whole call: worker `i`
+            // only ever uses slot `i` and takes part in a run at most once at a time,
+            // and the last slot belongs to the run's caller.
+            let local = unsafe { &mut *p };
+            local.stats.joined = true;
+            let mut idle_rounds = 0;
+            loop {
+                if active {
+                    let start = Instant::now();
+                    self.drain(me, local);
+                    local.stats.busy += start.elapsed();
+                    local.stats.idle_transitions += 1;
+                    active = false;
+                    self.sleep.add_demand();
+                    // AcqRel: Release hands our work's effects to whoever finishes the
+                    // run; Acquire (on the last decrement) collects everyone else's.
+                    if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.finish();
+                    }
+                    idle_rounds = 0;
+                }
+                // Acquire: pairs with `finish`.
+                if self.done.load(Ordering::Acquire) {
+                    return;
+                }
+                if self.work_visible() {
+                    // Join the count *before* taking anything (termination invariant).
+                    // AcqRel: keeps the increment ordered before our steals.
+                    self.active.fetch_add(1, Ordering::AcqRel);
+                    self.sleep.remove_demand();
+                    active = true;
+                    continue;
+                }
+                idle_rounds += 1;
+                if idle_rounds > IDLE_ROUNDS {
+                    local.stats.parks += 1;
+                    return;
+                }
+                idle_pause(idle_rounds);
+            }
+        });
+    }
+
+    /// Executes items until none can be found. Catches a panic from a task, records it
+    /// and stops the run.
+    fn drain(&self, me: usize, local: &mut Local<W>) {
+        let deque = &self.slots[me].deque;
+        let Local { stack, acc, stats } = local;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let acc = acc.get_or_insert_with(|| self.work.new_acc());
+            loop {
+                while let Some(item) = stack.pop() {
+                    // Relaxed: see `record_panic`.
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let mut ctx = Ctx {
+                        stack: &mut *stack,
+                        stats: &mut *stats,
+                        deque,
+                        global: &self.global,
+                        sleep: self.sleep,
+                        stop: &self.stop,
+                    };
+                    self.work.execute(item, &mut ctx, acc);
+                    stats.executed += 1;
+                    if stack.len() >= 2 && self.sleep.has_demand() {
+                        self.publish(deque, stack, stats);
+                    }
+                }
+                // SAFETY: we own this slot's deque (see `participate_in`).
+                let next = match unsafe { deque.pop() } {
+                    Some(item) => Some(item),
+                    None => self.find_remote(me, deque, stats),
+                };
+                match next {
+                    Some(item) => stack.push(item),
+                    None => return,
+                }
+            }
+        }));
+        if let Err(payload) = result {
+            self.record_panic(payload);
+        }
+        // Relaxed: see `record_panic`.
+        if self.stop.load(Ordering::Relaxed) {
+            // Drop the private follow-ons; a panicking `Drop` must not escape either.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| stack.clear())) {
+                self.record_panic(payload);
+            }
+        }
+    }
+
+    /// Shares the older half of the private stack with hungry threads.
+    #[cold]
+    fn publish(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, stats: &mut SlotStats) {
+        if !deque.is_empty() {
+            // What we shared last time has not been taken yet.
+            return;
+        }
+        let count = (stack.len() / 2).min(deque.capacity() / 2);
+        for item in stack.drain(..count) {
+            // SAFETY: we own this slot's deque (see `participate_in`).
+            unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };
+        }
+        stats.published += count as u64;
+        self.sleep.notify_one();
+    }
+
+    /// Looks for work outside our own slot: the global queue, then the other deques.
+    fn find_remote(&self, me: usize, deque: &Deque<W::Item>, stats: &mut SlotStats) -> Option<W::Item> {
+        if let Some(item) = self.global.pop() {
+            stats.global_pops += 1;
+            return Some(item);
+        }
+        let n = self.slots.len();
+        for _ in 0..4 {
+            let mut contended = false;
+            for k in 1..n {
+                let victim = &self.slots[(me + k) % n].deque;
+                // SAFETY: we own `deque`, and the victim is another slot's deque.
+                match unsafe { victim.steal_batch_and_pop(deque) } {
+                    Steal::Success(item) => {
+                        stats.steals += 1;
+                        stats.stolen_extra += deque.len() as u64;
+                        return Some(item);
+                    }
+                    Steal::Retry => contended = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !contended {
+                break;
+            }
+            crate::sync::spin_hint();
+        }
+        None
+    }
+}
+
+/// One idle round: spin briefly at first, then yield the core.
+fn idle_pause(round: u32) {
+    if round <= 6 {
+        for _ in 0..(1u32 << round) {
+            crate::sync::spin_hint();
+        }
+    } else {
+        crate::sync::yield_now();
+    }
+}
+
+impl<W: Work> Job for Run<'_, W> {
+    fn try_join(&self) -> bool {
+        // Acquire: pairs with `finish`; a finished run takes no one.
+        if self.done.load(Ordering::Acquire) {
+            return false;
+        }
+        // Relaxed: under the registry lock, which the caller takes before it waits for
+        // this counter to drop to zero.
+        self.participants.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn has_work(&self) -> bool {
+        self.work_visible()
+    }
+
+    fn participate(&self, worker: usize) {
+        self.participate_in(worker, false);
+        self.leave();
+    }
+}

@@ -1,0 +1,276 @@
+//! Integration tests of the pool: exactly-once accounting, follow-ons, panics, nested
+//! runs, concurrent callers, and threads joined on drop.
+
+use fanout::{BuildError, Pool};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn pool(n: usize) -> Pool {
+    Pool::builder().num_threads(n).build().expect("pool")
+}
+
+/// Threads of this process, from /proc (Linux).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+/// A small deterministic PRNG (xorshift64*), so failures can be replayed by seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn tree_runs_every_item_exactly_once() {
+    let pool = pool(3);
+    // Tree with fan-out 4 and depth 6: ids are unique, so a bitmap catches duplicates.
+    let total = (0..=6).map(|d| 4usize.pow(d)).sum::<usize>();
+    let seen: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
+    let stats = pool.run([(0usize, 0u32)], |(id, depth), ctx| {
+        seen[id].fetch_add(1, Ordering::Relaxed);
+        if depth < 6 {
+            for j in 0..4 {
+                ctx.push((id * 4 + j + 1, depth + 1));
+            }
+        }
+    });
+    assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1), "some item ran twice or never");
+    assert_eq!(stats.executed as usize, total);
+    assert_eq!(stats.pushed as usize, total - 1);
+}
+
+#[test]
+fn random_trees_run_exactly_once() {
+    let pool = pool(4);
+    for seed in 1..40u64 {
+        let mut rng = Rng(seed * 0x9E3779B97F4A7C15);
+        let limit = 1 + rng.below(20_000) as usize;
+        let fanout = 1 + rng.below(6) as usize;
+        let seeds = 1 + rng.below(50) as usize;
+        // Items are ids; item `id` pushes `fanout` children `id*fanout + j + seeds`
+        // while below `limit`. Count executions per id.
+        let counts: Vec<AtomicU64> = (0..limit + seeds * fanout + fanout * limit + 1).map(|_| AtomicU64::new(0)).collect();
+        let expected = Mutex::new(0usize);
+        let stats = pool.run(0..seeds, |id, ctx| {
+            counts[id].fetch_add(1, Ordering::Relaxed);
+            for j in 0..fanout {
+                let child = id * fanout + j + seeds;
+                if child < limit {
+                    ctx.push(child);
+                }
+            }
+        });
+        // Recompute sequentially which ids must have run.
+        let mut want = vec![0u64; counts.len()];
+        let mut stack: Vec<usize> = (0..seeds).collect();
+        while let Some(id) = stack.pop() {
+            want[id] += 1;
+            *expected.lock().unwrap() += 1;
+            for j in 0..fanout {
+                let child = id * fanout + j + seeds;
+                if child < limit {
+                    stack.push(child);
+                }
+            }
+        }
+        for (i, c) in counts.iter().enumerate() {
+            assert_eq!(c.load(Ordering::Relaxed), want[i], "seed {seed}: item {i}");
+        }
+        assert_eq!(stats.executed as usize, *expected.lock().unwrap(), "seed {seed}");
+    }
+}
+
+#[test]
+fn long_chain_completes() {
+    let pool = pool(2);
+    let count = AtomicU64::new(0);
+    pool.run([100_000u32], |n, ctx| {
+        count.fetch_add(1, Ordering::Relaxed);
+        if n > 0 {
+            ctx.push(n - 1);
+        }
+    });
+    assert_eq!(count.into_inner(), 100_001);
+}
+
+#[test]
+fn map_keeps_input_order_and_fold_sums() {
+    let pool = pool(2);
+    for n in [0usize, 1, 2, 3, 17, 1000, 100_003] {
+        let v = pool.map_index(0..n, |i| i as u64 * 3);
+        assert_eq!(v.len(), n);
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 * 3));
+        let sum = pool.fold_index(0..n, || 0u64, |a, i| a + i as u64, |a, b| a + b);
+        assert_eq!(sum, (0..n as u64).sum::<u64>());
+    }
+    let words: Vec<String> = (0..500).map(|i| format!("w{i}")).collect();
+    let lens = pool.map(&words, |w| w.len());
+    assert_eq!(lens, words.iter().map(|w| w.len()).collect::<Vec<_>>());
+    let offset = pool.map_index(10..15, |i| i);
+    assert_eq!(offset, [10, 11, 12, 13, 14]);
+}
+
+#[test]
+fn for_each_visits_each_index_once() {
+    let pool = pool(3);
+    let n = 200_000;
+    let hits: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+    pool.for_each_index(0..n, |i| {
+        hits[i].fetch_add(1, Ordering::Relaxed);
+    });
+    assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+    let mut v: Vec<u32> = (0..10_000).collect();
+    pool.for_each_mut(&mut v, |x| *x += 1);
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 + 1));
+}
+
+#[test]
+fn panic_is_resumed_on_caller_and_pool_survives() {
+    let pool = pool(2);
+    let executed = AtomicU64::new(0);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.run(0..10_000u32, |i, ctx| {
+            executed.fetch_add(1, Ordering::Relaxed);
+            if i == 5_000 {
+                panic!("boom at {i}");
+            }
+            if i < 100 {
+                ctx.push(i + 20_000);
+            }
+        });
+    }));
+    let payload = result.expect_err("the panic must reach the caller");
+    let msg = payload.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert_eq!(msg, "boom at 5000");
+    assert!(executed.load(Ordering::Relaxed) <= 10_100);
+    // The pool still works, with every worker alive.
+    let sum = pool.fold_index(0..10_000, || 0u64, |a, i| a + i as u64, |a, b| a + b);
+    assert_eq!(sum, 49_995_000);
+    // A panicking map drops what it wrote and resumes.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.map_index(0..100_000, |i| {
+            assert!(i != 77_777, "map panic");
+            vec![i]
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(pool.map_index(0..4, |i| i), [0, 1, 2, 3]);
+}
+
+#[test]
+fn panic_drops_pending_follow_ons() {
+    // Items count their drops: after a panic, every item created is executed or dropped.
+    struct Tracked<'a>(u32, &'a AtomicUsize);
+    impl Drop for Tracked<'_> {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let pool = pool(2);
+    let created = AtomicUsize::new(0);
+    let dropped = AtomicUsize::new(0);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        created.fetch_add(1, Ordering::Relaxed);
+        pool.run([Tracked(0, &dropped)], |item, ctx| {
+            if item.0 == 12 {
+                panic!("stop");
+            }
+            for _ in 0..3 {
+                created.fetch_add(1, Ordering::Relaxed);
+                ctx.push(Tracked(item.0 + 1, &dropped));
+            }
+        });
+    }));
+    assert!(r.is_err());
+    assert_eq!(created.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
+}
+
+#[test]
+fn nested_runs_do_not_deadlock() {
+    let pool = pool(2);
+    let total = AtomicU64::new(0);
+    pool.run(0..8u64, |i, _ctx| {
+        let inner = pool.fold_index(0..1000, || 0u64, |a, j| a + j as u64 + i, |a, b| a + b);
+        total.fetch_add(inner, Ordering::Relaxed);
+    });
+    let want: u64 = (0..8).map(|i| 499_500 + 1000 * i).sum();
+    assert_eq!(total.into_inner(), want);
+}
+
+#[test]
+fn concurrent_callers_share_one_pool() {
+    let pool = Arc::new(pool(2));
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                for round in 0..20u64 {
+                    let n = 1000 + (t * 37 + round * 11) as usize;
+                    let sum = pool.fold_index(0..n, || 0u64, |a, i| a + i as u64, |a, b| a + b);
+                    assert_eq!(sum, (0..n as u64).sum::<u64>());
+                    let count = AtomicU64::new(0);
+                    pool.run([10u32], |d, ctx| {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        if d > 0 {
+                            ctx.push(d - 1);
+                            ctx.push(d - 1);
+                        }
+                    });
+                    assert_eq!(count.into_inner(), (1 << 11) - 1);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn drop_joins_every_worker_thread() {
+    let before = thread_count();
+    for _ in 0..5 {
+        let pool = pool(4);
+        pool.for_each_index(0..1000, |_| {});
+        drop(pool);
+    }
+    // Other tests run in parallel threads of this process; allow them to come and go,
+    // but 5 leaked pools would leave 20 threads.
+    let after = thread_count();
+    assert!(after < before + 4, "threads before {before}, after {after}");
+}
+
+#[test]
+fn builder_rejects_bad_settings() {
+    assert!(matches!(Pool::builder().num_threads(0).build(), Err(BuildError::ZeroThreads)));
+    assert!(matches!(Pool::builder().num_threads(1 << 20).build(), Err(BuildError::TooManyThreads { .. })));
+    assert!(matches!(Pool::builder().stack_size(10).build(), Err(BuildError::StackTooSmall { .. })));
+    let err = Pool::builder().num_threads(0).build().unwrap_err();
+    assert_eq!(err.to_string(), "a pool needs at least one thread");
+    let pool = Pool::builder().num_threads(1).pin(false).thread_name("x").build().unwrap();
+    assert_eq!(pool.pinned_workers(), 0);
+    assert_eq!(pool.num_threads(), 1);
+}
+
+#[test]
+fn stats_are_summed() {
+    let pool = pool(2);
+    let stats = pool.run([(0u32, 0u32)], |(_, depth), ctx| {
+        if depth < 8 {
+            ctx.push((0, depth + 1));
+            ctx.push((0, depth + 1));
+        }
+    });
+    assert_eq!(stats.executed, (1 << 9) - 1);
+    assert_eq!(stats.pushed, (1 << 9) - 2);
+    assert_eq!(stats.busy.len(), 3);
+    assert!(stats.participants >= 1);
+}
