@@ -25,6 +25,31 @@ impl<T: Send, F: Fn(T, &mut Ctx<'_, T>) + Sync> Work for FollowOn<T, F> {
     }
 }
 
+/// A follow-on run whose tasks fold into a per-thread accumulator.
+struct RunFold<T, Id, F> {
+    identity: Id,
+    f: F,
+    _item: PhantomData<fn(T)>,
+}
+
+impl<T, A, Id, F> Work for RunFold<T, Id, F>
+where
+    T: Send,
+    A: Send,
+    Id: Fn() -> A + Sync,
+    F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
+{
+    type Item = T;
+    type Acc = A;
+    fn new_acc(&self) -> A {
+        (self.identity)()
+    }
+    #[inline(always)]
+    fn execute(&self, item: T, ctx: &mut Ctx<'_, T>, acc: &mut A) {
+        (self.f)(acc, item, ctx)
+    }
+}
+
 impl Pool {
     /// Runs `f` on every seed and on every follow-on item pushed through [`Ctx::push`],
     /// until none is left; returns what the run did.
@@ -57,6 +82,36 @@ impl Pool {
         F: Fn(T, &mut Ctx<'_, T>) + Sync,
     {
         self.execute(FollowOn { f, _item: PhantomData }, seeds).1
+    }
+
+    /// Like [`Pool::run`], but each task also gets a mutable accumulator private to the
+    /// thread running it (started from `identity()`); the accumulators of all threads
+    /// are combined with `reduce` at the end. Use it to sum or collect over a follow-on
+    /// run without a shared atomic per item.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// // Count the nodes of a binary tree of depth 10 without any shared counter.
+    /// let nodes = pool.run_fold([10u32], || 0u64, |count, depth, ctx| {
+    ///     *count += 1;
+    ///     if depth > 0 {
+    ///         ctx.push(depth - 1);
+    ///         ctx.push(depth - 1);
+    ///     }
+    /// }, |a, b| a + b);
+    /// assert_eq!(nodes, (1 << 11) - 1);
+    /// ```
+    pub fn run_fold<T, A, I, Id, F, Red>(&self, seeds: I, identity: Id, f: F, reduce: Red) -> A
+    where
+        T: Send,
+        A: Send,
+        I: IntoIterator<Item = T>,
+        Id: Fn() -> A + Sync,
+        F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        let (accs, _) = self.execute(RunFold { identity: &identity, f, _item: PhantomData }, seeds);
+        accs.into_iter().reduce(reduce).unwrap_or_else(identity)
     }
 
     /// Calls `f(i)` for every `i` in `range`, in parallel; returns what the run did.

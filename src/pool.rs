@@ -150,6 +150,14 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     pinned: AtomicUsize,
     threads: usize,
+    /// At least one worker per core: a caller that also works is one thread too many,
+    /// so it steps back once the workers are busy on its run.
+    one_per_core: bool,
+}
+
+std::thread_local! {
+    /// The pool (its `Shared`'s address) whose worker this thread is, if any.
+    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl Shared {
@@ -302,6 +310,7 @@ impl Pool {
             shutdown: AtomicBool::new(false),
             pinned: AtomicUsize::new(0),
             threads,
+            one_per_core: threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
         let mut pool = Pool { shared, threads: Vec::with_capacity(threads) };
         #[cfg(not(loom))]
@@ -323,6 +332,7 @@ impl Pool {
                         shared.pinned.fetch_add(1, Ordering::Relaxed);
                     }
                     let _ = ready.send(());
+                    WORKER_OF.with(|w| w.set(std::ptr::from_ref::<Shared>(&shared) as usize));
                     shared.worker_loop(i);
                 });
                 match spawned {
@@ -373,7 +383,12 @@ impl Pool {
 
     /// Like `execute`, but hands a panic back instead of resuming it.
     pub(crate) fn execute_catching<W: Work>(&self, work: W, seeds: impl IntoIterator<Item = W::Item>) -> Outcome<W::Acc> {
-        let run = Run::new(work, &self.shared.sleep, self.shared.threads, seeds);
+        // A worker calling into its own pool (a nested run) owns a core already: it never
+        // steps back, or that core would sit idle while it waits.
+        let me = std::ptr::from_ref::<Shared>(&self.shared) as usize;
+        let nested = WORKER_OF.with(|w| w.get()) == me;
+        let steps_back = self.shared.one_per_core && !nested;
+        let run = Run::new(work, &self.shared.sleep, self.shared.threads, steps_back, seeds);
         let job: &dyn Job = &run;
         // SAFETY: erases the run's lifetime for the registry. The pointer is only used
         // while the run is registered or joined, and this function unregisters it and

@@ -31,6 +31,9 @@ fn walk<S>(range: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, mut state: S, m
             let mid = i + (end - i) / 2;
             ctx.share(mid..end);
             end = mid;
+        } else if i < end && ctx.should_step_back() {
+            ctx.share(i..end);
+            end = i;
         }
         if ctx.is_stopping() {
             break;

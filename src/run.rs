@@ -8,25 +8,35 @@
 //!
 //! # Termination
 //!
-//! `active` counts participants that may hold or produce items. The caller starts
-//! active (the count starts at 1 on its behalf); workers join idle.
+//! `active` packs two numbers: the count of participants that may hold or produce
+//! items (low 32 bits) and an epoch bumped on every activation (high 32 bits). The
+//! caller starts active (the count starts at 1 on its behalf); workers join idle.
 //!
-//! * An active participant goes idle only after its private stack and its own deque
-//!   are empty and it found nothing in the global queue or in other deques. Then it
-//!   decrements `active`; whoever brings it to zero sets `done`.
-//! * An idle participant that sees work increments `active` *before* taking any item.
-//! * Only active participants push to deques or to the global queue.
+//! 1. Only active participants execute items or push them anywhere.
+//! 2. An idle participant that sees work increments `active` (count and epoch) *before*
+//!    it takes any item from a deque or the global queue.
+//! 3. An active participant goes idle (decrements the count) only with an empty private
+//!    stack, after finding nothing in its own deque, the global queue or other deques;
+//!    or, for a caller stepping back, after moving all its private items to its deque.
+//! 4. Whoever brings the count to zero re-checks every deque and the global queue, and
+//!    then that `active` still holds the value its decrement left. Only then is the run
+//!    `done`.
 //!
-//! Invariant: every pending item is in the private stack of an active participant, or
-//! in a deque or the global queue; and when `active == 0` all deques and the global
-//! queue are empty (each idle participant left its own deque empty, nobody pushes while
-//! idle, and a participant always sees its own pushes to the global queue before it goes
-//! idle). So `done` is never set early, and it is always set once everything has run,
-//! because the last participant to finish its work decrements `active` to zero.
+//! No early `done`: when the count reaches zero nobody holds private items, and every
+//! item in a deque or the global queue was pushed before some decrement that the
+//! finisher's AcqRel decrement acquired, so its re-check sees it, unless someone took it
+//! first. Taking an item is a release operation on the structure (a CAS on a deque's
+//! head, a pop from the injector, the owner's release store of `bottom`) that the
+//! re-check reads with acquire, so the taker's earlier increment is then visible to the
+//! final load, whose epoch has changed. The epoch rules out the ABA case where someone
+//! activates, takes items, hands some back (step back) and returns the count to zero.
+//!
+//! Always `done` eventually: the last participant to go idle runs the check; if it sees
+//! work, it re-activates and takes it (rule 2), so the check runs again later.
 //!
 //! After a panic (the `stop` flag), participants stop starting items, drop their private
-//! items and go idle without re-activating; the same counter then reaches zero, and the
-//! items left in deques are dropped with the run.
+//! items, treat the shared queues as empty and do not re-activate; the count then reaches
+//! zero and the items left in deques are dropped with the run.
 //!
 //! Memory safety of the caller's stack frame: workers join a run only through the
 //! pool's registry, under its lock, which bumps `participants`; the caller removes the
@@ -37,7 +47,7 @@ use crate::deque::{Deque, Steal};
 use crate::global::GlobalQueue;
 use crate::sleep::Sleep;
 use crate::stats::{RunStats, SlotStats};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
 use crossbeam_utils::CachePadded;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -49,6 +59,9 @@ pub(crate) const DEQUE_CAPACITY: usize = 256;
 /// Small under loom so that wrap-around and overflow are explored.
 #[cfg(loom)]
 pub(crate) const DEQUE_CAPACITY: usize = 4;
+
+/// Adds one active participant and bumps the epoch (see the module docs).
+const ACTIVATE: u64 = 1 | (1 << 32);
 
 /// Idle rounds a participant spends looking for work before it leaves the run.
 #[cfg(not(loom))]
@@ -95,6 +108,9 @@ pub struct Ctx<'a, T> {
     global: &'a GlobalQueue<T>,
     sleep: &'a Sleep,
     stop: &'a AtomicBool,
+    /// The run's worker count, when this thread should step back once workers are
+    /// busy on the run (see [`Run::should_step_back`]).
+    step_back: Option<&'a AtomicUsize>,
 }
 
 impl<T> Ctx<'_, T> {
@@ -116,6 +132,13 @@ impl<T> Ctx<'_, T> {
     #[inline(always)]
     pub(crate) fn should_split(&self) -> bool {
         self.sleep.has_demand() && self.deque.is_empty()
+    }
+
+    /// Whether the caller should hand its remaining work to the workers now.
+    #[inline(always)]
+    pub(crate) fn should_step_back(&self) -> bool {
+        // Relaxed: a hint, see `Run::should_step_back`.
+        self.step_back.is_some_and(|p| !self.sleep.has_demand() && p.load(Ordering::Relaxed) != 0)
     }
 
     /// Makes `item` stealable right away and wakes a sleeper (used by range splitting).
@@ -168,8 +191,9 @@ pub(crate) struct Run<'p, W: Work> {
     sleep: &'p Sleep,
     slots: Box<[CachePadded<Slot<W>>]>,
     global: GlobalQueue<W::Item>,
-    /// Participants that may hold or produce items (see the module docs).
-    active: CachePadded<AtomicUsize>,
+    /// Active participants (low 32 bits) and activation epoch (high 32 bits); see the
+    /// module docs.
+    active: CachePadded<AtomicU64>,
     /// Workers currently inside `participate` (the caller is not counted).
     participants: CachePadded<AtomicUsize>,
     /// Set after a panic: no new item starts.
@@ -180,6 +204,9 @@ pub(crate) struct Run<'p, W: Work> {
     /// Where the caller waits; reference-counted so a worker can wake it after its last
     /// access to the run.
     caller: Arc<Parker>,
+    /// Whether the caller hands its work to the workers once they are all busy (when the
+    /// pool has a worker per core, so the caller would be one thread too many).
+    caller_steps_back: bool,
 }
 
 /// Everything a finished run hands back.
@@ -192,7 +219,13 @@ pub(crate) struct Outcome<A> {
 impl<'p, W: Work> Run<'p, W> {
     /// A run for `workers` pool workers plus the caller, with `seeds` in the caller's
     /// private stack (first seed on top, so seeds start in order).
-    pub(crate) fn new(work: W, sleep: &'p Sleep, workers: usize, seeds: impl IntoIterator<Item = W::Item>) -> Self {
+    pub(crate) fn new(
+        work: W,
+        sleep: &'p Sleep,
+        workers: usize,
+        caller_steps_back: bool,
+        seeds: impl IntoIterator<Item = W::Item>,
+    ) -> Self {
         let slots: Box<[_]> = (0..=workers)
             .map(|_| {
                 CachePadded::new(Slot {
@@ -210,12 +243,13 @@ impl<'p, W: Work> Run<'p, W> {
             sleep,
             slots,
             global: GlobalQueue::new(),
-            active: CachePadded::new(AtomicUsize::new(1)),
+            active: CachePadded::new(AtomicU64::new(1)),
             participants: CachePadded::new(AtomicUsize::new(0)),
             stop: AtomicBool::new(false),
             done: AtomicBool::new(false),
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
+            caller_steps_back,
         }
     }
 
@@ -262,6 +296,18 @@ impl<'p, W: Work> Run<'p, W> {
         Outcome { accs, stats, panic }
     }
 
+    /// Rule 4: called by whoever brought the count to zero, leaving `active == left`.
+    /// The run is over unless work is still visible (a caller that stepped back leaves
+    /// its items in its deque) or someone activated meanwhile; in both cases somebody
+    /// will come back here.
+    fn try_finish(&self, left: u64) {
+        // Acquire: together with the AcqRel decrement, this sees every push made before
+        // any decrement, and any activation whose take emptied a queue we looked at.
+        if !self.work_visible() && self.active.load(Ordering::Acquire) == left {
+            self.finish();
+        }
+    }
+
     fn finish(&self) {
         // Release: pairs with the caller's Acquire; the AcqRel decrement that got us
         // here already acquired every other participant's last decrement.
@@ -304,18 +350,23 @@ impl<'p, W: Work> Run<'p, W> {
             let local = unsafe { &mut *p };
             local.stats.joined = true;
             let mut idle_rounds = 0;
+            let step_back = self.caller_steps_back && me == self.caller_slot();
             loop {
                 if active {
                     let start = Instant::now();
-                    self.drain(me, local);
+                    let stepped_back = self.drain(me, local, step_back);
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
                     self.sleep.add_demand();
                     // AcqRel: Release hands our work's effects to whoever finishes the
                     // run; Acquire (on the last decrement) collects everyone else's.
-                    if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        self.finish();
+                    let left = self.active.fetch_sub(1, Ordering::AcqRel) - 1;
+                    if left as u32 == 0 {
+                        self.try_finish(left);
+                    } else if stepped_back {
+                        // Workers are active on the run and will find what we shared.
+                        return;
                     }
                     idle_rounds = 0;
                 }
@@ -324,9 +375,9 @@ impl<'p, W: Work> Run<'p, W> {
                     return;
                 }
                 if self.work_visible() {
-                    // Join the count *before* taking anything (termination invariant).
+                    // Join the count *before* taking anything (rule 2), bumping the epoch.
                     // AcqRel: keeps the increment ordered before our steals.
-                    self.active.fetch_add(1, Ordering::AcqRel);
+                    self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
                     self.sleep.remove_demand();
                     active = true;
                     continue;
@@ -342,10 +393,13 @@ impl<'p, W: Work> Run<'p, W> {
     }
 
     /// Executes items until none can be found. Catches a panic from a task, records it
-    /// and stops the run.
-    fn drain(&self, me: usize, local: &mut Local<W>) {
+    /// and stops the run. Returns whether the caller stepped back (handed its private
+    /// work to the workers) instead of running dry.
+    fn drain(&self, me: usize, local: &mut Local<W>, step_back: bool) -> bool {
         let deque = &self.slots[me].deque;
         let Local { stack, acc, stats } = local;
+        let step_back_on = step_back.then_some(&*self.participants);
+        let mut stepped_back = false;
         let result = catch_unwind(AssertUnwindSafe(|| {
             let acc = acc.get_or_insert_with(|| self.work.new_acc());
             loop {
@@ -361,11 +415,18 @@ impl<'p, W: Work> Run<'p, W> {
                         global: &self.global,
                         sleep: self.sleep,
                         stop: &self.stop,
+                        step_back: step_back_on,
                     };
                     self.work.execute(item, &mut ctx, acc);
                     stats.executed += 1;
-                    if stack.len() >= 2 && self.sleep.has_demand() {
-                        self.publish(deque, stack, stats);
+                    if self.sleep.has_demand() {
+                        if stack.len() >= 2 {
+                            self.publish(deque, stack, stats);
+                        }
+                    } else if step_back && self.should_step_back() {
+                        self.hand_off(deque, stack, stats);
+                        stepped_back = true;
+                        return;
                     }
                 }
                 // SAFETY: we own this slot's deque (see `participate_in`).
@@ -389,6 +450,31 @@ impl<'p, W: Work> Run<'p, W> {
                 self.record_panic(payload);
             }
         }
+        stepped_back
+    }
+
+    /// Whether the caller should stop working and leave its items to the workers: every
+    /// worker is busy (no demand) and at least one is on this run. On a pool with one
+    /// worker per core the caller is then one thread too many; if it kept working, the
+    /// OS would time-slice three threads on two cores, and a descheduled thread's private
+    /// items would wait for it.
+    #[inline]
+    fn should_step_back(&self) -> bool {
+        // Relaxed: a hint; a stale value only delays or advances the step back, and the
+        // termination protocol copes with either (see `try_finish`).
+        self.participants.load(Ordering::Relaxed) != 0
+    }
+
+    /// Moves every private item of the caller to its deque (overflow to the global
+    /// queue) so the workers can take them.
+    #[cold]
+    fn hand_off(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, stats: &mut SlotStats) {
+        stats.published += stack.len() as u64;
+        for item in stack.drain(..) {
+            // SAFETY: we own this slot's deque (see `participate_in`).
+            unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };
+        }
+        self.sleep.notify_one();
     }
 
     /// Shares the older half of the private stack with hungry threads.

@@ -1,0 +1,328 @@
+//! The tradeoffs table: the same workloads through a sequential loop, `fanout`'s
+//! work-stealing pool and `rayon`, with ns/item, speedup over sequential, and rank.
+//!
+//! ```text
+//! cargo run --release --example tradeoffs               # full table (< 60 s on 2 cores)
+//! cargo run --release --example tradeoffs -- --quick    # fewer rounds (< 20 s)
+//! cargo run --release --example tradeoffs -- --json     # one JSON object per cell
+//! cargo run --release --example tradeoffs -- --threads 4 --workload W1,W4
+//! ```
+//!
+//! Variants are interleaved round by round (A B C A B C ...) and each cell reports the
+//! median, so that a noisy machine shifts all variants alike. Every variant's result
+//! is checked against the sequential one.
+
+mod workloads;
+
+use fanout::Pool;
+use rayon::prelude::*;
+use std::io::Write;
+use std::time::Instant;
+use workloads::*;
+
+struct Options {
+    quick: bool,
+    json: bool,
+    threads: usize,
+    workloads: Vec<String>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut opts = Options {
+        quick: false,
+        json: false,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        workloads: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--json" => opts.json = true,
+            "--threads" => {
+                let v = args.next().ok_or("--threads needs a number")?;
+                opts.threads = v.parse().map_err(|_| format!("--threads: not a number: {v}"))?;
+                if opts.threads == 0 {
+                    return Err("--threads must be at least 1".into());
+                }
+            }
+            "--workload" => {
+                let v = args.next().ok_or("--workload needs a list, e.g. W1,W4")?;
+                opts.workloads = v.split(',').map(|w| w.trim().to_uppercase()).collect();
+            }
+            "-h" | "--help" => {
+                println!("usage: tradeoffs [--quick] [--json] [--threads N] [--workload W1,W2,W3,W4]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other} (try --help)")),
+        }
+    }
+    for w in &opts.workloads {
+        if !["W1", "W2", "W3", "W4"].contains(&w.as_str()) {
+            return Err(format!("unknown workload {w}; known: W1, W2, W3, W4"));
+        }
+    }
+    Ok(opts)
+}
+
+/// One way of running a workload; returns a checksum compared across variants.
+struct Variant<'a> {
+    name: &'static str,
+    run: Box<dyn Fn() -> u64 + 'a>,
+}
+
+struct Workload<'a> {
+    id: &'static str,
+    title: String,
+    items: u64,
+    rounds: usize,
+    variants: Vec<Variant<'a>>,
+}
+
+struct Cell {
+    workload: &'static str,
+    variant: &'static str,
+    median_ns: f64,
+    ns_per_item: f64,
+    speedup: f64,
+    rank: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn measure(w: &Workload<'_>, progress: &mut Progress) -> Vec<Cell> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); w.variants.len()];
+    let mut reference: Option<u64> = None;
+    // One warm-up round, not recorded.
+    for v in &w.variants {
+        let sum = (v.run)();
+        match reference {
+            None => reference = Some(sum),
+            Some(r) => assert_eq!(sum, r, "{} {}: wrong result", w.id, v.name),
+        }
+    }
+    for _ in 0..w.rounds {
+        for (i, v) in w.variants.iter().enumerate() {
+            let start = Instant::now();
+            let sum = (v.run)();
+            samples[i].push(start.elapsed().as_nanos() as f64);
+            assert_eq!(Some(sum), reference, "{} {}: wrong result", w.id, v.name);
+        }
+        progress.step();
+    }
+    let medians: Vec<f64> = samples.into_iter().map(median).collect();
+    let seq = medians[0];
+    let mut order: Vec<usize> = (0..medians.len()).collect();
+    order.sort_by(|&a, &b| medians[a].total_cmp(&medians[b]));
+    w.variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Cell {
+            workload: w.id,
+            variant: v.name,
+            median_ns: medians[i],
+            ns_per_item: medians[i] / w.items as f64,
+            speedup: seq / medians[i],
+            rank: order.iter().position(|&o| o == i).unwrap() + 1,
+        })
+        .collect()
+}
+
+struct Progress {
+    done: usize,
+    total: usize,
+    enabled: bool,
+}
+
+impl Progress {
+    fn step(&mut self) {
+        self.done += 1;
+        if self.enabled {
+            let width = 30;
+            let filled = width * self.done / self.total.max(1);
+            eprint!("\r[{}{}] {}/{} rounds", "#".repeat(filled), " ".repeat(width - filled), self.done, self.total);
+            let _ = std::io::stderr().flush();
+            if self.done == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+fn main() {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tradeoffs: {e}");
+            std::process::exit(2);
+        }
+    };
+    let threads = opts.threads;
+    let pool = Pool::builder().num_threads(threads).build().expect("fanout pool");
+    let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
+    let k = calibrate_mix(1000.0);
+    let r = |full: usize, quick: usize| if opts.quick { quick } else { full };
+
+    let pool = &pool;
+    let rp = &rayon_pool;
+    let mut all = vec![
+        Workload {
+            id: "W1",
+            title: format!("sum of tiny(i), {W1_N} items (~1 ns each)"),
+            items: W1_N,
+            rounds: r(31, 11),
+            variants: vec![
+                Variant { name: "sequential", run: Box::new(|| (0..W1_N).map(tiny).fold(0, u64::wrapping_add)) },
+                Variant {
+                    name: "fanout",
+                    run: Box::new(|| {
+                        pool.fold_index(0..W1_N as usize, || 0u64, |a, i| a.wrapping_add(tiny(i as u64)), u64::wrapping_add)
+                    }),
+                },
+                Variant {
+                    name: "rayon",
+                    run: Box::new(|| rp.install(|| (0..W1_N).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))),
+                },
+            ],
+        },
+        Workload {
+            id: "W2",
+            title: format!("sum of mix(i, {k}), {W2_N} items (~1 us each)"),
+            items: W2_N,
+            rounds: r(11, 5),
+            variants: vec![
+                Variant { name: "sequential", run: Box::new(move || (0..W2_N).map(|i| mix(i, k)).fold(0, u64::wrapping_add)) },
+                Variant {
+                    name: "fanout",
+                    run: Box::new(move || {
+                        pool.fold_index(0..W2_N as usize, || 0u64, |a, i| a.wrapping_add(mix(i as u64, k)), u64::wrapping_add)
+                    }),
+                },
+                Variant {
+                    name: "rayon",
+                    run: Box::new(move || {
+                        rp.install(|| (0..W2_N).into_par_iter().map(|i| mix(i, k)).reduce(|| 0, u64::wrapping_add))
+                    }),
+                },
+            ],
+        },
+        Workload {
+            id: "W3",
+            title: format!("W2 with the first 5% of items 50x dearer, {W2_N} items"),
+            items: W2_N,
+            rounds: r(7, 3),
+            variants: vec![
+                Variant {
+                    name: "sequential",
+                    run: Box::new(move || (0..W2_N).map(|i| skewed(i, k)).fold(0, u64::wrapping_add)),
+                },
+                Variant {
+                    name: "fanout",
+                    run: Box::new(move || {
+                        pool.fold_index(0..W2_N as usize, || 0u64, |a, i| a.wrapping_add(skewed(i as u64, k)), u64::wrapping_add)
+                    }),
+                },
+                Variant {
+                    name: "rayon",
+                    run: Box::new(move || {
+                        rp.install(|| (0..W2_N).into_par_iter().map(|i| skewed(i, k)).reduce(|| 0, u64::wrapping_add))
+                    }),
+                },
+            ],
+        },
+        Workload {
+            id: "W4",
+            title: format!("follow-on tree, 4 children to depth {W4_DEPTH}, {W4_TASKS} tasks"),
+            items: W4_TASKS,
+            rounds: r(31, 11),
+            variants: vec![
+                Variant { name: "sequential", run: Box::new(|| w4_recursive(0, 0)) },
+                Variant {
+                    name: "fanout",
+                    run: Box::new(|| {
+                        pool.run_fold(
+                            [(0u64, 0u32)],
+                            || 0u64,
+                            |sum, (id, depth), ctx| {
+                                *sum = sum.wrapping_add(tiny(id));
+                                if let Some(children) = w4_children(id, depth) {
+                                    for c in children {
+                                        ctx.push(c);
+                                    }
+                                }
+                            },
+                            u64::wrapping_add,
+                        )
+                    }),
+                },
+                Variant { name: "rayon join", run: Box::new(|| rp.install(|| w4_rayon_join(0, 0))) },
+                Variant { name: "rayon scope", run: Box::new(|| rp.install(w4_rayon_scope)) },
+            ],
+        },
+    ];
+    if !opts.workloads.is_empty() {
+        all.retain(|w| opts.workloads.iter().any(|x| x == w.id));
+    }
+
+    let total: usize = all.iter().map(|w| w.rounds).sum();
+    let mut progress = Progress { done: 0, total, enabled: !opts.json };
+    let started = Instant::now();
+    let mut cells = Vec::new();
+    for w in &all {
+        cells.extend(measure(w, &mut progress));
+    }
+
+    if opts.json {
+        for c in &cells {
+            println!(
+                "{{\"workload\":\"{}\",\"variant\":\"{}\",\"threads\":{},\"median_ns\":{:.0},\"ns_per_item\":{:.4},\"speedup\":{:.4},\"rank\":{}}}",
+                c.workload, c.variant, threads, c.median_ns, c.ns_per_item, c.speedup, c.rank
+            );
+        }
+        return;
+    }
+    println!(
+        "fanout tradeoffs: {threads} worker threads ({} pinned), {} cores; medians of interleaved rounds",
+        pool.pinned_workers(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for w in &all {
+        println!("\n{}  {}", w.id, w.title);
+        println!("  {:<14} {:>10} {:>10} {:>5}", "variant", "ns/item", "speedup", "rank");
+        for c in cells.iter().filter(|c| c.workload == w.id) {
+            println!("  {:<14} {:>10.3} {:>9.2}x {:>5}", c.variant, c.ns_per_item, c.speedup, c.rank);
+        }
+    }
+    println!();
+    for line in verdicts(&cells) {
+        println!("{line}");
+    }
+    println!("\n(measured in {:.1} s)", started.elapsed().as_secs_f64());
+}
+
+/// Plain-language conclusions drawn from this run's numbers only.
+fn verdicts(cells: &[Cell]) -> Vec<String> {
+    let get = |w: &str, v: &str| cells.iter().find(|c| c.workload == w && c.variant == v);
+    let mut out = Vec::new();
+    for w in ["W1", "W2", "W3", "W4"] {
+        let Some(best) = cells.iter().filter(|c| c.workload == w).min_by(|a, b| a.median_ns.total_cmp(&b.median_ns)) else {
+            continue;
+        };
+        let ours = get(w, "fanout").map_or(0.0, |c| c.speedup);
+        out.push(format!(
+            "- {w}: fastest is {} ({:.2}x sequential); fanout runs at {:.2}x sequential.",
+            best.variant, best.speedup, ours
+        ));
+    }
+    if let (Some(f), Some(j)) = (get("W4", "fanout"), get("W4", "rayon join")) {
+        out.push(format!(
+            "- Dynamic follow-on work (W4): fanout is {:.1}x faster than rayon::join here, because follow-ons stay in a private buffer until a thread is idle instead of paying for a shared job per task.",
+            j.median_ns / f.median_ns
+        ));
+    }
+    out
+}

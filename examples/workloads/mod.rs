@@ -1,0 +1,98 @@
+//! The benchmark workloads W1–W4, shared by `examples/tradeoffs.rs` and `benches/core.rs`.
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+/// About 1 ns of work: a multiply, a shift and a xor.
+#[inline(always)]
+pub fn tiny(i: u64) -> u64 {
+    let i = black_box(i);
+    (i.wrapping_mul(0x9E3779B97F4A7C15) >> 7) ^ i
+}
+
+/// `k` rounds of xorshift-multiply: a dependent chain, so cost grows linearly in `k`.
+#[inline(always)]
+pub fn mix(i: u64, k: u32) -> u64 {
+    let mut x = black_box(i) ^ 0x9E3779B97F4A7C15;
+    for _ in 0..k {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x2545F4914F6CDD1D);
+    }
+    x
+}
+
+/// The `k` for which `mix(i, k)` costs about `target_ns` on this machine.
+pub fn calibrate_mix(target_ns: f64) -> u32 {
+    let k = 256u32;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut acc = 0u64;
+        for i in 0..20_000u64 {
+            acc = acc.wrapping_add(mix(i, k));
+        }
+        black_box(acc);
+        best = best.min(start.elapsed().as_nanos() as f64 / 20_000.0);
+    }
+    ((target_ns / best) * f64::from(k)).round().max(1.0) as u32
+}
+
+pub const W1_N: u64 = 10_000_000;
+pub const W2_N: u64 = 200_000;
+/// W3: the first 5% of indices cost 50x.
+pub const W3_HEAVY: u64 = W2_N / 20;
+pub const W4_DEPTH: u32 = 10;
+pub const W4_TASKS: u64 = 1_398_101;
+
+/// W3's cost function.
+#[inline(always)]
+pub fn skewed(i: u64, k: u32) -> u64 {
+    if i < W3_HEAVY { mix(i, 50 * k) } else { mix(i, k) }
+}
+
+/// W4's task: returns `tiny(id)` and the children to push.
+#[inline(always)]
+pub fn w4_children(id: u64, depth: u32) -> Option<impl Iterator<Item = (u64, u32)>> {
+    (depth < W4_DEPTH).then(|| (0..4).map(move |j| (id * 4 + j + 1, depth + 1)))
+}
+
+/// W4 as plain recursion: the sequential baseline.
+pub fn w4_recursive(id: u64, depth: u32) -> u64 {
+    let mut sum = tiny(id);
+    if depth < W4_DEPTH {
+        for j in 0..4 {
+            sum = sum.wrapping_add(w4_recursive(id * 4 + j + 1, depth + 1));
+        }
+    }
+    sum
+}
+
+/// W4 with `rayon::join`, splitting the four children in two pairs.
+pub fn w4_rayon_join(id: u64, depth: u32) -> u64 {
+    let own = tiny(id);
+    if depth >= W4_DEPTH {
+        return own;
+    }
+    let c = |j: u64| w4_rayon_join(id * 4 + j + 1, depth + 1);
+    let ((a, b), (x, y)) = rayon::join(|| rayon::join(|| c(0), || c(1)), || rayon::join(|| c(2), || c(3)));
+    own.wrapping_add(a).wrapping_add(b).wrapping_add(x).wrapping_add(y)
+}
+
+/// W4 with `rayon::scope` and one `spawn` per task, summing into an atomic.
+pub fn w4_rayon_scope() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    fn go<'s>(s: &rayon::Scope<'s>, sum: &'s AtomicU64, id: u64, depth: u32) {
+        sum.fetch_add(tiny(id), Ordering::Relaxed);
+        if depth < W4_DEPTH {
+            for j in 0..4 {
+                s.spawn(move |s| go(s, sum, id * 4 + j + 1, depth + 1));
+            }
+        }
+    }
+    let sum = AtomicU64::new(0);
+    rayon::scope(|s| go(s, &sum, 0, 0));
+    sum.into_inner()
+}
