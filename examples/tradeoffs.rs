@@ -180,12 +180,19 @@ fn main() {
                 Variant {
                     name: "fanout",
                     run: Box::new(|| {
-                        pool.fold_index(0..W1_N as usize, || 0u64, |a, i| a.wrapping_add(tiny(i as u64)), u64::wrapping_add)
+                        pool.fold_index(
+                            0..W1_N as usize,
+                            || 0u64,
+                            |a, i| a.wrapping_add(tiny(i as u64)),
+                            u64::wrapping_add,
+                        )
                     }),
                 },
                 Variant {
                     name: "rayon",
-                    run: Box::new(|| rp.install(|| (0..W1_N).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))),
+                    run: Box::new(|| {
+                        rp.install(|| (0..W1_N).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))
+                    }),
                 },
             ],
         },
@@ -195,11 +202,19 @@ fn main() {
             items: W2_N,
             rounds: r(11, 5),
             variants: vec![
-                Variant { name: "sequential", run: Box::new(move || (0..W2_N).map(|i| mix(i, k)).fold(0, u64::wrapping_add)) },
+                Variant {
+                    name: "sequential",
+                    run: Box::new(move || (0..W2_N).map(|i| mix(i, k)).fold(0, u64::wrapping_add)),
+                },
                 Variant {
                     name: "fanout",
                     run: Box::new(move || {
-                        pool.fold_index(0..W2_N as usize, || 0u64, |a, i| a.wrapping_add(mix(i as u64, k)), u64::wrapping_add)
+                        pool.fold_index(
+                            0..W2_N as usize,
+                            || 0u64,
+                            |a, i| a.wrapping_add(mix(i as u64, k)),
+                            u64::wrapping_add,
+                        )
                     }),
                 },
                 Variant {
@@ -223,7 +238,12 @@ fn main() {
                 Variant {
                     name: "fanout",
                     run: Box::new(move || {
-                        pool.fold_index(0..W2_N as usize, || 0u64, |a, i| a.wrapping_add(skewed(i as u64, k)), u64::wrapping_add)
+                        pool.fold_index(
+                            0..W2_N as usize,
+                            || 0u64,
+                            |a, i| a.wrapping_add(skewed(i as u64, k)),
+                            u64::wrapping_add,
+                        )
                     }),
                 },
                 Variant {
@@ -309,7 +329,8 @@ fn verdicts(cells: &[Cell]) -> Vec<String> {
     let get = |w: &str, v: &str| cells.iter().find(|c| c.workload == w && c.variant == v);
     let mut out = Vec::new();
     for w in ["W1", "W2", "W3", "W4"] {
-        let Some(best) = cells.iter().filter(|c| c.workload == w).min_by(|a, b| a.median_ns.total_cmp(&b.median_ns)) else {
+        let Some(best) = cells.iter().filter(|c| c.workload == w).min_by(|a, b| a.median_ns.total_cmp(&b.median_ns))
+        else {
             continue;
         };
         let ours = get(w, "fanout").map_or(0.0, |c| c.speedup);

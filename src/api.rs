@@ -201,8 +201,7 @@ impl Pool {
         let work = Map { f: |i| f(start + i), out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()) };
         let outcome = self.execute_catching(work, [0..len]);
         if let Some(payload) = outcome.panic {
-            // Drop exactly the results that were recorded as written; the rest of a
-            // panicking chunk is leaked, never dropped twice.
+            // Drop exactly the results that were written (each recorded once).
             for range in outcome.accs.into_iter().flatten() {
                 for i in range {
                     // SAFETY: recorded ranges were fully written, each index once.
@@ -283,3 +282,119 @@ struct SendPtr<T>(*mut T);
 // SAFETY: only used by `for_each_mut`, which hands out one `&mut T` per index, each
 // index once; `T: Send` is required there.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+/// Small-scale tests of the whole core, sized to also run under Miri
+/// (`cargo +nightly miri test --lib`).
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::Pool;
+    use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+    /// Items per test: Miri interprets every instruction, so keep it small there.
+    const N: usize = if cfg!(miri) { 60 } else { 5_000 };
+
+    fn pool() -> Pool {
+        Pool::builder().num_threads(2).pin(false).build().unwrap()
+    }
+
+    #[test]
+    fn follow_ons_run_exactly_once() {
+        let pool = pool();
+        let seen: Vec<AtomicU8> = (0..N).map(|_| AtomicU8::new(0)).collect();
+        // Binary tree in heap order over ids 0..N.
+        let stats = pool.run([0usize], |id, ctx| {
+            seen[id].fetch_add(1, Ordering::Relaxed);
+            for c in [2 * id + 1, 2 * id + 2] {
+                if c < N {
+                    ctx.push(c);
+                }
+            }
+        });
+        assert!(seen.iter().all(|s| s.load(Ordering::Relaxed) == 1));
+        assert_eq!(stats.executed as usize, N);
+    }
+
+    #[test]
+    fn map_fold_and_for_each_mut() {
+        let pool = pool();
+        let v = pool.map_index(0..N, |i| i * 2);
+        assert!(v.iter().enumerate().all(|(i, &x)| x == 2 * i));
+        let strings = pool.map_index(0..N, |i| i.to_string());
+        assert_eq!(strings[N - 1], (N - 1).to_string());
+        let sum = pool.fold_index(0..N, || 0usize, |a, i| a + i, |a, b| a + b);
+        assert_eq!(sum, N * (N - 1) / 2);
+        let mut data = vec![1u32; N];
+        pool.for_each_mut(&mut data, |x| *x += 1);
+        assert!(data.iter().all(|&x| x == 2));
+        let nodes = pool.run_fold(
+            [6u32],
+            || 0u32,
+            |c, d, ctx| {
+                *c += 1;
+                if d > 0 {
+                    ctx.push(d - 1);
+                    ctx.push(d - 1);
+                }
+            },
+            |a, b| a + b,
+        );
+        assert_eq!(nodes, 127);
+    }
+
+    #[test]
+    fn panic_reaches_caller_and_drops_everything() {
+        struct Counted<'a>(usize, &'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let pool = pool();
+        let made = AtomicUsize::new(1);
+        let dropped = AtomicUsize::new(0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run([Counted(0, &dropped)], |item, ctx| {
+                assert!(item.0 != N / 2, "planned");
+                for k in 1..=2 {
+                    let c = 2 * item.0 + k;
+                    if c < N {
+                        made.fetch_add(1, Ordering::Relaxed);
+                        ctx.push(Counted(c, &dropped));
+                    }
+                }
+            });
+        }));
+        assert!(r.is_err());
+        assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
+        // A panicking map drops every result it wrote: Miri reports leaks and double
+        // drops alike.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.map_index(0..N, |i| {
+                assert!(i != N - 3, "planned");
+                Box::new(i)
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(pool.map_index(0..3, |i| i), [0, 1, 2]);
+    }
+
+    #[test]
+    fn nested_and_concurrent_callers() {
+        let pool = pool();
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let pool = &pool;
+                s.spawn(move || {
+                    let total = pool.fold_index(
+                        0..8,
+                        || 0usize,
+                        |a, i| a + pool.fold_index(0..N / 8, || 0usize, |b, j| b + j + t, |x, y| x + y) + i,
+                        |a, b| a + b,
+                    );
+                    let inner = (0..N / 8).map(|j| j + t).sum::<usize>();
+                    assert_eq!(total, 8 * inner + 28);
+                });
+            }
+        });
+    }
+}

@@ -44,6 +44,7 @@ mod range;
 mod run;
 mod sleep;
 mod stats;
+pub mod strategy;
 mod sync;
 
 pub use deque::{Deque, Steal};
@@ -55,6 +56,12 @@ pub use stats::RunStats;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::run::DEQUE_CAPACITY;
+    /// Capacity of each run slot's deque under loom (see `run::DEQUE_CAPACITY`).
+    pub const DEQUE_CAPACITY: usize = crate::run::DEQUE_CAPACITY;
     pub use crate::sleep::Sleep;
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

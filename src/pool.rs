@@ -284,10 +284,7 @@ type Handle = loom::thread::JoinHandle<()>;
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool")
-            .field("threads", &self.shared.threads)
-            .field("pinned", &self.pinned_workers())
-            .finish()
+        f.debug_struct("Pool").field("threads", &self.shared.threads).field("pinned", &self.pinned_workers()).finish()
     }
 }
 
@@ -315,7 +312,9 @@ impl Pool {
         let mut pool = Pool { shared, threads: Vec::with_capacity(threads) };
         #[cfg(not(loom))]
         {
-            let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+            // Miri cannot run the affinity system calls; pinning is a performance matter only.
+            let cores =
+                if cfg.pin && !cfg!(miri) { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
             let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
             for i in 0..threads {
                 let shared = pool.shared.clone();
@@ -372,7 +371,11 @@ impl Pool {
     }
 
     /// Runs `work` to completion with the caller taking part; resumes a task's panic.
-    pub(crate) fn execute<W: Work>(&self, work: W, seeds: impl IntoIterator<Item = W::Item>) -> (Vec<W::Acc>, RunStats) {
+    pub(crate) fn execute<W: Work>(
+        &self,
+        work: W,
+        seeds: impl IntoIterator<Item = W::Item>,
+    ) -> (Vec<W::Acc>, RunStats) {
         let Outcome { accs, mut stats, panic } = self.execute_catching(work, seeds);
         if let Some(payload) = panic {
             resume_unwind(payload);
@@ -382,7 +385,11 @@ impl Pool {
     }
 
     /// Like `execute`, but hands a panic back instead of resuming it.
-    pub(crate) fn execute_catching<W: Work>(&self, work: W, seeds: impl IntoIterator<Item = W::Item>) -> Outcome<W::Acc> {
+    pub(crate) fn execute_catching<W: Work>(
+        &self,
+        work: W,
+        seeds: impl IntoIterator<Item = W::Item>,
+    ) -> Outcome<W::Acc> {
         // A worker calling into its own pool (a nested run) owns a core already: it never
         // steps back, or that core would sit idle while it waits.
         let me = std::ptr::from_ref::<Shared>(&self.shared) as usize;

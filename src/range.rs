@@ -19,7 +19,12 @@ const BLOCK: usize = 16;
 /// Walks `range`, splitting off halves on demand; returns the state and the end of the
 /// part this call executed (`range.start..end`).
 #[inline(always)]
-fn walk<S>(range: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, mut state: S, mut body: impl FnMut(S, usize) -> S) -> (S, usize) {
+fn walk<S>(
+    range: Range<usize>,
+    ctx: &mut Ctx<'_, Range<usize>>,
+    mut state: S,
+    mut body: impl FnMut(S, usize) -> S,
+) -> (S, usize) {
     let (mut i, mut end) = (range.start, range.end);
     while i < end {
         let stop = end.min(i + BLOCK);
@@ -90,7 +95,8 @@ pub(crate) struct Output<R>(pub(crate) *mut MaybeUninit<R>);
 unsafe impl<R: Send> Sync for Output<R> {}
 
 /// `map` over indices, writing `f(i)` to `out[i]`. Each participant records the
-/// sub-ranges it completed, so that a panicking run can drop exactly what was written.
+/// sub-ranges it wrote, also when `f` panics, so that a panicking run can drop exactly
+/// what was written.
 pub(crate) struct Map<R, F> {
     pub(crate) f: F,
     pub(crate) out: Output<R>,
@@ -104,14 +110,31 @@ impl<R: Send, F: Fn(usize) -> R + Sync> Work for Map<R, F> {
     }
     #[inline]
     fn execute(&self, item: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, done: &mut Vec<Range<usize>>) {
-        let start = item.start;
         let out = self.out.0;
-        let ((), end) = walk(item, ctx, (), |(), i| {
+        // Records what was written even if `f` panics half-way through the range.
+        let mut written = Written { done, start: item.start, end: item.start };
+        walk(item, ctx, (), |(), i| {
             let value = (self.f)(i);
             // SAFETY: `i` is below the buffer's length (the run covers `0..len`) and is
             // visited exactly once, by this call.
             unsafe { (*out.add(i)).write(value) };
+            written.end = i + 1;
         });
-        done.push(start..end);
+    }
+}
+
+/// Pushes `start..end` (the indices written so far) to the completed list when dropped,
+/// on return or on unwind.
+struct Written<'a> {
+    done: &'a mut Vec<Range<usize>>,
+    start: usize,
+    end: usize,
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        if self.end > self.start {
+            self.done.push(self.start..self.end);
+        }
     }
 }

@@ -173,7 +173,12 @@ struct Slot<W: Work> {
 // SAFETY: `local` is touched only by the slot's owner thread while it takes part, and by
 // the caller after every participant has left (see `participate_in` and
 // `into_outcome`); items and accumulators cross threads, hence the `Send` bounds.
-unsafe impl<W: Work> Sync for Slot<W> where W::Item: Send, W::Acc: Send {}
+unsafe impl<W: Work> Sync for Slot<W>
+where
+    W::Item: Send,
+    W::Acc: Send,
+{
+}
 
 /// A type-erased view of a run, for the pool's registry and workers.
 pub(crate) trait Job: Sync {

@@ -15,7 +15,8 @@
 use crate::sync::{AtomicUsize, Mutex, Ordering, Parker, fence, lock};
 use crossbeam_utils::CachePadded;
 
-pub(crate) struct Sleep {
+/// Idle workers' registrations and parkers, and the demand signal (see the module docs).
+pub struct Sleep {
     /// Threads that would take published work right now. Read on every item by busy
     /// threads, written only on idle/busy transitions, so it stays in their caches.
     demand: CachePadded<AtomicUsize>,
@@ -28,7 +29,7 @@ pub(crate) struct Sleep {
 
 impl Sleep {
     /// A sleep state for `workers` workers, all of which start idle (counted in demand).
-    pub(crate) fn new(workers: usize) -> Self {
+    pub fn new(workers: usize) -> Self {
         Self {
             demand: CachePadded::new(AtomicUsize::new(workers)),
             sleeper_count: CachePadded::new(AtomicUsize::new(0)),
@@ -62,7 +63,7 @@ impl Sleep {
 
     /// Registers `worker` as about to sleep. The caller must then look for work once
     /// more and call either [`Sleep::cancel`] (found some) or [`Sleep::park`].
-    pub(crate) fn prepare(&self, worker: usize) {
+    pub fn prepare(&self, worker: usize) {
         {
             let mut sleepers = lock(&self.sleepers);
             sleepers.push(worker);
@@ -79,7 +80,7 @@ impl Sleep {
     ///
     /// If a waker already took `worker` off the list, its token stays in the parker and
     /// the next `park` returns at once: a spurious wake-up, which the worker loop absorbs.
-    pub(crate) fn cancel(&self, worker: usize) {
+    pub fn cancel(&self, worker: usize) {
         let mut sleepers = lock(&self.sleepers);
         if let Some(pos) = sleepers.iter().position(|&w| w == worker) {
             sleepers.swap_remove(pos);
@@ -90,13 +91,13 @@ impl Sleep {
 
     /// Parks `worker` until it is woken (after [`Sleep::prepare`] and a fruitless
     /// re-check).
-    pub(crate) fn park(&self, worker: usize) {
+    pub fn park(&self, worker: usize) {
         self.parkers[worker].park();
     }
 
     /// Wakes one sleeping worker, if any. Call after making work visible.
     #[inline]
-    pub(crate) fn notify_one(&self) {
+    pub fn notify_one(&self) {
         // SeqCst fence: the publisher's half of the Dekker pair with `prepare`.
         #[cfg(not(fanout_mutant_sleep))]
         fence(Ordering::SeqCst);
@@ -116,7 +117,7 @@ impl Sleep {
     }
 
     /// Wakes every worker (shutdown). Each one re-checks the shutdown flag.
-    pub(crate) fn notify_all(&self) {
+    pub fn notify_all(&self) {
         fence(Ordering::SeqCst);
         lock(&self.sleepers).clear();
         self.sleeper_count.store(0, Ordering::Relaxed);

@@ -57,7 +57,8 @@ fn random_trees_run_exactly_once() {
         let seeds = 1 + rng.below(50) as usize;
         // Items are ids; item `id` pushes `fanout` children `id*fanout + j + seeds`
         // while below `limit`. Count executions per id.
-        let counts: Vec<AtomicU64> = (0..limit + seeds * fanout + fanout * limit + 1).map(|_| AtomicU64::new(0)).collect();
+        let counts: Vec<AtomicU64> =
+            (0..limit + seeds * fanout + fanout * limit + 1).map(|_| AtomicU64::new(0)).collect();
         let expected = Mutex::new(0usize);
         let stats = pool.run(0..seeds, |id, ctx| {
             counts[id].fetch_add(1, Ordering::Relaxed);
