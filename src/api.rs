@@ -134,7 +134,7 @@ impl Pool {
         if start >= end {
             return RunStats::default();
         }
-        self.execute(ForEach(|i| f(start + i)), [0..end - start]).1
+        self.execute(ForEach(|i| f(start + i)), std::iter::once(0..end - start)).1
     }
 
     /// Calls `f(&item)` for every item of `items`, in parallel.
@@ -199,7 +199,7 @@ impl Pool {
             return out;
         }
         let work = Map { f: |i| f(start + i), out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()) };
-        let outcome = self.execute_catching(work, [0..len]);
+        let outcome = self.execute_catching(work, std::iter::once(0..len));
         if let Some(payload) = outcome.panic {
             // Drop exactly the results that were written (each recorded once).
             for range in outcome.accs.into_iter().flatten() {
@@ -253,7 +253,7 @@ impl Pool {
             return identity();
         }
         let work = Fold { identity: &identity, fold: |a, i| fold(a, start + i), _acc: PhantomData };
-        let (accs, _) = self.execute(work, [0..end - start]);
+        let (accs, _) = self.execute(work, std::iter::once(0..end - start));
         accs.into_iter().flatten().reduce(reduce).unwrap_or_else(identity)
     }
 

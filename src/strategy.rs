@@ -1,0 +1,727 @@
+//! Interchangeable ways to run one workload with follow-on work, for comparisons.
+//!
+//! A [`Workload`] says what to do with one item and may push follow-on items through a
+//! [`Spawner`]; a [`Strategy`] runs it from a list of seeds until every item, follow-ons
+//! included, has executed exactly once. Four strategies are provided:
+//!
+//! | strategy | threads | shared state per item |
+//! | --- | --- | --- |
+//! | [`Sequential`] | the caller | none: a LIFO `Vec` |
+//! | [`ChannelPool`] | scoped, per run | an MPMC channel send and receive, an atomic counter |
+//! | [`MutexQueue`] | scoped, per run | a `Mutex<Vec<_>>` stack, locked once per batch (and per follow-on burst) |
+//! | [`WorkStealing`] | a [`Pool`]'s | none until a thread is idle (see [`Pool::run`]) |
+//!
+//! Writing the workload as a type rather than a closure keeps
+//! [`Workload::execute`] generic over the spawner, so every strategy gets its own
+//! monomorphized copy of the per-item code and no call goes through `dyn`.
+//!
+//! All strategies share one contract: `run` returns once every seed and follow-on has
+//! executed exactly once; if `execute` panics, no new item is started, the items not
+//! yet executed are dropped, and the panic is resumed on the caller once every thread
+//! of the run has stopped; the strategy can be used again afterwards.
+//!
+//! ```
+//! use fanout::strategy::{ChannelPool, MutexQueue, Sequential, Spawner, Strategy, WorkStealing, Workload};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! /// A complete binary tree: an item is a node's depth; each inner node has two children.
+//! struct Tree {
+//!     depth: u32,
+//!     nodes: AtomicU64,
+//! }
+//!
+//! impl Workload for Tree {
+//!     type Item = u32;
+//!     fn execute<S: Spawner<u32>>(&self, depth: u32, spawner: &mut S) {
+//!         self.nodes.fetch_add(1, Ordering::Relaxed);
+//!         if depth < self.depth {
+//!             spawner.push(depth + 1);
+//!             spawner.push(depth + 1);
+//!         }
+//!     }
+//! }
+//!
+//! fn count_nodes<S: Strategy>(strategy: &S) -> u64 {
+//!     let tree = Tree { depth: 12, nodes: AtomicU64::new(0) };
+//!     let start = std::time::Instant::now();
+//!     strategy.run(vec![0], &tree);
+//!     println!("{}: {:?}", strategy.name(), start.elapsed());
+//!     tree.nodes.into_inner()
+//! }
+//!
+//! let pool = fanout::Pool::builder().num_threads(2).build()?;
+//! assert_eq!(count_nodes(&Sequential), 8191);
+//! assert_eq!(count_nodes(&ChannelPool::new(2)?), 8191);
+//! assert_eq!(count_nodes(&MutexQueue::new(2, 1)?), 8191);
+//! assert_eq!(count_nodes(&WorkStealing(&pool)), 8191);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::{Ctx, Pool};
+use crossbeam_channel::{Receiver, Sender};
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+/// Where a task puts follow-on items.
+///
+/// Implemented by [`Ctx`] (for [`WorkStealing`]), by `Vec<T>` (a push onto the end,
+/// which is handy for testing a [`Workload`] by hand) and by the strategies' own
+/// spawners.
+///
+/// ```
+/// use fanout::strategy::Spawner;
+///
+/// fn children<S: Spawner<u32>>(n: u32, spawner: &mut S) {
+///     for child in 0..n {
+///         spawner.push(child);
+///     }
+/// }
+///
+/// let mut collected = Vec::new();
+/// children(3, &mut collected);
+/// assert_eq!(collected, [0, 1, 2]);
+/// ```
+pub trait Spawner<T> {
+    /// Adds a follow-on item; the run does not end before it has executed.
+    fn push(&mut self, item: T);
+}
+
+impl<T> Spawner<T> for Ctx<'_, T> {
+    #[inline]
+    fn push(&mut self, item: T) {
+        Ctx::push(self, item)
+    }
+}
+
+impl<T> Spawner<T> for Vec<T> {
+    #[inline]
+    fn push(&mut self, item: T) {
+        Vec::push(self, item)
+    }
+}
+
+/// A workload: items of one type and what to do with each.
+///
+/// It is a type rather than a closure so that [`execute`](Workload::execute) can be
+/// generic over the spawner: each [`Strategy`] runs its own monomorphized copy. The
+/// workload is shared by reference between the threads of a run, hence `Sync`; results
+/// go into fields with interior mutability (atomics, mutexes).
+///
+/// ```
+/// use fanout::strategy::{Sequential, Spawner, Strategy, Workload};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// /// Collatz: each item is one step towards 1; counts the steps.
+/// struct Collatz(AtomicU64);
+///
+/// impl Workload for Collatz {
+///     type Item = u64;
+///     fn execute<S: Spawner<u64>>(&self, n: u64, spawner: &mut S) {
+///         if n != 1 {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///             spawner.push(if n % 2 == 0 { n / 2 } else { 3 * n + 1 });
+///         }
+///     }
+/// }
+///
+/// let work = Collatz(AtomicU64::new(0));
+/// Sequential.run(vec![6, 7], &work);
+/// assert_eq!(work.0.into_inner(), 8 + 16);
+/// ```
+pub trait Workload: Sync {
+    /// The items of the workload, seeds and follow-ons alike.
+    type Item: Send;
+
+    /// Executes one item; follow-on items go to `spawner`.
+    fn execute<S: Spawner<Self::Item>>(&self, item: Self::Item, spawner: &mut S);
+}
+
+/// A way to run a [`Workload`], follow-ons included, to completion.
+///
+/// The contract every implementation here keeps: [`run`](Strategy::run) returns once
+/// every seed and every follow-on item has executed exactly once. If an `execute` call
+/// panics, no new item is started, the items not yet executed are dropped, and the
+/// panic is resumed on the caller after every thread of the run has stopped; the
+/// strategy can be used again afterwards.
+///
+/// ```
+/// use fanout::strategy::{MutexQueue, Spawner, Strategy, Workload};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// /// Sums `0..n` by splitting ranges in halves down to single numbers.
+/// struct Sum(AtomicU64);
+///
+/// impl Workload for Sum {
+///     type Item = (u64, u64);
+///     fn execute<S: Spawner<(u64, u64)>>(&self, (lo, hi): (u64, u64), spawner: &mut S) {
+///         if hi - lo == 1 {
+///             self.0.fetch_add(lo, Ordering::Relaxed);
+///         } else {
+///             let mid = lo + (hi - lo) / 2;
+///             spawner.push((lo, mid));
+///             spawner.push((mid, hi));
+///         }
+///     }
+/// }
+///
+/// fn sum_below<S: Strategy>(strategy: &S, n: u64) -> u64 {
+///     let work = Sum(AtomicU64::new(0));
+///     strategy.run(vec![(0, n)], &work);
+///     work.0.into_inner()
+/// }
+///
+/// let queue = MutexQueue::new(2, 4)?;
+/// assert_eq!(queue.name(), "mutex-queue");
+/// assert_eq!(sum_below(&queue, 1000), 499_500);
+/// # Ok::<(), fanout::strategy::StrategyError>(())
+/// ```
+pub trait Strategy {
+    /// A short name for reports, such as `"channel"` (the configuration is not included).
+    fn name(&self) -> &str;
+
+    /// Executes every seed and every follow-on item, then returns; see the trait docs.
+    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W);
+}
+
+/// Why a strategy could not be configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// A thread count of zero was requested.
+    ZeroThreads,
+    /// A batch size of zero was requested.
+    ZeroBatch,
+}
+
+impl fmt::Display for StrategyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StrategyError::ZeroThreads => f.write_str("a strategy needs at least one thread"),
+            StrategyError::ZeroBatch => f.write_str("a batch must hold at least one item"),
+        }
+    }
+}
+
+impl std::error::Error for StrategyError {}
+
+// ---------------------------------------------------------------------------------
+// Sequential
+// ---------------------------------------------------------------------------------
+
+/// The baseline: a LIFO `Vec` stack on the calling thread, no synchronization at all.
+///
+/// Seeds start in order; follow-ons run depth-first (the last one pushed runs next). A
+/// panic unwinds straight out of [`run`](Strategy::run), dropping the items left.
+///
+/// ```
+/// use fanout::strategy::{Sequential, Spawner, Strategy, Workload};
+/// use std::sync::Mutex;
+///
+/// struct Log(Mutex<Vec<u32>>);
+/// impl Workload for Log {
+///     type Item = u32;
+///     fn execute<S: Spawner<u32>>(&self, n: u32, spawner: &mut S) {
+///         self.0.lock().unwrap().push(n);
+///         if n < 3 {
+///             spawner.push(n * 10);
+///         }
+///     }
+/// }
+///
+/// let log = Log(Mutex::new(Vec::new()));
+/// Sequential.run(vec![1, 2, 3], &log);
+/// assert_eq!(log.0.into_inner().unwrap(), [1, 10, 2, 20, 3]);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sequential;
+
+impl Strategy for Sequential {
+    fn name(&self) -> &str {
+        "sequential"
+    }
+
+    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+        let mut stack = seeds;
+        // First seed on top, so that seeds start in order.
+        stack.reverse();
+        while let Some(item) = stack.pop() {
+            work.execute(item, &mut stack);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Shared by the pooled strategies
+// ---------------------------------------------------------------------------------
+
+/// The first panic of a run, and the flag that stops it.
+struct Failure {
+    stop: AtomicBool,
+    payload: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl Failure {
+    fn new() -> Self {
+        Self { stop: AtomicBool::new(false), payload: Mutex::new(None) }
+    }
+
+    /// Whether a panic has stopped the run.
+    #[inline]
+    fn is_stopping(&self) -> bool {
+        // Relaxed: a hint to stop starting items; the payload itself is read after the
+        // threads are joined, which orders everything.
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the first panic and stops the run.
+    fn record(&self, payload: Box<dyn Any + Send>) {
+        let mut first = self.payload.lock().unwrap_or_else(PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(payload);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Drops items that will not run; a panicking `Drop` is kept like a task's panic.
+    fn discard<T>(&self, items: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(items))) {
+            self.record(payload);
+        }
+    }
+
+    /// Resumes the recorded panic, if any. Call after every thread has stopped.
+    fn resume(self) {
+        if let Some(payload) = self.payload.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            resume_unwind(payload);
+        }
+    }
+}
+
+/// Runs `body` on `threads` threads: the caller and `threads - 1` scoped threads.
+fn on_threads(threads: usize, body: impl Fn() + Sync) {
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(&body);
+        }
+        body();
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// ChannelPool
+// ---------------------------------------------------------------------------------
+
+/// Go style: workers receive items from one unbounded MPMC channel
+/// ([`crossbeam_channel`]) and send follow-ons back into it.
+///
+/// Each [`run`](Strategy::run) starts `threads - 1` scoped threads
+/// ([`std::thread::scope`]) and the calling thread works as the last one; they are
+/// joined before `run` returns, so nothing is kept between runs (and thread start-up
+/// is part of every run's cost). A run with no seeds starts no thread.
+///
+/// Termination: a pending counter starts at the number of seeds, is incremented before
+/// each follow-on is sent and decremented after each item has executed. The worker that
+/// brings it to zero sends one stop message per thread, so idle workers block in
+/// `recv` and never spin. After a panic the same stop messages are sent at once; items
+/// received from then on are dropped unexecuted.
+///
+/// ```
+/// use fanout::strategy::{ChannelPool, Sequential, Spawner, Strategy, StrategyError, Workload};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// struct Countdown(AtomicU64);
+/// impl Workload for Countdown {
+///     type Item = u32;
+///     fn execute<S: Spawner<u32>>(&self, n: u32, spawner: &mut S) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         if n > 0 {
+///             spawner.push(n - 1);
+///         }
+///     }
+/// }
+///
+/// let channel = ChannelPool::new(4)?;
+/// assert_eq!(channel.threads(), 4);
+/// let work = Countdown(AtomicU64::new(0));
+/// channel.run(vec![10, 20], &work);
+/// assert_eq!(work.0.into_inner(), 11 + 21);
+///
+/// assert_eq!(ChannelPool::new(0).unwrap_err(), StrategyError::ZeroThreads);
+/// # Ok::<(), StrategyError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChannelPool {
+    threads: usize,
+}
+
+impl ChannelPool {
+    /// A channel pool of `threads` threads (the caller included); fails if it is zero.
+    pub fn new(threads: usize) -> Result<Self, StrategyError> {
+        if threads == 0 {
+            return Err(StrategyError::ZeroThreads);
+        }
+        Ok(Self { threads })
+    }
+
+    /// Number of threads that work on a run (the caller included).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// What travels on a [`ChannelPool`]'s channel.
+enum Msg<T> {
+    Item(T),
+    Stop,
+}
+
+/// Shared by the threads of one [`ChannelPool`] run.
+struct ChannelRun<'w, W: Workload> {
+    work: &'w W,
+    tx: Sender<Msg<W::Item>>,
+    rx: Receiver<Msg<W::Item>>,
+    /// Items sent and not yet executed.
+    pending: AtomicUsize,
+    threads: usize,
+    failure: Failure,
+}
+
+/// A [`ChannelPool`] worker's spawner: counts, then sends.
+struct ChannelSpawner<'r, 'w, W: Workload> {
+    run: &'r ChannelRun<'w, W>,
+}
+
+impl<W: Workload> Spawner<W::Item> for ChannelSpawner<'_, '_, W> {
+    #[inline]
+    fn push(&mut self, item: W::Item) {
+        // Relaxed: the increment is sequenced before our own item's decrement, and the
+        // counter's modification order respects that, so it can never read zero early.
+        self.run.pending.fetch_add(1, Ordering::Relaxed);
+        self.run.send(Msg::Item(item));
+    }
+}
+
+impl<W: Workload> ChannelRun<'_, W> {
+    fn send(&self, msg: Msg<W::Item>) {
+        // The receiver lives in `self`, so the channel cannot be disconnected here.
+        if self.tx.send(msg).is_err() {
+            unreachable!("the run owns the receiving end");
+        }
+    }
+
+    /// Tells every thread to leave the run.
+    fn stop_all(&self) {
+        for _ in 0..self.threads {
+            self.send(Msg::Stop);
+        }
+    }
+
+    fn worker(&self) {
+        let mut spawner = ChannelSpawner { run: self };
+        // `recv` cannot fail while `self.tx` is alive; treat it like a stop anyway.
+        while let Ok(Msg::Item(item)) = self.rx.recv() {
+            if self.failure.is_stopping() {
+                self.failure.discard(item);
+                continue;
+            }
+            match catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut spawner))) {
+                Ok(()) => {
+                    // AcqRel: whoever sees zero has seen every item's effects (the
+                    // scope's join orders them for the caller anyway).
+                    if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.stop_all();
+                    }
+                }
+                Err(payload) => {
+                    // The panicking item never decrements, so the counter cannot reach
+                    // zero any more: stop everyone explicitly.
+                    self.failure.record(payload);
+                    self.stop_all();
+                }
+            }
+        }
+    }
+}
+
+impl Strategy for ChannelPool {
+    fn name(&self) -> &str {
+        "channel"
+    }
+
+    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+        if seeds.is_empty() {
+            return;
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let run = ChannelRun {
+            work,
+            tx,
+            rx,
+            pending: AtomicUsize::new(seeds.len()),
+            threads: self.threads,
+            failure: Failure::new(),
+        };
+        for seed in seeds {
+            run.send(Msg::Item(seed));
+        }
+        on_threads(self.threads, || run.worker());
+        let ChannelRun { tx, rx, failure, .. } = run;
+        // Follow-ons sent after a panic's stop messages are still queued: drop them
+        // (a panicking `Drop` is kept like a task's panic) before resuming the panic.
+        failure.discard((tx, rx));
+        failure.resume();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// MutexQueue
+// ---------------------------------------------------------------------------------
+
+/// The Go compiler's design: one `Mutex<Vec<_>>` stack, a `Condvar` for idle workers,
+/// and a pending count for termination.
+///
+/// A worker takes up to `batch` items from the top of the stack under one lock and
+/// executes them newest first; `batch == 1` is the Go compiler's exact design.
+/// Follow-ons pushed during an item go to a buffer private to the worker (no lock in
+/// `push`). After each item that pushed something, the buffer is appended to the shared
+/// stack under one lock, and sleeping workers are woken for it; at the end of a batch,
+/// the same lock that hands back the buffer and the finished items also takes the next
+/// batch, so with `batch == 1` a worker locks once per item.
+///
+/// The pending count (items pushed and not yet finished, kept under the lock) reaches
+/// zero only when the stack and every buffer are empty; the worker that brings it there
+/// wakes everyone to leave. Idle workers sleep on the condvar, never spin.
+///
+/// Like [`ChannelPool`], each [`run`](Strategy::run) starts `threads - 1` scoped
+/// threads ([`std::thread::scope`]) and the calling thread works as the last one; a run
+/// with no seeds starts none.
+///
+/// ```
+/// use fanout::strategy::{MutexQueue, Spawner, Strategy, StrategyError, Workload};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// struct Fib(AtomicU64);
+/// impl Workload for Fib {
+///     type Item = u32;
+///     // fib(n) as the number of leaves of the call tree.
+///     fn execute<S: Spawner<u32>>(&self, n: u32, spawner: &mut S) {
+///         if n < 2 {
+///             self.0.fetch_add(u64::from(n), Ordering::Relaxed);
+///         } else {
+///             spawner.push(n - 1);
+///             spawner.push(n - 2);
+///         }
+///     }
+/// }
+///
+/// let go = MutexQueue::new(2, 1)?;
+/// let work = Fib(AtomicU64::new(0));
+/// go.run(vec![20], &work);
+/// assert_eq!(work.0.into_inner(), 6765);
+///
+/// assert_eq!(MutexQueue::new(2, 0).unwrap_err(), StrategyError::ZeroBatch);
+/// # Ok::<(), StrategyError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct MutexQueue {
+    threads: usize,
+    batch: usize,
+}
+
+impl MutexQueue {
+    /// A mutex queue of `threads` threads (the caller included) taking up to `batch`
+    /// items per lock; fails if either is zero (`threads` is checked first).
+    pub fn new(threads: usize, batch: usize) -> Result<Self, StrategyError> {
+        if threads == 0 {
+            return Err(StrategyError::ZeroThreads);
+        }
+        if batch == 0 {
+            return Err(StrategyError::ZeroBatch);
+        }
+        Ok(Self { threads, batch })
+    }
+
+    /// Number of threads that work on a run (the caller included).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Most items a worker takes per lock.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+/// What a [`MutexQueue`] run keeps under its lock.
+struct QueueState<T> {
+    stack: Vec<T>,
+    /// Items on the stack, taken by a worker, or executing; follow-ons are added when
+    /// their buffer is handed back, in the same critical section that counts their
+    /// parent as finished.
+    pending: usize,
+    /// Workers waiting on the condvar.
+    sleeping: usize,
+    /// The run is over (all done, or a panic): everyone leaves.
+    done: bool,
+}
+
+/// Shared by the threads of one [`MutexQueue`] run.
+struct QueueRun<'w, W: Workload> {
+    work: &'w W,
+    batch: usize,
+    state: Mutex<QueueState<W::Item>>,
+    wake: Condvar,
+    failure: Failure,
+}
+
+impl<W: Workload> QueueRun<'_, W> {
+    fn lock(&self) -> MutexGuard<'_, QueueState<W::Item>> {
+        // No user code runs under the lock, so poisoning cannot carry a broken state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands back a worker's follow-ons and finished items (under the lock), ends the
+    /// run if nothing is pending, and wakes sleepers for the new items. `taking` says
+    /// whether the caller takes a batch itself right after.
+    fn settle(&self, state: &mut QueueState<W::Item>, spawned: &mut Vec<W::Item>, finished: usize, taking: bool) {
+        let added = spawned.len();
+        state.pending = state.pending + added - finished;
+        state.stack.append(spawned);
+        if state.pending == 0 {
+            state.done = true;
+            self.wake.notify_all();
+        } else if added > 0 && state.sleeping > 0 {
+            let batches = state.stack.len().div_ceil(self.batch) - usize::from(taking);
+            for _ in 0..batches.min(state.sleeping) {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Records a panic and ends the run for everyone.
+    fn abort(&self, payload: Box<dyn Any + Send>) {
+        self.failure.record(payload);
+        self.lock().done = true;
+        self.wake.notify_all();
+    }
+
+    fn worker(&self) {
+        let mut mine: Vec<W::Item> = Vec::with_capacity(self.batch);
+        let mut spawned: Vec<W::Item> = Vec::new();
+        let mut finished = 0;
+        loop {
+            {
+                let mut state = self.lock();
+                self.settle(&mut state, &mut spawned, finished, true);
+                finished = 0;
+                loop {
+                    if state.done {
+                        return;
+                    }
+                    if !state.stack.is_empty() {
+                        break;
+                    }
+                    state.sleeping += 1;
+                    state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    state.sleeping -= 1;
+                }
+                let from = state.stack.len().saturating_sub(self.batch);
+                mine.extend(state.stack.drain(from..));
+            }
+            while let Some(item) = mine.pop() {
+                if self.failure.is_stopping() {
+                    self.failure.discard(item);
+                    break;
+                }
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut spawned))) {
+                    self.abort(payload);
+                    break;
+                }
+                finished += 1;
+                if !spawned.is_empty() && !mine.is_empty() {
+                    // Share the follow-ons now rather than after the whole batch.
+                    self.settle(&mut self.lock(), &mut spawned, finished, false);
+                    finished = 0;
+                }
+            }
+            if self.failure.is_stopping() {
+                // A panic ended the run: whoever caught it sets `done` under the lock,
+                // so this worker leaves at its next lock or wake-up.
+                self.failure.discard(std::mem::take(&mut mine));
+                self.failure.discard(std::mem::take(&mut spawned));
+            }
+        }
+    }
+}
+
+impl Strategy for MutexQueue {
+    fn name(&self) -> &str {
+        "mutex-queue"
+    }
+
+    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+        if seeds.is_empty() {
+            return;
+        }
+        let mut stack = seeds;
+        // First seed on top, so that seeds start in order.
+        stack.reverse();
+        let run = QueueRun {
+            work,
+            batch: self.batch,
+            state: Mutex::new(QueueState { pending: stack.len(), stack, sleeping: 0, done: false }),
+            wake: Condvar::new(),
+            failure: Failure::new(),
+        };
+        on_threads(self.threads, || run.worker());
+        let QueueRun { state, failure, .. } = run;
+        // After a panic, items may be left on the stack: drop them before resuming it.
+        failure.discard(state);
+        failure.resume();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// WorkStealing
+// ---------------------------------------------------------------------------------
+
+/// This crate's work-stealing [`Pool`], through [`Pool::run`]; the [`Ctx`] is the
+/// spawner, so nothing is boxed or dynamically dispatched.
+///
+/// The pool's threads are started once and kept between runs, and the caller works on
+/// its run too: a pool of `n` threads runs items on up to `n + 1` threads.
+///
+/// ```
+/// use fanout::strategy::{Spawner, Strategy, WorkStealing, Workload};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// struct Squares(AtomicU64);
+/// impl Workload for Squares {
+///     type Item = u64;
+///     fn execute<S: Spawner<u64>>(&self, n: u64, _: &mut S) {
+///         self.0.fetch_add(n * n, Ordering::Relaxed);
+///     }
+/// }
+///
+/// let pool = fanout::Pool::builder().num_threads(2).build()?;
+/// let stealing = WorkStealing(&pool);
+/// let work = Squares(AtomicU64::new(0));
+/// stealing.run((1..=10).collect(), &work);
+/// assert_eq!(work.0.into_inner(), 385);
+/// # Ok::<(), fanout::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct WorkStealing<'p>(pub &'p Pool);
+
+impl Strategy for WorkStealing<'_> {
+    fn name(&self) -> &str {
+        "work-stealing"
+    }
+
+    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+        self.0.run(seeds, |item, ctx| work.execute(item, ctx));
+    }
+}
