@@ -11,11 +11,11 @@ use rayon::prelude::*;
 use std::time::Duration;
 use workloads::*;
 
-fn configure(
-    c: &mut Criterion,
+fn configure<'c>(
+    c: &'c mut Criterion,
     name: &str,
     items: u64,
-) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(items));
     g.sample_size(20);

@@ -96,3 +96,40 @@ pub fn w4_rayon_scope() -> u64 {
     rayon::scope(|s| go(s, &sum, 0, 0));
     sum.into_inner()
 }
+
+/// W5: items that block (sleep) about 50 µs each, like a call to a slow service.
+pub const W5_N: u64 = 400;
+pub const W5_BLOCK: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// W5's item: blocks, then returns a value derived from `i`.
+pub fn blocking(i: u64) -> u64 {
+    std::thread::sleep(W5_BLOCK);
+    tiny(i)
+}
+
+/// A checksum that threads add to without sharing a cache line: each thread picks a
+/// shard once. Used by the strategy variants, whose `Workload` has no per-thread
+/// accumulator; it costs every strategy the same few nanoseconds per item.
+pub struct Checksum {
+    shards: Vec<crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>>,
+}
+
+impl Checksum {
+    pub fn new() -> Self {
+        Self { shards: (0..64).map(|_| Default::default()).collect() }
+    }
+
+    #[inline(always)]
+    pub fn add(&self, x: u64) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        std::thread_local!(static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % 64);
+        let shard = SHARD.with(|s| *s);
+        self.shards[shard].fetch_add(x, Ordering::Relaxed);
+    }
+
+    /// Reads and resets the sum.
+    pub fn take(&self) -> u64 {
+        self.shards.iter().map(|s| s.swap(0, std::sync::atomic::Ordering::Relaxed)).fold(0, u64::wrapping_add)
+    }
+}
