@@ -55,6 +55,24 @@ impl StrategyWorkload for Tree<'_> {
     }
 }
 
+/// The reference ceiling for flat loops: `threads` plain scoped threads, each summing an
+/// equal share of `0..n` (thread start-up included). No scheduler can do much better.
+fn static_split<'a, F: Fn(u64) -> u64 + Send + Sync + Copy + 'a>(threads: usize, n: u64, f: F) -> Variant<'a> {
+    Variant {
+        name: "static split",
+        run: Box::new(move || {
+            let share = n.div_ceil(threads as u64);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (1..threads as u64)
+                    .map(|t| s.spawn(move || (t * share..((t + 1) * share).min(n)).map(f).fold(0, u64::wrapping_add)))
+                    .collect();
+                let mine = (0..share.min(n)).map(f).fold(0, u64::wrapping_add);
+                handles.into_iter().fold(mine, |acc, h| acc.wrapping_add(h.join().unwrap()))
+            })
+        }),
+    }
+}
+
 /// Seeds for a strategy run: `0..n` in items of `chunk` indices.
 fn chunks(n: u64, chunk: u64) -> Vec<std::ops::Range<u64>> {
     (0..n.div_ceil(chunk)).map(|c| c * chunk..((c + 1) * chunk).min(n)).collect()
@@ -301,6 +319,7 @@ fn main() {
                         rp.install(|| (0..W2_N).into_par_iter().map(|i| mix(i, k)).reduce(|| 0, u64::wrapping_add))
                     }),
                 },
+                static_split(threads, W2_N, move |i| mix(i, k)),
                 strategy_sum("channel", channel.clone(), sum, W2_N, 1, move |i| mix(i, k)),
                 strategy_sum("mutex-queue", mutex.clone(), sum, W2_N, 1, move |i| mix(i, k)),
             ],

@@ -11,10 +11,11 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-/// Indices executed between two looks at the demand signal. Small enough that a
-/// split follows a request quickly even for slow items, large enough that the look
-/// (one relaxed load) is noise for 1 ns items.
-const BLOCK: usize = 16;
+/// Most indices executed between two looks at the demand signal: enough that the look
+/// (one relaxed load) is noise for 1 ns items. Blocks start at one index and double up
+/// to this, so a range of slow items (say, blocking calls) offers its first split after
+/// one item rather than after sixteen.
+const MAX_BLOCK: usize = 16;
 
 /// Walks `range`, splitting off halves on demand; returns the state and the end of the
 /// part this call executed (`range.start..end`).
@@ -26,8 +27,10 @@ fn walk<S>(
     mut body: impl FnMut(S, usize) -> S,
 ) -> (S, usize) {
     let (mut i, mut end) = (range.start, range.end);
+    let mut block = 1;
     while i < end {
-        let stop = end.min(i + BLOCK);
+        let stop = end.min(i + block);
+        block = (block * 2).min(MAX_BLOCK);
         while i < stop {
             state = body(state, i);
             i += 1;

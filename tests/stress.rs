@@ -57,12 +57,8 @@ fn gen_tree(rng: &mut Rng) -> Tree {
         }
         2 => {
             // Binary tree in heap order.
-            for i in 0..n {
-                for c in [2 * i + 1, 2 * i + 2] {
-                    if c < n {
-                        children[i].push(c as u32);
-                    }
-                }
+            for (i, kids) in children.iter_mut().enumerate() {
+                kids.extend([2 * i + 1, 2 * i + 2].into_iter().filter(|&c| c < n).map(|c| c as u32));
             }
             "binary"
         }
@@ -88,9 +84,9 @@ fn gen_tree(rng: &mut Rng) -> Tree {
             seeds = (0..roots.min(n) as u32).collect();
             let mut next = seeds.len();
             // Only nodes already reached (ids below `next`) get children.
-            for i in 0..n {
+            for (i, kids) in children.iter_mut().enumerate() {
                 while next < n && i < next && rng.below(3) == 0 {
-                    children[i].push(next as u32);
+                    kids.push(next as u32);
                     next += 1;
                 }
             }
