@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Runs fanout's loom model checks (loom-tests/tests/*.rs).
+#
+#   bash loom-tests/run.sh            the suite, in release mode with debug assertions
+#   bash loom-tests/run.sh --mutants  checks that the models catch the built-in mutants
+#
+# The normal mode builds into target-loom/ and prints how long the build and the models
+# took. LOOM_MAX_PREEMPTIONS defaults to 2; some cheap models use 3 whatever it says,
+# and the costliest ones never go above 2 (see each model's `Bound`).
+#
+# The mutant mode builds twice more, each into its own directory under
+# target-loom-mutant/ (the flags differ, so sharing a directory would rebuild every
+# time):
+#   --cfg fanout_mutant_deque  drops the SeqCst fences of the deque's pop/steal pair;
+#   --cfg fanout_mutant_sleep  drops the SeqCst fences of prepare/notify_one.
+# Each model listed below must then FAIL under loom. Each model runs in a process of
+# its own, because after a failure loom can abort the whole test binary while
+# unwinding.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+readonly BASE_FLAGS="--cfg loom -C debug-assertions"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+
+# Models that must fail under each mutant (they pass on the real code; the models in
+# tests/deque_idle.rs are left out, since they do not depend on the fences).
+readonly DEQUE_CATCHERS=(owner_vs_one_thief owner_vs_two_thieves steal_batch_and_pop_vs_owner)
+readonly SLEEP_CATCHERS=(no_lost_wakeup no_lost_wakeup_two_workers)
+
+run_suite() {
+    local start build_secs status=0
+    start=$SECONDS
+    RUSTFLAGS="$BASE_FLAGS" cargo test -p fanout-loom-tests --release --target-dir target-loom --no-run
+    build_secs=$((SECONDS - start))
+
+    start=$SECONDS
+    # --no-fail-fast: a failing model in one file must not hide the other files.
+    RUSTFLAGS="$BASE_FLAGS" cargo test -p fanout-loom-tests --release --target-dir target-loom \
+        --no-fail-fast -- --nocapture || status=$?
+    local test_secs=$((SECONDS - start))
+
+    echo
+    echo "loom build took ${build_secs}s; loom models took ${test_secs}s (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
+    if ((status != 0)); then
+        echo "loom suite FAILED" >&2
+    fi
+    return "$status"
+}
+
+# check_mutant CFG TEST_FILE MODEL...: every MODEL of tests/TEST_FILE.rs must fail when
+# the crate is built with --cfg CFG.
+check_mutant() {
+    local cfg=$1 file=$2
+    shift 2
+    local dir="target-loom-mutant/${cfg#fanout_mutant_}"
+    local flags="$BASE_FLAGS --cfg $cfg"
+    local log missed=0
+
+    echo "== building with --cfg $cfg into $dir"
+    # A build failure must not pass for a caught mutant: build first, on its own.
+    RUSTFLAGS="$flags" cargo test -p fanout-loom-tests --release --target-dir "$dir" --test "$file" --no-run
+
+    log=$(mktemp)
+    for model in "$@"; do
+        if RUSTFLAGS="$flags" cargo test -p fanout-loom-tests --release --target-dir "$dir" --test "$file" \
+            -- --exact "$model" --test-threads 1 >"$log" 2>&1; then
+            echo "mutant NOT caught: $cfg survives $file::$model"
+            missed=1
+        elif grep -q "panicked at" "$log"; then
+            # The first panic message line says what loom (or the model) saw.
+            local why
+            why=$(grep -A1 -m1 "panicked at" "$log" | tail -n1)
+            echo "mutant caught: $cfg by $file::$model ($why)"
+        else
+            echo "mutant check broken: $file::$model failed without a panic; output follows" >&2
+            cat "$log" >&2
+            missed=1
+        fi
+    done
+    rm -f "$log"
+    return "$missed"
+}
+
+run_mutants() {
+    local start=$SECONDS status=0
+    check_mutant fanout_mutant_deque deque "${DEQUE_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_sleep sleep "${SLEEP_CATCHERS[@]}" || status=1
+    echo
+    echo "mutant checks took $((SECONDS - start))s"
+    if ((status != 0)); then
+        echo "some mutant was NOT caught" >&2
+    else
+        echo "all mutants caught"
+    fi
+    return "$status"
+}
+
+case "${1:-}" in
+    "") run_suite ;;
+    --mutants) run_mutants ;;
+    *)
+        echo "usage: bash loom-tests/run.sh [--mutants]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,205 @@
+#![cfg(loom)]
+//! Model checks of the whole pool: termination, sleep/wake and the deque together.
+//!
+//! Under loom, `Pool::builder().num_threads(1).build()` starts one loom worker thread;
+//! the model's main thread is the run's caller. Follow-on work is a binary tree: item
+//! `(depth, id)` pushes `(depth - 1, 2 id + 1)` and `(depth - 1, 2 id + 2)` while
+//! `depth > 0`, so the ids of a tree of depth `d` are exactly `0..2^(d+1) - 1`. The
+//! caller publishes part of its private work once the worker is idle, so the worker
+//! wakes, steals and runs items while the caller runs the rest.
+//!
+//! Executions are counted with loom atomics, incremented and read with `Relaxed`: the
+//! counts are correct after `run` returns only if the termination protocol orders every
+//! execution before the return (loom would otherwise let the read see an older value).
+//! Dropping the pool must stop and join the worker; a worker parked forever would be a
+//! loom deadlock.
+
+use fanout::Pool;
+use fanout_loom_tests::{Bound, model};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::thread;
+use std::panic::{AssertUnwindSafe, catch_unwind, panic_any, resume_unwind};
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+use std::sync::{Arc as StdArc, Once};
+
+/// The payload of the panic a task raises on purpose.
+struct ItemPanic;
+
+/// Keeps the deliberate panics quiet (loom explores them many times); every other
+/// panic goes to the hook that was installed before.
+fn quiet_item_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<ItemPanic>() {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn tree_size(depth: usize) -> usize {
+    (1 << (depth + 1)) - 1
+}
+
+/// Counts, across all executions of a model, those in which some item ran on a thread
+/// other than the run's caller: a check that the model really exercises the worker
+/// (publishing, waking, stealing) and not just the caller running everything alone.
+#[derive(Clone, Default)]
+struct WorkerRan(StdArc<StdAtomicUsize>);
+
+impl WorkerRan {
+    fn record(&self) {
+        self.0.fetch_add(1, StdOrdering::Relaxed);
+    }
+
+    fn assert_seen(&self, name: &str) {
+        let n = self.0.load(StdOrdering::Relaxed);
+        eprintln!("loom model {name}: the worker ran an item in {n} executions");
+        assert!(n > 0, "{name}: the worker never ran an item; the model does not exercise it");
+    }
+}
+
+/// One run of the tree of depth `depth`; every item must have run exactly once, all of
+/// them before `run` returns. Says whether the worker ran any of them.
+fn run_tree(pool: &Pool, depth: usize) -> bool {
+    let caller = thread::current().id();
+    let runs: Vec<AtomicUsize> = (0..tree_size(depth)).map(|_| AtomicUsize::new(0)).collect();
+    let on_worker = AtomicBool::new(false);
+    pool.run([(depth, 0usize)], |(level, id), ctx| {
+        runs[id].fetch_add(1, Ordering::Relaxed);
+        if thread::current().id() != caller {
+            on_worker.store(true, Ordering::Relaxed);
+        }
+        if level > 0 {
+            ctx.push((level - 1, 2 * id + 1));
+            ctx.push((level - 1, 2 * id + 2));
+        }
+    });
+    for (id, count) in runs.iter().enumerate() {
+        assert_eq!(count.load(Ordering::Relaxed), 1, "item {id} must have run exactly once when run returns");
+    }
+    on_worker.load(Ordering::Relaxed)
+}
+
+/// Runs the tree of depth `depth` `runs` times in a row on a pool of `workers`
+/// workers, then drops the pool.
+fn tree_model(name: &str, workers: usize, depth: usize, runs: usize, bound: Bound) {
+    let worker_ran = WorkerRan::default();
+    let seen = worker_ran.clone();
+    model(name, bound, Some(100_000), move || {
+        let pool = Pool::builder().num_threads(workers).build().expect("a pool");
+        let mut on_worker = false;
+        for _ in 0..runs {
+            on_worker |= run_tree(&pool, depth);
+        }
+        if on_worker {
+            seen.record();
+        }
+        drop(pool);
+    });
+    worker_ran.assert_seen(name);
+}
+
+/// One seed with two follow-ons (three items).
+#[test]
+fn run_tree_depth_1() {
+    tree_model("pool::run_tree_depth_1", 1, 1, 1, Bound::Exactly(3));
+}
+
+/// Seed 2: seven items, two levels of follow-ons.
+#[test]
+fn run_tree_depth_2() {
+    tree_model("pool::run_tree_depth_2", 1, 2, 1, Bound::AtMost(2));
+}
+
+/// Two runs in a row on the same pool: the worker leaves the first run (the caller
+/// waits for it), goes back to sleep, and must be woken for the second.
+#[test]
+fn two_runs_in_a_row() {
+    tree_model("pool::two_runs_in_a_row", 1, 1, 2, Bound::AtMost(2));
+}
+
+/// Two workers and the caller on the three-item tree.
+#[test]
+fn run_tree_two_workers() {
+    tree_model("pool::run_tree_two_workers", 2, 1, 1, Bound::AtMost(2));
+}
+
+/// One seed with two follow-ons, the first of which panics. The caller publishes that
+/// one, so it runs on the worker or on the caller, depending on who gets it; either way
+/// `run` must return (the run terminates) and resume the panic on the caller.
+#[test]
+fn run_resumes_panic() {
+    quiet_item_panics();
+    // Executions in which the panic was raised on the worker rather than the caller.
+    let worker_ran = WorkerRan::default();
+    let seen = worker_ran.clone();
+    model("pool::run_resumes_panic", Bound::Exactly(3), Some(100_000), move || {
+        let pool = Pool::builder().num_threads(1).build().expect("a one-worker pool");
+        let caller = thread::current().id();
+        let runs: Vec<AtomicUsize> = (0..tree_size(1)).map(|_| AtomicUsize::new(0)).collect();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            pool.run([(1usize, 0usize)], |(level, id), ctx| {
+                runs[id].fetch_add(1, Ordering::Relaxed);
+                if id == 1 {
+                    if thread::current().id() != caller {
+                        seen.record();
+                    }
+                    panic_any(ItemPanic);
+                }
+                if level > 0 {
+                    ctx.push((level - 1, 2 * id + 1));
+                    ctx.push((level - 1, 2 * id + 2));
+                }
+            })
+        }));
+        match outcome {
+            Ok(_) => panic!("run returned normally although an item panicked"),
+            // Anything but our payload is a failure of the model itself (loom's own
+            // panics included): pass it on.
+            Err(payload) if !payload.is::<ItemPanic>() => resume_unwind(payload),
+            Err(_) => {}
+        }
+        assert_eq!(runs[0].load(Ordering::Relaxed), 1, "the seed ran once");
+        assert_eq!(runs[1].load(Ordering::Relaxed), 1, "the panicking item ran once");
+        assert!(runs[2].load(Ordering::Relaxed) <= 1, "no item runs twice");
+        drop(pool);
+    });
+    worker_ran.assert_seen("pool::run_resumes_panic");
+}
+
+/// A seed with four leaf follow-ons. With four items in its private stack the caller
+/// publishes two at once, so its deque holds two items that the worker and the caller
+/// (popping its own deque) take from opposite ends.
+#[test]
+fn run_fan_out_4() {
+    let worker_ran = WorkerRan::default();
+    let seen = worker_ran.clone();
+    model("pool::run_fan_out_4", Bound::AtMost(2), Some(100_000), move || {
+        let pool = Pool::builder().num_threads(1).build().expect("a pool");
+        let caller = thread::current().id();
+        let runs: Vec<AtomicUsize> = (0..5).map(|_| AtomicUsize::new(0)).collect();
+        let on_worker = AtomicBool::new(false);
+        pool.run([0usize], |id, ctx| {
+            runs[id].fetch_add(1, Ordering::Relaxed);
+            if thread::current().id() != caller {
+                on_worker.store(true, Ordering::Relaxed);
+            }
+            if id == 0 {
+                for child in 1..5 {
+                    ctx.push(child);
+                }
+            }
+        });
+        for (id, count) in runs.iter().enumerate() {
+            assert_eq!(count.load(Ordering::Relaxed), 1, "item {id} must have run exactly once when run returns");
+        }
+        if on_worker.load(Ordering::Relaxed) {
+            seen.record();
+        }
+        drop(pool);
+    });
+    worker_ran.assert_seen("pool::run_fan_out_4");
+}
