@@ -185,7 +185,7 @@ impl<T> Deque<T> {
         #[cfg(not(fanout_mutant_deque))]
         fence(Ordering::SeqCst);
         let head = self.head.load(Ordering::Acquire);
-        let (steal, real) = unpack(head);
+        let (_, real) = unpack(head);
         let remaining = distance(real, new_bottom);
         if remaining < 0 {
             // Thieves took everything; put `bottom` back on `real` (== old bottom).
