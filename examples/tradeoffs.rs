@@ -73,6 +73,43 @@ fn static_split<'a, F: Fn(u64) -> u64 + Send + Sync + Copy + 'a>(threads: usize,
     }
 }
 
+/// W4's ceiling: the tree's subtrees dealt out evenly to `threads` plain scoped threads
+/// up front (possible only because the shape is known in advance), each walking its
+/// share depth-first with a `Vec` stack.
+fn w4_static_split(threads: usize) -> u64 {
+    // Enough subtrees at depth 3 (64) to deal them out evenly.
+    let mut frontier = vec![(0u64, 0u32)];
+    let mut sum = 0u64;
+    while frontier.first().is_some_and(|&(_, d)| d < 3) {
+        let mut next = Vec::new();
+        for (id, depth) in frontier {
+            sum = sum.wrapping_add(tiny(id));
+            next.extend(w4_children(id, depth).into_iter().flatten());
+        }
+        frontier = next;
+    }
+    let walk = |mut stack: Vec<(u64, u32)>| {
+        let mut acc = 0u64;
+        while let Some((id, depth)) = stack.pop() {
+            acc = acc.wrapping_add(tiny(id));
+            if let Some(children) = w4_children(id, depth) {
+                for c in children {
+                    stack.push(c);
+                }
+            }
+        }
+        acc
+    };
+    let shares: Vec<Vec<(u64, u32)>> =
+        (0..threads).map(|t| frontier.iter().copied().skip(t).step_by(threads).collect()).collect();
+    std::thread::scope(|s| {
+        let mut shares = shares.into_iter();
+        let mine = shares.next().unwrap_or_default();
+        let handles: Vec<_> = shares.map(|share| s.spawn(move || walk(share))).collect();
+        handles.into_iter().fold(sum.wrapping_add(walk(mine)), |acc, h| acc.wrapping_add(h.join().unwrap()))
+    })
+}
+
 /// Seeds for a strategy run: `0..n` in items of `chunk` indices.
 fn chunks(n: u64, chunk: u64) -> Vec<std::ops::Range<u64>> {
     (0..n.div_ceil(chunk)).map(|c| c * chunk..((c + 1) * chunk).min(n)).collect()
@@ -290,6 +327,9 @@ fn main() {
                         rp.install(|| (0..W1_N).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))
                     }),
                 },
+                static_split(threads, W1_N, tiny),
+                strategy_sum("channel", channel.clone(), sum, W1_N, W1_CHUNK, tiny),
+                strategy_sum("mutex-queue", mutex.clone(), sum, W1_N, W1_CHUNK, tiny),
             ],
         },
         Workload {
@@ -382,6 +422,7 @@ fn main() {
                 },
                 Variant { name: "rayon join", run: Box::new(|| rp.install(|| w4_rayon_join(0, 0))) },
                 Variant { name: "rayon scope", run: Box::new(|| rp.install(w4_rayon_scope)) },
+                Variant { name: "static split", run: Box::new(move || w4_static_split(threads)) },
                 strategy_tree("channel", channel.clone(), sum),
                 strategy_tree("mutex-queue", mutex.clone(), sum),
                 strategy_tree("mutex-queue/16", mutex_batch.clone(), sum),

@@ -138,7 +138,7 @@ impl<T> Ctx<'_, T> {
     #[inline(always)]
     pub(crate) fn should_step_back(&self) -> bool {
         // Relaxed: a hint, see `Run::should_step_back`.
-        self.step_back.is_some_and(|p| !self.sleep.has_demand() && p.load(Ordering::Relaxed) != 0)
+        self.step_back.is_some_and(|p| p.load(Ordering::Relaxed) != 0)
     }
 
     /// Makes `item` stealable right away and wakes a sleeper (used by range splitting).
@@ -356,14 +356,22 @@ impl<'p, W: Work> Run<'p, W> {
             local.stats.joined = true;
             let mut idle_rounds = 0;
             let step_back = self.caller_steps_back && me == self.caller_slot();
+            // Whether we are counted in the pool's demand: workers join idle (counted),
+            // the caller starts with work. A participant is counted again when it goes
+            // idle, and uncounted only once it actually obtains an item, so a failed
+            // attempt does not write the demand line that busy threads read.
+            let mut in_demand = !active;
             loop {
                 if active {
                     let start = Instant::now();
-                    let stepped_back = self.drain(me, local, step_back);
+                    let stepped_back = self.drain(me, local, step_back, &mut in_demand);
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
-                    self.sleep.add_demand();
+                    if !in_demand {
+                        self.sleep.add_demand();
+                        in_demand = true;
+                    }
                     // AcqRel: Release hands our work's effects to whoever finishes the
                     // run; Acquire (on the last decrement) collects everyone else's.
                     let left = self.active.fetch_sub(1, Ordering::AcqRel) - 1;
@@ -383,7 +391,6 @@ impl<'p, W: Work> Run<'p, W> {
                     // Join the count *before* taking anything (rule 2), bumping the epoch.
                     // AcqRel: keeps the increment ordered before our steals.
                     self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
-                    self.sleep.remove_demand();
                     active = true;
                     continue;
                 }
@@ -400,7 +407,7 @@ impl<'p, W: Work> Run<'p, W> {
     /// Executes items until none can be found. Catches a panic from a task, records it
     /// and stops the run. Returns whether the caller stepped back (handed its private
     /// work to the workers) instead of running dry.
-    fn drain(&self, me: usize, local: &mut Local<W>, step_back: bool) -> bool {
+    fn drain(&self, me: usize, local: &mut Local<W>, step_back: bool, in_demand: &mut bool) -> bool {
         let deque = &self.slots[me].deque;
         let Local { stack, acc, stats } = local;
         let step_back_on = step_back.then_some(&*self.participants);
@@ -424,14 +431,13 @@ impl<'p, W: Work> Run<'p, W> {
                     };
                     self.work.execute(item, &mut ctx, acc);
                     stats.executed += 1;
-                    if self.sleep.has_demand() {
-                        if stack.len() >= 2 {
-                            self.publish(deque, stack, stats);
-                        }
-                    } else if step_back && self.should_step_back() {
+                    if step_back && self.should_step_back() {
                         self.hand_off(deque, stack, stats);
                         stepped_back = true;
                         return;
+                    }
+                    if stack.len() >= 2 && self.sleep.has_demand() {
+                        self.publish(deque, stack, stats);
                     }
                 }
                 // SAFETY: we own this slot's deque (see `participate_in`).
@@ -440,7 +446,13 @@ impl<'p, W: Work> Run<'p, W> {
                     None => self.find_remote(me, deque, stats),
                 };
                 match next {
-                    Some(item) => stack.push(item),
+                    Some(item) => {
+                        if *in_demand {
+                            self.sleep.remove_demand();
+                            *in_demand = false;
+                        }
+                        stack.push(item);
+                    }
                     None => return,
                 }
             }
@@ -458,11 +470,11 @@ impl<'p, W: Work> Run<'p, W> {
         stepped_back
     }
 
-    /// Whether the caller should stop working and leave its items to the workers: every
-    /// worker is busy (no demand) and at least one is on this run. On a pool with one
-    /// worker per core the caller is then one thread too many; if it kept working, the
-    /// OS would time-slice three threads on two cores, and a descheduled thread's private
-    /// items would wait for it.
+    /// Whether the caller should stop working and leave its items to the workers: a
+    /// worker has joined this run. On a pool with one worker per core the caller is then
+    /// one thread too many; if it kept working, the OS would time-slice three threads on
+    /// two cores, pinned workers could not move away from the caller's core, and a
+    /// descheduled thread's private items would wait for it.
     #[inline]
     fn should_step_back(&self) -> bool {
         // Relaxed: a hint; a stale value only delays or advances the step back, and the
