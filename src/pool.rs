@@ -307,7 +307,8 @@ impl Pool {
             shutdown: AtomicBool::new(false),
             pinned: AtomicUsize::new(0),
             threads,
-            one_per_core: threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Under loom the caller always steps back, so the models cover the hand-off.
+            one_per_core: cfg!(loom) || threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
         let mut pool = Pool { shared, threads: Vec::with_capacity(threads) };
         #[cfg(not(loom))]
