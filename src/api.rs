@@ -18,6 +18,7 @@ struct FollowOn<T, F> {
 impl<T: Send, F: Fn(T, &mut Ctx<'_, T>) + Sync> Work for FollowOn<T, F> {
     type Item = T;
     type Acc = ();
+    const FOLLOW_ON: bool = true;
     fn new_acc(&self) {}
     #[inline(always)]
     fn execute(&self, item: T, ctx: &mut Ctx<'_, T>, _acc: &mut ()) {
@@ -41,6 +42,7 @@ where
 {
     type Item = T;
     type Acc = A;
+    const FOLLOW_ON: bool = true;
     fn new_acc(&self) -> A {
         (self.identity)()
     }

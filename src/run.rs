@@ -78,6 +78,8 @@ pub(crate) trait Work: Sync {
     type Acc: Send;
     /// A fresh accumulator.
     fn new_acc(&self) -> Self::Acc;
+    /// Whether items come from `Ctx::push` (so `executed - seeds` is the follow-on count).
+    const FOLLOW_ON: bool = false;
     /// Executes one item.
     fn execute(&self, item: Self::Item, ctx: &mut Ctx<'_, Self::Item>, acc: &mut Self::Acc);
 }
@@ -117,8 +119,9 @@ impl<T> Ctx<'_, T> {
     /// Adds a follow-on item to the run. The run does not end before it has executed.
     #[inline]
     pub fn push(&mut self, item: T) {
+        // Not counted here: a counter bumped in memory on every push costs more than the
+        // push. `RunStats::pushed` is derived from the executed count instead.
         self.stack.push(item);
-        self.stats.pushed += 1;
     }
 
     /// Whether the run is stopping (another item panicked); long tasks may return early.
@@ -212,6 +215,8 @@ pub(crate) struct Run<'p, W: Work> {
     /// Whether the caller hands its work to the workers once they are all busy (when the
     /// pool has a worker per core, so the caller would be one thread too many).
     caller_steps_back: bool,
+    /// How many seeds the run started with (for `RunStats::pushed`).
+    seed_count: u64,
 }
 
 /// Everything a finished run hands back.
@@ -241,6 +246,7 @@ impl<'p, W: Work> Run<'p, W> {
             .collect();
         let mut seeds: Vec<W::Item> = seeds.into_iter().collect();
         seeds.reverse();
+        let seed_count = seeds.len() as u64;
         // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
         slots[workers].local.with_mut(|p| unsafe { (*p).stack = seeds });
         Self {
@@ -255,6 +261,7 @@ impl<'p, W: Work> Run<'p, W> {
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
             caller_steps_back,
+            seed_count,
         }
     }
 
@@ -296,6 +303,9 @@ impl<'p, W: Work> Run<'p, W> {
                     accs.push(acc);
                 }
             });
+        }
+        if W::FOLLOW_ON {
+            stats.pushed = stats.executed.saturating_sub(self.seed_count);
         }
         let panic = lock(&self.panic).take();
         Outcome { accs, stats, panic }
@@ -409,7 +419,11 @@ impl<'p, W: Work> Run<'p, W> {
     /// work to the workers) instead of running dry.
     fn drain(&self, me: usize, local: &mut Local<W>, step_back: bool, in_demand: &mut bool) -> bool {
         let deque = &self.slots[me].deque;
-        let Local { stack, acc, stats } = local;
+        let Local { stack: slot_stack, acc, stats } = local;
+        // Work on a stack held in this frame: the optimizer then knows that growing it
+        // cannot touch the accumulator or the counters, and keeps those in registers.
+        let mut own_stack = std::mem::take(slot_stack);
+        let stack = &mut own_stack;
         let step_back_on = step_back.then_some(&*self.participants);
         let mut stepped_back = false;
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -430,6 +444,7 @@ impl<'p, W: Work> Run<'p, W> {
                         step_back: step_back_on,
                     };
                     self.work.execute(item, &mut ctx, acc);
+                    // A plain counter in the slot's stats: the slot is ours alone.
                     stats.executed += 1;
                     if step_back && self.should_step_back() {
                         self.hand_off(deque, stack, stats);
@@ -467,6 +482,7 @@ impl<'p, W: Work> Run<'p, W> {
                 self.record_panic(payload);
             }
         }
+        *slot_stack = own_stack;
         stepped_back
     }
 

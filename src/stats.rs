@@ -21,7 +21,8 @@ use std::time::Duration;
 pub struct RunStats {
     /// Items executed (seeds, follow-ons, and index-range chunks for slice runs).
     pub executed: u64,
-    /// Follow-on items pushed by tasks through [`crate::Ctx::push`].
+    /// Follow-on items pushed by tasks through [`crate::Ctx::push`] (for follow-on
+    /// runs: items executed minus seeds; zero for slice and range calls).
     pub pushed: u64,
     /// Items moved from a private buffer to a stealable deque because some thread was
     /// hungry, plus range halves split off for the same reason.
@@ -48,7 +49,6 @@ pub struct RunStats {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SlotStats {
     pub(crate) executed: u64,
-    pub(crate) pushed: u64,
     pub(crate) published: u64,
     pub(crate) steals: u64,
     pub(crate) stolen_extra: u64,
@@ -62,7 +62,6 @@ pub(crate) struct SlotStats {
 impl RunStats {
     pub(crate) fn add_slot(&mut self, s: &SlotStats) {
         self.executed += s.executed;
-        self.pushed += s.pushed;
         self.published += s.published;
         self.steals += s.steals;
         self.stolen_extra += s.stolen_extra;
