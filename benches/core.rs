@@ -70,23 +70,7 @@ fn benches(c: &mut Criterion) {
 
     let mut g = configure(c, "W4_follow_on_tree", W4_TASKS);
     g.bench_function(BenchmarkId::new("sequential", W4_TASKS), |b| b.iter(|| w4_recursive(0, 0)));
-    g.bench_function(BenchmarkId::new("fanout", W4_TASKS), |b| {
-        b.iter(|| {
-            pool.run_fold(
-                [(0u64, 0u32)],
-                || 0u64,
-                |sum, (id, depth), ctx| {
-                    *sum = sum.wrapping_add(tiny(id));
-                    if let Some(children) = w4_children(id, depth) {
-                        for c in children {
-                            ctx.push(c);
-                        }
-                    }
-                },
-                u64::wrapping_add,
-            )
-        })
-    });
+    g.bench_function(BenchmarkId::new("fanout", W4_TASKS), |b| b.iter(|| w4_fanout(&pool)));
     g.bench_function(BenchmarkId::new("rayon_join", W4_TASKS), |b| b.iter(|| w4_rayon_join(0, 0)));
     g.finish();
 

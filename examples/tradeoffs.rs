@@ -402,24 +402,7 @@ fn main() {
             rounds: r(31, 11),
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| w4_recursive(0, 0)) },
-                Variant {
-                    name: "fanout",
-                    run: Box::new(|| {
-                        pool.run_fold(
-                            [(0u64, 0u32)],
-                            || 0u64,
-                            |sum, (id, depth), ctx| {
-                                *sum = sum.wrapping_add(tiny(id));
-                                if let Some(children) = w4_children(id, depth) {
-                                    for c in children {
-                                        ctx.push(c);
-                                    }
-                                }
-                            },
-                            u64::wrapping_add,
-                        )
-                    }),
-                },
+                Variant { name: "fanout", run: Box::new(|| w4_fanout(pool)) },
                 Variant { name: "rayon join", run: Box::new(|| rp.install(|| w4_rayon_join(0, 0))) },
                 Variant { name: "rayon scope", run: Box::new(|| rp.install(w4_rayon_scope)) },
                 Variant { name: "static split", run: Box::new(move || w4_static_split(threads)) },

@@ -70,6 +70,23 @@ pub fn w4_recursive(id: u64, depth: u32) -> u64 {
     sum
 }
 
+/// W4 on a fanout pool: a follow-on run with a per-thread sum.
+pub fn w4_fanout(pool: &fanout::Pool) -> u64 {
+    pool.run_fold(
+        [(0u64, 0u32)],
+        || 0u64,
+        |sum, (id, depth), ctx| {
+            *sum = sum.wrapping_add(tiny(id));
+            if let Some(children) = w4_children(id, depth) {
+                for c in children {
+                    ctx.push(c);
+                }
+            }
+        },
+        u64::wrapping_add,
+    )
+}
+
 /// W4 with `rayon::join`, splitting the four children in two pairs.
 pub fn w4_rayon_join(id: u64, depth: u32) -> u64 {
     let own = tiny(id);
