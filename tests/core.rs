@@ -51,7 +51,7 @@ fn tree_runs_every_item_exactly_once() {
 fn random_trees_run_exactly_once() {
     let pool = pool(4);
     for seed in 1..40u64 {
-        let mut rng = Rng(seed * 0x9E3779B97F4A7C15);
+        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15));
         let limit = 1 + rng.below(20_000) as usize;
         let fanout = 1 + rng.below(6) as usize;
         let seeds = 1 + rng.below(50) as usize;
