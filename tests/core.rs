@@ -235,18 +235,32 @@ fn concurrent_callers_share_one_pool() {
     }
 }
 
+/// Threads of this process whose name starts with `prefix` (Linux `/proc`; names are
+/// cut to 15 bytes by the kernel).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[test]
 fn drop_joins_every_worker_thread() {
-    let before = thread_count();
-    for _ in 0..5 {
-        let pool = pool(4);
+    // Named threads, so that pools of tests running in parallel do not count.
+    for round in 0..5 {
+        let pool = Pool::builder().num_threads(4).thread_name("dropjoin").build().unwrap();
         pool.for_each_index(0..1000, |_| {});
+        assert_eq!(threads_named("dropjoin-"), 4, "round {round}: the workers should be running");
         drop(pool);
+        // `drop` joins, so the threads are gone when it returns: no waiting here.
+        assert_eq!(threads_named("dropjoin-"), 0, "round {round}: a worker outlived its pool");
     }
-    // Other tests run in parallel threads of this process; allow them to come and go,
-    // but 5 leaked pools would leave 20 threads.
-    let after = thread_count();
-    assert!(after < before + 4, "threads before {before}, after {after}");
+    // And the process-wide count agrees once this test's pools are gone (other tests may
+    // come and go, so only a gross leak of 20 threads would show).
+    assert!(thread_count() < 64);
 }
 
 #[test]
