@@ -1,0 +1,269 @@
+//! The Go compiler's `compileFunctions` work queue, done for real on Rust sources:
+//! every function is a work item, "compiling" it walks its body, and the closures and
+//! nested fns found there are pushed back as follow-on items, compiled in turn.
+//!
+//! ```text
+//! cargo run --release --example compile_queue                    # this repository
+//! cargo run --release --example compile_queue -- ~/src/foo       # any tree of .rs files
+//! cargo run --release --example compile_queue -- --quick         # fewer repetitions
+//! ```
+//!
+//! The files are read and parsed with `syn` up front (fanned out with `Pool::map`, not
+//! part of the timed compile). The compile then runs once on a plain `Vec` stack and
+//! once on a `fanout::Pool` with `run_fold` (per-thread totals, no shared counter);
+//! both must count exactly the same, or the program exits with status 1.
+//!
+//! syn's syntax trees are not `Send` (their tokens hold an `Rc`), so an item carries
+//! the tokens of its own function or closure as text; compiling it parses that text
+//! and walks it, much as a compiler front end works one function at a time.
+
+use fanout::Pool;
+use quote::ToTokens;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use syn::punctuated::Punctuated;
+use syn::visit::{self, Visit};
+use syn::{Expr, ImplItem, Item, TraitItem};
+
+/// What an item's text parses as.
+#[derive(Clone, Copy)]
+enum Kind {
+    Fn,
+    Method,
+    TraitMethod,
+    Closure,
+}
+
+/// One function to compile: its kind and its tokens as text (a `String` is `Send`).
+#[derive(Clone)]
+struct Unit {
+    kind: Kind,
+    text: String,
+}
+
+impl Unit {
+    fn new(kind: Kind, node: &impl ToTokens) -> Unit {
+        Unit { kind, text: node.to_token_stream().to_string() }
+    }
+}
+
+/// What the compile counted; runs are compared on all of it.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+struct Totals {
+    units: u64,
+    closures: u64,
+    nested_fns: u64,
+    stmts: u64,
+    exprs: u64,
+    macro_bodies: u64,
+    errors: u64,
+}
+
+impl Totals {
+    fn add(self, o: Totals) -> Totals {
+        Totals {
+            units: self.units + o.units,
+            closures: self.closures + o.closures,
+            nested_fns: self.nested_fns + o.nested_fns,
+            stmts: self.stmts + o.stmts,
+            exprs: self.exprs + o.exprs,
+            macro_bodies: self.macro_bodies + o.macro_bodies,
+            errors: self.errors + o.errors,
+        }
+    }
+}
+
+/// Emits every function with a body that `item` defines: free fns, impl methods, trait
+/// default methods, and those inside inline modules.
+fn functions_of(item: &Item, out: &mut dyn FnMut(Unit)) {
+    match item {
+        Item::Fn(f) => out(Unit::new(Kind::Fn, f)),
+        Item::Impl(i) => {
+            for it in &i.items {
+                if let ImplItem::Fn(f) = it {
+                    out(Unit::new(Kind::Method, f));
+                }
+            }
+        }
+        Item::Trait(t) => {
+            for it in &t.items {
+                if let TraitItem::Fn(f) = it
+                    && f.default.is_some()
+                {
+                    out(Unit::new(Kind::TraitMethod, f));
+                }
+            }
+        }
+        Item::Mod(m) => {
+            for it in m.content.iter().flat_map(|(_, items)| items) {
+                functions_of(it, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The stand-in for code generation: counts statements and expressions of one body and
+/// hands closures and nested fns to `sink` instead of descending into them.
+struct Compiler<'a> {
+    t: &'a mut Totals,
+    sink: &'a mut dyn FnMut(Unit),
+}
+
+impl<'ast> Visit<'ast> for Compiler<'_> {
+    fn visit_stmt(&mut self, s: &'ast syn::Stmt) {
+        self.t.stmts += 1;
+        visit::visit_stmt(self, s);
+    }
+
+    fn visit_expr(&mut self, e: &'ast Expr) {
+        self.t.exprs += 1;
+        match e {
+            // A closure is its own unit, compiled later (by whichever thread gets it).
+            Expr::Closure(c) => {
+                self.t.closures += 1;
+                (self.sink)(Unit::new(Kind::Closure, c));
+            }
+            _ => visit::visit_expr(self, e),
+        }
+    }
+
+    // Items inside a body (`fn helper() {}`, a local `impl`) are follow-ons too.
+    fn visit_item(&mut self, item: &'ast Item) {
+        let (t, sink) = (&mut *self.t, &mut *self.sink);
+        functions_of(item, &mut |u| {
+            t.nested_fns += 1;
+            sink(u);
+        });
+    }
+
+    // `vec![..]`, `assert!(..)`, `println!(..)`: when the body is a comma-separated list
+    // of expressions, parse and compile it, so closures inside macros are found too.
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        if let Ok(args) = m.parse_body_with(Punctuated::<Expr, syn::Token![,]>::parse_terminated) {
+            self.t.macro_bodies += 1;
+            // `args` is local, so walk it with a compiler borrowed for this scope only.
+            let mut inner = Compiler { t: &mut *self.t, sink: &mut *self.sink };
+            for a in &args {
+                inner.visit_expr(a);
+            }
+        }
+    }
+}
+
+/// Compiles one unit into `t`, pushing the follow-ons it finds through `sink`.
+fn compile(unit: &Unit, t: &mut Totals, sink: &mut dyn FnMut(Unit)) {
+    t.units += 1;
+    let mut c = Compiler { t, sink };
+    let parsed = match unit.kind {
+        Kind::Fn => syn::parse_str::<syn::ItemFn>(&unit.text).map(|f| c.visit_block(&f.block)),
+        Kind::Method => syn::parse_str::<syn::ImplItemFn>(&unit.text).map(|f| c.visit_block(&f.block)),
+        Kind::TraitMethod => {
+            syn::parse_str::<syn::TraitItemFn>(&unit.text).map(|f| f.default.iter().for_each(|b| c.visit_block(b)))
+        }
+        Kind::Closure => syn::parse_str::<syn::ExprClosure>(&unit.text).map(|e| c.visit_expr(&e.body)),
+    };
+    if parsed.is_err() {
+        c.t.errors += 1;
+    }
+}
+
+/// The queue as a plain LIFO stack on one thread.
+fn sequential(seeds: Vec<Unit>) -> Totals {
+    let mut t = Totals::default();
+    let mut stack = seeds;
+    while let Some(u) = stack.pop() {
+        compile(&u, &mut t, &mut |child| stack.push(child));
+    }
+    t
+}
+
+/// The same queue on the pool: follow-ons go to the worker's own deque (and get stolen),
+/// and each thread sums into its own `Totals`.
+fn parallel(pool: &Pool, seeds: Vec<Unit>) -> Totals {
+    pool.run_fold(seeds, Totals::default, |t, u, ctx| compile(&u, t, &mut |child| ctx.push(child)), Totals::add)
+}
+
+/// All `.rs` files under `dir`, skipping hidden and `target*` directories, sorted.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !name.starts_with('.') && !name.starts_with("target") {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let dir = args.iter().find(|a| !a.starts_with("--")).map_or(env!("CARGO_MANIFEST_DIR"), |s| s.as_str());
+    let reps = if quick { 3 } else { 9 };
+    let pool = Pool::new().expect("build pool");
+
+    // Front end, untimed by the compile: read sequentially, parse on the pool, and turn
+    // each file's functions into seeds (syn::Error is not Send, so keep only Option).
+    let start = Instant::now();
+    let mut paths = Vec::new();
+    rust_files(Path::new(dir), &mut paths);
+    let sources: Vec<String> = paths.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect();
+    let per_file: Vec<Option<Vec<Unit>>> = pool.map(&sources, |src| {
+        let file = syn::parse_file(src).ok()?;
+        let mut units = Vec::new();
+        file.items.iter().for_each(|it| functions_of(it, &mut |u| units.push(u)));
+        Some(units)
+    });
+    let parse_time = start.elapsed();
+    let parsed = per_file.iter().filter(|f| f.is_some()).count();
+    let seeds: Vec<Unit> = per_file.into_iter().flatten().flatten().collect();
+
+    // Interleave the two runs so that machine noise hits both alike; check every pair.
+    let (mut seq_times, mut par_times) = (Vec::new(), Vec::new());
+    let mut expected = None;
+    for _ in 0..reps {
+        let s = seeds.clone();
+        let t0 = Instant::now();
+        let seq = sequential(s);
+        seq_times.push(t0.elapsed());
+        let s = seeds.clone();
+        let t0 = Instant::now();
+        let par = parallel(&pool, s);
+        par_times.push(t0.elapsed());
+        if seq != par || expected.is_some_and(|e| e != seq) {
+            eprintln!("MISMATCH: sequential {seq:?}\n           pool       {par:?}");
+            std::process::exit(1);
+        }
+        expected = Some(seq);
+    }
+    let t = expected.expect("at least one repetition");
+    let (seq, par) = (median(seq_times), median(par_times));
+
+    println!("compile_queue: {dir}");
+    println!("  files            {} found, {parsed} parsed with syn ({} failed)", paths.len(), paths.len() - parsed);
+    println!("  parse            {parse_time:.2?} (read + syn::parse_file on the pool; not in the timings below)");
+    println!("  functions        {} (free fns, impl methods, trait default methods)", seeds.len());
+    println!("  follow-ons       {} closures + {} nested fns, pushed while compiling", t.closures, t.nested_fns);
+    println!("  units compiled   {} ({} failed to re-parse)", t.units, t.errors);
+    println!("  statements       {}", t.stmts);
+    println!("  expressions      {} ({} macro bodies parsed as expressions)", t.exprs, t.macro_bodies);
+    println!("  compile, median of {reps} interleaved runs (each unit re-parses its own tokens, then is walked):");
+    println!("    sequential Vec stack    {seq:>10.2?}");
+    println!(
+        "    fanout run_fold ({} thr) {par:>10.2?}   {:.2}x",
+        pool.num_threads(),
+        seq.as_secs_f64() / par.as_secs_f64()
+    );
+    println!("  totals identical in all {reps} pairs of runs: yes");
+}
