@@ -60,6 +60,13 @@ pub(crate) const DEQUE_CAPACITY: usize = 256;
 #[cfg(loom)]
 pub(crate) const DEQUE_CAPACITY: usize = 4;
 
+/// Items executed between two looks at `stop`, step-back and demand.
+#[cfg(not(loom))]
+const CHECK_EVERY: u32 = 8;
+/// Every item under loom, so that the models' few items get shared and stolen.
+#[cfg(loom)]
+const CHECK_EVERY: u32 = 1;
+
 /// Adds one active participant and bumps the epoch (see the module docs).
 const ACTIVATE: u64 = 1 | (1 << 32);
 
@@ -426,14 +433,14 @@ impl<'p, W: Work> Run<'p, W> {
         let stack = &mut own_stack;
         let step_back_on = step_back.then_some(&*self.participants);
         let mut stepped_back = false;
+        let mut executed = 0u64;
         let result = catch_unwind(AssertUnwindSafe(|| {
             let acc = acc.get_or_insert_with(|| self.work.new_acc());
             loop {
+                // `stop`, step-back and demand are looked at every CHECK_EVERY items:
+                // they are hints, and the loads would otherwise sit on every item.
+                let mut countdown = CHECK_EVERY;
                 while let Some(item) = stack.pop() {
-                    // Relaxed: see `record_panic`.
-                    if self.stop.load(Ordering::Relaxed) {
-                        return;
-                    }
                     let mut ctx = Ctx {
                         stack: &mut *stack,
                         stats: &mut *stats,
@@ -444,15 +451,23 @@ impl<'p, W: Work> Run<'p, W> {
                         step_back: step_back_on,
                     };
                     self.work.execute(item, &mut ctx, acc);
-                    // A plain counter in the slot's stats: the slot is ours alone.
-                    stats.executed += 1;
-                    if step_back && self.should_step_back() {
-                        self.hand_off(deque, stack, stats);
-                        stepped_back = true;
-                        return;
-                    }
-                    if stack.len() >= 2 && self.sleep.has_demand() {
-                        self.publish(deque, stack, stats);
+                    // Counted in this frame, added to the slot's stats at the end.
+                    executed += 1;
+                    countdown -= 1;
+                    if countdown == 0 {
+                        countdown = CHECK_EVERY;
+                        // Relaxed: see `record_panic`.
+                        if self.stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if step_back && self.should_step_back() {
+                            self.hand_off(deque, stack, stats);
+                            stepped_back = true;
+                            return;
+                        }
+                        if stack.len() >= 2 && self.sleep.has_demand() {
+                            self.publish(deque, stack, stats);
+                        }
                     }
                 }
                 // SAFETY: we own this slot's deque (see `participate_in`).
@@ -472,6 +487,7 @@ impl<'p, W: Work> Run<'p, W> {
                 }
             }
         }));
+        stats.executed += executed;
         if let Err(payload) = result {
             self.record_panic(payload);
         }
