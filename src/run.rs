@@ -60,7 +60,7 @@ pub(crate) const DEQUE_CAPACITY: usize = 256;
 #[cfg(loom)]
 pub(crate) const DEQUE_CAPACITY: usize = 4;
 
-/// Items executed between two looks at `stop`, step-back and demand.
+/// Items executed between two looks at `stop` and demand.
 #[cfg(not(loom))]
 const CHECK_EVERY: u32 = 8;
 /// Every item under loom, so that the models' few items get shared and stolen.
@@ -437,7 +437,7 @@ impl<'p, W: Work> Run<'p, W> {
         let result = catch_unwind(AssertUnwindSafe(|| {
             let acc = acc.get_or_insert_with(|| self.work.new_acc());
             loop {
-                // `stop`, step-back and demand are looked at every CHECK_EVERY items:
+                // `stop` and demand are looked at every CHECK_EVERY items:
                 // they are hints, and the loads would otherwise sit on every item.
                 let mut countdown = CHECK_EVERY;
                 while let Some(item) = stack.pop() {
@@ -453,16 +453,18 @@ impl<'p, W: Work> Run<'p, W> {
                     self.work.execute(item, &mut ctx, acc);
                     // Counted in this frame, added to the slot's stats at the end.
                     executed += 1;
+                    // The caller looks after every item: a range item that stepped back
+                    // has just shared its remainder, which the caller must not pop again.
+                    if step_back && self.should_step_back() {
+                        self.hand_off(deque, stack, stats);
+                        stepped_back = true;
+                        return;
+                    }
                     countdown -= 1;
                     if countdown == 0 {
                         countdown = CHECK_EVERY;
                         // Relaxed: see `record_panic`.
                         if self.stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        if step_back && self.should_step_back() {
-                            self.hand_off(deque, stack, stats);
-                            stepped_back = true;
                             return;
                         }
                         if stack.len() >= 2 && self.sleep.has_demand() {
