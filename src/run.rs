@@ -117,8 +117,8 @@ pub struct Ctx<'a, T> {
     global: &'a GlobalQueue<T>,
     sleep: &'a Sleep,
     stop: &'a AtomicBool,
-    /// The run's worker count, when this thread should step back once workers are
-    /// busy on the run (see [`Run::should_step_back`]).
+    /// The run's worker count, when this thread should step back once a worker
+    /// joins its run (see `worker_joined`).
     step_back: Option<&'a AtomicUsize>,
 }
 
@@ -147,8 +147,7 @@ impl<T> Ctx<'_, T> {
     /// Whether the caller should hand its remaining work to the workers now.
     #[inline(always)]
     pub(crate) fn should_step_back(&self) -> bool {
-        // Relaxed: a hint, see `Run::should_step_back`.
-        self.step_back.is_some_and(|p| p.load(Ordering::Relaxed) != 0)
+        self.step_back.is_some_and(worker_joined)
     }
 
     /// Makes `item` stealable right away and wakes a sleeper (used by range splitting).
@@ -455,7 +454,7 @@ impl<'p, W: Work> Run<'p, W> {
                     executed += 1;
                     // The caller looks after every item: a range item that stepped back
                     // has just shared its remainder, which the caller must not pop again.
-                    if step_back && self.should_step_back() {
+                    if step_back && worker_joined(&self.participants) {
                         self.hand_off(deque, stack, stats);
                         stepped_back = true;
                         return;
@@ -502,18 +501,6 @@ impl<'p, W: Work> Run<'p, W> {
         }
         *slot_stack = own_stack;
         stepped_back
-    }
-
-    /// Whether the caller should stop working and leave its items to the workers: a
-    /// worker has joined this run. On a pool with one worker per core the caller is then
-    /// one thread too many; if it kept working, the OS would time-slice three threads on
-    /// two cores, pinned workers could not move away from the caller's core, and a
-    /// descheduled thread's private items would wait for it.
-    #[inline]
-    fn should_step_back(&self) -> bool {
-        // Relaxed: a hint; a stale value only delays or advances the step back, and the
-        // termination protocol copes with either (see `try_finish`).
-        self.participants.load(Ordering::Relaxed) != 0
     }
 
     /// Moves every private item of the caller to its deque (overflow to the global
@@ -573,6 +560,18 @@ impl<'p, W: Work> Run<'p, W> {
         }
         None
     }
+}
+
+/// Whether the caller should stop working and leave its items to the workers, given
+/// its run's worker count: a worker has joined the run. On a pool with one worker per
+/// core the caller is then one thread too many; if it kept working, the OS would
+/// time-slice three threads on two cores, pinned workers could not move away from the
+/// caller's core, and a descheduled thread's private items would wait for it.
+#[inline(always)]
+fn worker_joined(participants: &AtomicUsize) -> bool {
+    // Relaxed: a hint; a stale value only delays or advances the step back, and the
+    // termination protocol copes with either (see `Run::try_finish`).
+    participants.load(Ordering::Relaxed) != 0
 }
 
 /// One idle round: spin briefly at first, then yield the core.

@@ -1,31 +1,15 @@
 //! Integration tests of the pool: exactly-once accounting, follow-ons, panics, nested
 //! runs, concurrent callers, and threads joined on drop.
 
+mod common;
+
+use common::{Rng, thread_count};
 use fanout::{BuildError, Pool};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 fn pool(n: usize) -> Pool {
     Pool::builder().num_threads(n).build().expect("pool")
-}
-
-/// Threads of this process, from /proc (Linux).
-fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
-}
-
-/// A small deterministic PRNG (xorshift64*), so failures can be replayed by seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! with follow-ons, deep chains, many seeds, empty runs, and panics that surface on the
 //! caller and leave the strategy usable.
 
+mod common;
+
+use common::Rng;
 use fanout::Pool;
 use fanout::strategy::{ChannelPool, MutexQueue, Sequential, Spawner, Strategy, StrategyError, WorkStealing, Workload};
 use std::io::Write;
@@ -9,22 +12,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// A small deterministic PRNG (xorshift64*), so a failing case can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A stateless hash of one id, for per-item random decisions.
 fn mix(seed: u64, id: usize) -> u64 {

@@ -5,28 +5,15 @@
 //! `FANOUT_STRESS_CASES=10000 cargo test --release --test stress` runs more cases
 //! (default 300); `FANOUT_STRESS_SEED=n` replays one case.
 
+mod common;
+
+use common::{Rng, thread_count};
 use fanout::Pool;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// xorshift64*: small, seedable, good enough to pick shapes.
 #[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// A task tree with dense ids: `children[id]` are pushed when `id` runs.
 struct Tree {
     seeds: Vec<u32>,
@@ -156,10 +143,6 @@ fn check_tree(pool: &Pool, tree: &Tree) -> Result<(), String> {
         (Ok(_), Some(at)) => Err(format!("{}: item {at} should have panicked", tree.name)),
         (Err(_), None) => Err(format!("{}: unexpected panic", tree.name)),
     }
-}
-
-fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
 /// One case: a pool of 1–4 threads, 1–3 concurrent callers, a few trees each.
