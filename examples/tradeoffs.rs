@@ -322,6 +322,18 @@ fn main() {
                     }),
                 },
                 Variant {
+                    name: "fanout try",
+                    run: Box::new(|| {
+                        pool.try_fold_index(
+                            0..W1_N as usize,
+                            || 0u64,
+                            |a, i| Ok::<_, ()>(a.wrapping_add(tiny(i as u64))),
+                            u64::wrapping_add,
+                        )
+                        .expect("nothing fails")
+                    }),
+                },
+                Variant {
                     name: "rayon",
                     run: Box::new(|| {
                         rp.install(|| (0..W1_N).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))
@@ -403,6 +415,7 @@ fn main() {
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| w4_recursive(0, 0)) },
                 Variant { name: "fanout", run: Box::new(|| w4_fanout(pool)) },
+                Variant { name: "fanout try", run: Box::new(|| w4_fanout_try(pool)) },
                 Variant { name: "rayon join", run: Box::new(|| rp.install(|| w4_rayon_join(0, 0))) },
                 Variant { name: "rayon scope", run: Box::new(|| rp.install(w4_rayon_scope)) },
                 Variant { name: "static split", run: Box::new(move || w4_static_split(threads)) },

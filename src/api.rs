@@ -1,18 +1,18 @@
 //! The fan-out/fan-in calls on [`Pool`]: follow-on runs, `for_each`, `map`, `fold`.
 
-use crate::Pool;
-use crate::range::{Fold, ForEach, Map, Output};
+use crate::range::{Fold, ForEach};
 use crate::run::{Ctx, Work};
+use crate::runner::map_range;
 use crate::stats::RunStats;
+use crate::{ItemError, Pool, RunError};
+use std::convert::Infallible;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::panic::resume_unwind;
 
 /// A follow-on run: one closure over items of one type, which may push more.
-struct FollowOn<T, F> {
-    f: F,
-    _item: PhantomData<fn(T)>,
+pub(crate) struct FollowOn<T, F> {
+    pub(crate) f: F,
+    pub(crate) _item: PhantomData<fn(T)>,
 }
 
 impl<T: Send, F: Fn(T, &mut Ctx<'_, T>) + Sync> Work for FollowOn<T, F> {
@@ -196,27 +196,12 @@ impl Pool {
     {
         let Range { start, end } = range;
         let len = end.saturating_sub(start);
-        let mut out: Vec<R> = Vec::with_capacity(len);
-        if len == 0 {
-            return out;
+        // A panic is resumed inside; no other stop is possible without a token.
+        match map_range(self, Default::default(), len, |i| Ok::<R, Infallible>(f(start + i)), true) {
+            Ok(out) => out,
+            Err(RunError::Failed { error, .. }) => match error {},
+            Err(other) => unreachable!("an uncontrolled map stopped: {:?}", other.map_err(|e| match e {})),
         }
-        let work = Map { f: |i| f(start + i), out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()) };
-        let outcome = self.execute_catching(work, std::iter::once(0..len));
-        if let Some(payload) = outcome.panic {
-            // Drop exactly the results that were written (each recorded once).
-            for range in outcome.accs.into_iter().flatten() {
-                for i in range {
-                    // SAFETY: recorded ranges were fully written, each index once.
-                    unsafe { out.as_mut_ptr().add(i).drop_in_place() };
-                }
-            }
-            resume_unwind(payload);
-        }
-        debug_assert_eq!(outcome.accs.iter().flatten().map(|r| r.len()).sum::<usize>(), len);
-        // SAFETY: the run completed without a panic, so every index in `0..len` was
-        // written exactly once (ranges partition `0..len`).
-        unsafe { out.set_len(len) };
-        out
     }
 
     /// Returns `items.map(f)` as a `Vec`, computed in parallel, in input order.
@@ -278,11 +263,162 @@ impl Pool {
     }
 }
 
-/// A raw pointer that may cross threads; used where disjoint indices make it sound.
-struct SendPtr<T>(*mut T);
+/// The fallible calls without a token, deadline or limit: each is
+/// `self.runner().try_...`, documented on [`Runner`](crate::Runner).
+impl Pool {
+    /// [`Runner::try_run`](crate::Runner::try_run) with default settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.try_run([5u32], |n, ctx| if n == 0 { Err("reached zero") } else { ctx.push(n - 1); Ok(()) });
+    /// assert_eq!(r.unwrap_err().to_string(), "an item failed: reached zero");
+    /// ```
+    pub fn try_run<T, E, I, F>(&self, seeds: I, f: F) -> Result<RunStats, RunError<E>>
+    where
+        T: Send,
+        E: Send,
+        I: IntoIterator<Item = T>,
+        F: Fn(T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+    {
+        self.runner().try_run(seeds, f)
+    }
 
-// SAFETY: only used by `for_each_mut`, which hands out one `&mut T` per index, each
-// index once; `T: Send` is required there.
+    /// [`Runner::try_for_each_index`](crate::Runner::try_for_each_index) with default settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// assert!(pool.try_for_each_index(0..10, |i| if i < 10 { Ok(()) } else { Err(i) }).is_ok());
+    /// ```
+    pub fn try_for_each_index<E, F>(&self, range: Range<usize>, f: F) -> Result<(), RunError<E>>
+    where
+        E: Send,
+        F: Fn(usize) -> Result<(), E> + Sync,
+    {
+        self.runner().try_for_each_index(range, f)
+    }
+
+    /// [`Runner::try_for_each`](crate::Runner::try_for_each) with default settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.try_for_each(&[1, -1], |&x| if x < 0 { Err("negative") } else { Ok(()) });
+    /// assert!(matches!(r, Err(fanout::RunError::Failed { index: Some(1), .. })));
+    /// ```
+    pub fn try_for_each<T, E, F>(&self, items: &[T], f: F) -> Result<(), RunError<E>>
+    where
+        T: Sync,
+        E: Send,
+        F: Fn(&T) -> Result<(), E> + Sync,
+    {
+        self.runner().try_for_each(items, f)
+    }
+
+    /// [`Runner::try_map_index`](crate::Runner::try_map_index) with default settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// assert_eq!(pool.try_map_index(0..3, |i| u8::try_from(i)).unwrap(), [0, 1, 2]);
+    /// ```
+    pub fn try_map_index<R, E, F>(&self, range: Range<usize>, f: F) -> Result<Vec<R>, RunError<E>>
+    where
+        R: Send,
+        E: Send,
+        F: Fn(usize) -> Result<R, E> + Sync,
+    {
+        self.runner().try_map_index(range, f)
+    }
+
+    /// [`Runner::try_map`](crate::Runner::try_map) with default settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.try_map(&["7", "x"], |s| s.parse::<u8>());
+    /// assert!(matches!(r, Err(fanout::RunError::Failed { index: Some(1), .. })));
+    /// ```
+    pub fn try_map<T, R, E, F>(&self, items: &[T], f: F) -> Result<Vec<R>, RunError<E>>
+    where
+        T: Sync,
+        R: Send,
+        E: Send,
+        F: Fn(&T) -> Result<R, E> + Sync,
+    {
+        self.runner().try_map(items, f)
+    }
+
+    /// [`Runner::try_fold_index`](crate::Runner::try_fold_index) with default settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let sum = pool.try_fold_index(0..10, || 0u32, |a, i| Ok::<_, ()>(a + i as u32), |a, b| a + b);
+    /// assert_eq!(sum, Ok(45));
+    /// ```
+    pub fn try_fold_index<A, E, Id, F, Red>(
+        &self,
+        range: Range<usize>,
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where
+        A: Send,
+        E: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, usize) -> Result<A, E> + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        self.runner().try_fold_index(range, identity, fold, reduce)
+    }
+
+    /// [`Runner::try_fold`](crate::Runner::try_fold) with default settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let longest = pool.try_fold(&["ab", "c"], || 0, |m, s: &&str| Ok::<_, ()>(m.max(s.len())), usize::max);
+    /// assert_eq!(longest, Ok(2));
+    /// ```
+    pub fn try_fold<T, A, E, Id, F, Red>(
+        &self,
+        items: &[T],
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where
+        T: Sync,
+        A: Send,
+        E: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, &T) -> Result<A, E> + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        self.runner().try_fold(items, identity, fold, reduce)
+    }
+
+    /// [`Runner::try_map_all`](crate::Runner::try_map_all) with default settings:
+    /// continue-on-error, every item's outcome in input order.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.try_map_all(&[1, 0], |&x| if x == 0 { Err("zero") } else { Ok(x) });
+    /// assert_eq!(r, [Ok(1), Err(fanout::ItemError::Failed("zero"))]);
+    /// ```
+    pub fn try_map_all<T, R, E, F>(&self, items: &[T], f: F) -> Vec<Result<R, ItemError<E>>>
+    where
+        T: Sync,
+        R: Send,
+        E: Send,
+        F: Fn(&T) -> Result<R, E> + Sync,
+    {
+        self.runner().try_map_all(items, f)
+    }
+}
+
+/// A raw pointer that may cross threads; used where disjoint indices make it sound.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+
+// SAFETY: only used where each index is accessed by one thread once (`for_each_mut`
+// hands out one `&mut T` per index; the continue-on-error map fills the indices no
+// task wrote, after the run); `T: Send` is required there.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Small-scale tests of the whole core, sized to also run under Miri

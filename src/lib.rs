@@ -37,19 +37,29 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod api;
+mod cancel;
 mod deque;
+mod error;
+mod fallible;
 mod global;
 mod pool;
+mod progress;
 mod range;
 mod run;
+mod runner;
 mod sleep;
 mod stats;
+mod stop;
 pub mod strategy;
 mod sync;
 
+pub use cancel::CancelToken;
 pub use deque::{Deque, Steal};
+pub use error::{ItemError, RunError};
 pub use pool::{BuildError, MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder};
+pub use progress::{Progress, ProgressSnapshot};
 pub use run::Ctx;
+pub use runner::Runner;
 pub use stats::RunStats;
 
 /// Internals exposed for the loom model checks in `loom-tests/` (only under `cfg(loom)`).

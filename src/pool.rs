@@ -1,7 +1,7 @@
 //! The pool: pinned worker threads, the registry of runs in progress, and the worker
 //! loop (find a run with work, take part, otherwise sleep).
 
-use crate::run::{Job, Outcome, Run, Work};
+use crate::run::{Control, Job, Outcome, Run, Work};
 use crate::sleep::Sleep;
 use crate::stats::RunStats;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
@@ -377,18 +377,18 @@ impl Pool {
         work: W,
         seeds: impl IntoIterator<Item = W::Item>,
     ) -> (Vec<W::Acc>, RunStats) {
-        let Outcome { accs, mut stats, panic } = self.execute_catching(work, seeds);
+        let Outcome { accs, stats, panic, .. } = self.execute_catching(work, Control::default(), seeds);
         if let Some(payload) = panic {
             resume_unwind(payload);
         }
-        stats.pinned_workers = self.pinned_workers();
         (accs, stats)
     }
 
-    /// Like `execute`, but hands a panic back instead of resuming it.
+    /// Like `execute`, under `control`, handing a panic back instead of resuming it.
     pub(crate) fn execute_catching<W: Work>(
         &self,
         work: W,
+        control: Control<'_>,
         seeds: impl IntoIterator<Item = W::Item>,
     ) -> Outcome<W::Acc> {
         // A worker calling into its own pool (a nested run) owns a core already: it never
@@ -396,7 +396,8 @@ impl Pool {
         let me = std::ptr::from_ref::<Shared>(&self.shared) as usize;
         let nested = WORKER_OF.with(|w| w.get()) == me;
         let steps_back = self.shared.one_per_core && !nested;
-        let run = Run::new(work, &self.shared.sleep, self.shared.threads, steps_back, seeds);
+        let share_seeds = control.share_seeds;
+        let run = Run::new(work, &self.shared.sleep, self.shared.threads, steps_back, control, seeds);
         let job: &dyn Job = &run;
         // SAFETY: erases the run's lifetime for the registry. The pointer is only used
         // while the run is registered or joined, and this function unregisters it and
@@ -405,10 +406,15 @@ impl Pool {
         // are caught inside the run).
         let ptr = JobPtr(unsafe { std::mem::transmute::<*const dyn Job, *const (dyn Job + 'static)>(job) });
         self.shared.register(ptr);
+        if share_seeds {
+            run.wake_for_shared_seeds(self.shared.threads);
+        }
         run.run_as_caller();
         self.shared.unregister(ptr);
         run.wait_for_workers();
-        run.into_outcome()
+        let mut outcome = run.into_outcome();
+        outcome.stats.pinned_workers = self.pinned_workers();
+        outcome
     }
 }
 

@@ -6,10 +6,11 @@
 //! and wakes a sleeper. Nobody splits while everyone is busy, and skewed item costs are
 //! balanced by whoever runs dry asking again; there is no grain-size knob.
 
+use crate::fallible::{Failure, try_walk};
 use crate::run::{Ctx, Work};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 /// Most indices executed between two looks at the demand signal: enough that the look
 /// (one relaxed load) is noise for 1 ns items. Blocks start at one index and double up
@@ -18,23 +19,33 @@ use std::ops::Range;
 const MAX_BLOCK: usize = 16;
 
 /// Walks `range`, splitting off halves on demand; returns the state and the end of the
-/// part this call executed (`range.start..end`).
+/// part this call executed (`range.start..end`). A body that breaks ends the walk at
+/// once, without a state (a failed fold has consumed it); `end` is then the index after
+/// the one that broke.
 #[inline(always)]
-fn walk<S>(
+pub(crate) fn walk<S>(
     range: Range<usize>,
     ctx: &mut Ctx<'_, Range<usize>>,
     mut state: S,
-    mut body: impl FnMut(S, usize) -> S,
-) -> (S, usize) {
+    mut body: impl FnMut(S, usize) -> ControlFlow<(), S>,
+) -> (Option<S>, usize) {
     let (mut i, mut end) = (range.start, range.end);
     let mut block = 1;
     while i < end {
         let stop = end.min(i + block);
         block = (block * 2).min(MAX_BLOCK);
+        let block_start = i;
         while i < stop {
-            state = body(state, i);
+            state = match body(state, i) {
+                ControlFlow::Continue(next) => next,
+                ControlFlow::Break(()) => {
+                    ctx.report_completed(i - block_start);
+                    return (None, i + 1);
+                }
+            };
             i += 1;
         }
+        ctx.report_completed(i - block_start);
         if end - i >= 2 && ctx.should_split() {
             let mid = i + (end - i) / 2;
             ctx.share(mid..end);
@@ -43,11 +54,11 @@ fn walk<S>(
             ctx.share(i..end);
             end = i;
         }
-        if ctx.is_stopping() {
+        if ctx.poll_stop() {
             break;
         }
     }
-    (state, i)
+    (Some(state), i)
 }
 
 /// `for_each` over indices.
@@ -59,7 +70,10 @@ impl<F: Fn(usize) + Sync> Work for ForEach<F> {
     fn new_acc(&self) {}
     #[inline]
     fn execute(&self, item: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, _acc: &mut ()) {
-        walk(item, ctx, (), |(), i| (self.0)(i));
+        walk(item, ctx, (), |(), i| {
+            (self.0)(i);
+            ControlFlow::Continue(())
+        });
     }
 }
 
@@ -84,8 +98,8 @@ where
     #[inline]
     fn execute(&self, item: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, acc: &mut Option<A>) {
         let start = acc.take().unwrap_or_else(&self.identity);
-        let (folded, _) = walk(item, ctx, start, &self.fold);
-        *acc = Some(folded);
+        let (folded, _) = walk(item, ctx, start, |a, i| ControlFlow::Continue((self.fold)(a, i)));
+        *acc = folded;
     }
 }
 
@@ -97,15 +111,16 @@ pub(crate) struct Output<R>(pub(crate) *mut MaybeUninit<R>);
 // created on workers and handed to the caller.
 unsafe impl<R: Send> Sync for Output<R> {}
 
-/// `map` over indices, writing `f(i)` to `out[i]`. Each participant records the
-/// sub-ranges it wrote, also when `f` panics, so that a panicking run can drop exactly
-/// what was written.
-pub(crate) struct Map<R, F> {
+/// `map` over indices, writing `f(i)` to `out[i]` when it is `Ok` (infallible maps use
+/// an uninhabited `E`). Each participant records the sub-ranges it wrote, also when `f`
+/// fails or panics, so that a stopped run can drop exactly what was written.
+pub(crate) struct Map<R, E, F> {
     pub(crate) f: F,
     pub(crate) out: Output<R>,
+    pub(crate) failure: Failure<E>,
 }
 
-impl<R: Send, F: Fn(usize) -> R + Sync> Work for Map<R, F> {
+impl<R: Send, E: Send, F: Fn(usize) -> Result<R, E> + Sync> Work for Map<R, E, F> {
     type Item = Range<usize>;
     type Acc = Vec<Range<usize>>;
     fn new_acc(&self) -> Vec<Range<usize>> {
@@ -114,14 +129,16 @@ impl<R: Send, F: Fn(usize) -> R + Sync> Work for Map<R, F> {
     #[inline]
     fn execute(&self, item: Range<usize>, ctx: &mut Ctx<'_, Range<usize>>, done: &mut Vec<Range<usize>>) {
         let out = self.out.0;
-        // Records what was written even if `f` panics half-way through the range.
+        // Records what was written when the walk ends, whether it ran out, failed or
+        // caught a panic.
         let mut written = Written { done, start: item.start, end: item.start };
-        walk(item, ctx, (), |(), i| {
-            let value = (self.f)(i);
+        try_walk(item, ctx, (), &self.failure, |(), i| {
+            let value = (self.f)(i)?;
             // SAFETY: `i` is below the buffer's length (the run covers `0..len`) and is
             // visited exactly once, by this call.
             unsafe { (*out.add(i)).write(value) };
             written.end = i + 1;
+            Ok(())
         });
     }
 }

@@ -43,15 +43,32 @@
 //! run from the registry and then waits for `participants == 0` before the run is
 //! dropped. The last access a worker makes to the run is that decrement.
 
+use crate::CancelToken;
 use crate::deque::{Deque, Steal};
 use crate::global::GlobalQueue;
+use crate::progress::{Counters, SlotProgress};
 use crate::sleep::Sleep;
 use crate::stats::{RunStats, SlotStats};
+use crate::stop::{Clock, Stop, StopReason};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
 use crossbeam_utils::CachePadded;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
+
+/// What the caller asks of a run beyond its work: when to stop early, how many items
+/// may run at once, where to report progress.
+#[derive(Clone, Default)]
+pub(crate) struct Control<'c> {
+    pub(crate) progress: Option<Arc<Counters>>,
+    pub(crate) token: Option<&'c CancelToken>,
+    pub(crate) deadline: Option<Instant>,
+    /// At most this many participants active (so items in flight) at once.
+    pub(crate) limit: Option<u32>,
+    /// Put the seeds in the run's shared queue rather than the caller's private stack,
+    /// so that every thread can start one at once (for a few long, blocking items).
+    pub(crate) share_seeds: bool,
+}
 
 /// Capacity of each participant's stealable deque.
 #[cfg(not(loom))]
@@ -91,6 +108,21 @@ pub(crate) trait Work: Sync {
     fn execute(&self, item: Self::Item, ctx: &mut Ctx<'_, Self::Item>, acc: &mut Self::Acc);
 }
 
+/// A borrowed work runs like the work itself, so callers can read the work's own state
+/// (say, its first failure) after the run.
+impl<W: Work> Work for &W {
+    type Item = W::Item;
+    type Acc = W::Acc;
+    const FOLLOW_ON: bool = W::FOLLOW_ON;
+    fn new_acc(&self) -> Self::Acc {
+        (**self).new_acc()
+    }
+    #[inline(always)]
+    fn execute(&self, item: Self::Item, ctx: &mut Ctx<'_, Self::Item>, acc: &mut Self::Acc) {
+        (**self).execute(item, ctx, acc)
+    }
+}
+
 /// A task's handle on its run: push follow-on items through it.
 ///
 /// Pushed items go to a buffer private to the current thread (no atomics, no
@@ -113,10 +145,14 @@ pub(crate) trait Work: Sync {
 pub struct Ctx<'a, T> {
     stack: &'a mut Vec<T>,
     stats: &'a mut SlotStats,
+    pace: &'a mut Pace,
     deque: &'a Deque<T>,
     global: &'a GlobalQueue<T>,
+    urgent: &'a Urgent<T>,
     sleep: &'a Sleep,
-    stop: &'a AtomicBool,
+    stop: &'a Stop<'a>,
+    /// Where this participant reports progress, if anyone watches.
+    progress: Option<&'a SlotProgress>,
     /// The run's worker count, when this thread should step back once a worker
     /// joins its run (see `worker_joined`).
     step_back: Option<&'a AtomicUsize>,
@@ -131,11 +167,64 @@ impl<T> Ctx<'_, T> {
         self.stack.push(item);
     }
 
-    /// Whether the run is stopping (another item panicked); long tasks may return early.
+    /// Adds a follow-on item at high priority: it is taken before every normal item of
+    /// the run, by this thread (right after the current task returns) and by any other
+    /// thread looking for work. High-priority items go through a queue shared by the
+    /// run, so each costs a lock-free queue push rather than a private push; keep them
+    /// for the few items that must jump the line.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(1).build().unwrap();
+    /// let order = std::sync::Mutex::new(Vec::new());
+    /// pool.run([0u32], |n, ctx| {
+    ///     order.lock().unwrap().push(n);
+    ///     if n == 0 {
+    ///         ctx.push(1);
+    ///         ctx.push(2);
+    ///         ctx.push_high(99);
+    ///     }
+    /// });
+    /// // 99 jumped ahead of the normal follow-ons pushed before it.
+    /// assert_eq!(order.into_inner().unwrap()[..2], [0, 99]);
+    /// ```
+    pub fn push_high(&mut self, item: T) {
+        self.urgent.push(item);
+        // Look at the urgent queue right after this task, not a few items later.
+        self.pace.countdown = 1;
+        if self.sleep.has_demand() {
+            self.sleep.notify_one();
+        }
+    }
+
+    /// Whether the run is stopping (an item panicked or failed, or the run was
+    /// cancelled); long tasks may return early.
     #[inline]
     pub fn is_stopping(&self) -> bool {
-        // Relaxed: a hint; nothing is read on the strength of it.
-        self.stop.load(Ordering::Relaxed)
+        self.stop.is_set_or_cancelled()
+    }
+
+    /// Whether the run is stopping, also looking at the run's deadline (the engine's
+    /// check between blocks of a range walk).
+    #[inline(always)]
+    pub(crate) fn poll_stop(&mut self) -> bool {
+        self.stop.poll(&mut self.pace.clock)
+    }
+
+    /// Reports `n` more indices completed (range walks; follow-on runs count items in
+    /// `drain`).
+    #[inline(always)]
+    pub(crate) fn report_completed(&self, n: usize) {
+        if let Some(p) = self.progress {
+            p.add_completed(n as u64);
+        }
+    }
+
+    /// Stops the run because the current task failed; returns whether this is the
+    /// run's first stop (the one the run reports).
+    pub(crate) fn stop_for(&mut self, reason: StopReason) -> bool {
+        // Look right after this task: no new item starts on this thread.
+        self.pace.countdown = 1;
+        self.stop.claim(reason)
     }
 
     /// Whether splitting work now would feed an idle thread.
@@ -164,6 +253,44 @@ impl<T> Ctx<'_, T> {
 impl<T> std::fmt::Debug for Ctx<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx").field("private_items", &self.stack.len()).finish_non_exhaustive()
+    }
+}
+
+/// A participant's between-items bookkeeping while it drains: when it next looks at the
+/// stop state and the urgent queue, and its deadline clock.
+pub(crate) struct Pace {
+    countdown: u32,
+    clock: Clock,
+}
+
+/// The run's queue of high-priority items ([`Ctx::push_high`]), with a flag so that
+/// runs that never use it pay one relaxed load per check for it.
+pub(crate) struct Urgent<T> {
+    queue: GlobalQueue<T>,
+    used: AtomicBool,
+}
+
+impl<T> Urgent<T> {
+    fn new() -> Self {
+        Self { queue: GlobalQueue::new(), used: AtomicBool::new(false) }
+    }
+
+    fn push(&self, item: T) {
+        self.queue.push(item);
+        // Relaxed: a hint that lets other runs skip the queue; the item itself is handed
+        // over by the queue's own synchronization, and the termination protocol finds it
+        // through `is_empty`, which does not depend on the flag.
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    fn maybe_pop(&self) -> Option<T> {
+        // Relaxed: see `push`.
+        if self.used.load(Ordering::Relaxed) { self.queue.pop() } else { None }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 }
 
@@ -205,13 +332,18 @@ pub(crate) struct Run<'p, W: Work> {
     sleep: &'p Sleep,
     slots: Box<[CachePadded<Slot<W>>]>,
     global: GlobalQueue<W::Item>,
+    urgent: Urgent<W::Item>,
     /// Active participants (low 32 bits) and activation epoch (high 32 bits); see the
     /// module docs.
     active: CachePadded<AtomicU64>,
     /// Workers currently inside `participate` (the caller is not counted).
     participants: CachePadded<AtomicUsize>,
-    /// Set after a panic: no new item starts.
-    stop: AtomicBool,
+    /// Stops the run early: a panic, a task's error, the cancel token, the deadline.
+    stop: Stop<'p>,
+    /// Most participants active at once (`u32::MAX`: no limit).
+    limit: u32,
+    /// Live progress counters, when a `Progress` handle watches the run.
+    progress: Option<Arc<Counters>>,
     /// Set once `active` reached zero.
     done: AtomicBool,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
@@ -230,16 +362,20 @@ pub(crate) struct Outcome<A> {
     pub(crate) accs: Vec<A>,
     pub(crate) stats: RunStats,
     pub(crate) panic: Option<Box<dyn Any + Send>>,
+    /// Why the run stopped early, if it did.
+    pub(crate) stopped: Option<StopReason>,
 }
 
 impl<'p, W: Work> Run<'p, W> {
     /// A run for `workers` pool workers plus the caller, with `seeds` in the caller's
-    /// private stack (first seed on top, so seeds start in order).
+    /// private stack (first seed on top, so seeds start in order), or in the shared
+    /// queue if `control.share_seeds`.
     pub(crate) fn new(
         work: W,
         sleep: &'p Sleep,
         workers: usize,
         caller_steps_back: bool,
+        control: Control<'p>,
         seeds: impl IntoIterator<Item = W::Item>,
     ) -> Self {
         let slots: Box<[_]> = (0..=workers)
@@ -250,19 +386,31 @@ impl<'p, W: Work> Run<'p, W> {
                 })
             })
             .collect();
-        let mut seeds: Vec<W::Item> = seeds.into_iter().collect();
-        seeds.reverse();
-        let seed_count = seeds.len() as u64;
-        // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
-        slots[workers].local.with_mut(|p| unsafe { (*p).stack = seeds });
+        let global = GlobalQueue::new();
+        let mut seed_count = 0;
+        if control.share_seeds {
+            for seed in seeds {
+                global.push(seed);
+                seed_count += 1;
+            }
+        } else {
+            let mut seeds: Vec<W::Item> = seeds.into_iter().collect();
+            seeds.reverse();
+            seed_count = seeds.len() as u64;
+            // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
+            slots[workers].local.with_mut(|p| unsafe { (*p).stack = seeds });
+        }
         Self {
             work,
             sleep,
             slots,
-            global: GlobalQueue::new(),
+            global,
+            urgent: Urgent::new(),
             active: CachePadded::new(AtomicU64::new(1)),
             participants: CachePadded::new(AtomicUsize::new(0)),
-            stop: AtomicBool::new(false),
+            stop: Stop::new(control.token, control.deadline),
+            limit: control.limit.unwrap_or(u32::MAX).max(1),
+            progress: control.progress,
             done: AtomicBool::new(false),
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
@@ -273,6 +421,14 @@ impl<'p, W: Work> Run<'p, W> {
 
     fn caller_slot(&self) -> usize {
         self.slots.len() - 1
+    }
+
+    /// Wakes up to `n` sleepers for work made visible before the run started (shared
+    /// seeds). Call after the run is registered.
+    pub(crate) fn wake_for_shared_seeds(&self, n: usize) {
+        for _ in 0..n {
+            self.sleep.notify_one();
+        }
     }
 
     /// The caller's part: work on the run, then wait until it is done. The caller must
@@ -314,7 +470,7 @@ impl<'p, W: Work> Run<'p, W> {
             stats.pushed = stats.executed.saturating_sub(self.seed_count);
         }
         let panic = lock(&self.panic).take();
-        Outcome { accs, stats, panic }
+        Outcome { accs, stats, panic, stopped: self.stop.reason() }
     }
 
     /// Rule 4: called by whoever brought the count to zero, leaving `active == left`.
@@ -350,15 +506,40 @@ impl<'p, W: Work> Run<'p, W> {
         if first.is_none() {
             *first = Some(payload);
         }
-        // Relaxed: `stop` is a hint to stop starting items; the payload is read by the
-        // caller after quiescence, which the termination counters order.
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.claim(StopReason::Panic);
     }
 
     fn work_visible(&self) -> bool {
-        // Relaxed: a hint; a stale `false` only delays joining.
-        !self.stop.load(Ordering::Relaxed)
-            && (!self.global.is_empty() || self.slots.iter().any(|s| !s.deque.is_empty()))
+        // A stale `false` from the stop hint only delays joining.
+        !self.stop.is_set()
+            && (!self.urgent.is_empty() || !self.global.is_empty() || self.slots.iter().any(|s| !s.deque.is_empty()))
+    }
+
+    /// Rule 2 of the termination protocol, within the run's limit: counts us active
+    /// (and bumps the epoch) unless the limit is reached.
+    fn try_activate(&self) -> bool {
+        // AcqRel: keeps the increment ordered before our steals (rule 2) and acquires
+        // the previous activations and deactivations.
+        if self.limit == u32::MAX {
+            self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
+            return true;
+        }
+        // Relaxed: only a first guess for the CAS, which does the ordering.
+        let mut current = self.active.load(Ordering::Relaxed);
+        loop {
+            if current as u32 >= self.limit {
+                return false;
+            }
+            match self.active.compare_exchange_weak(
+                current,
+                current.wrapping_add(ACTIVATE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
     }
 
     /// The termination protocol, from one participant's side.
@@ -384,6 +565,9 @@ impl<'p, W: Work> Run<'p, W> {
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
+                    if let Some(p) = &self.progress {
+                        p.slot(me).set_active(false);
+                    }
                     if !in_demand {
                         self.sleep.add_demand();
                         in_demand = true;
@@ -393,9 +577,16 @@ impl<'p, W: Work> Run<'p, W> {
                     let left = self.active.fetch_sub(1, Ordering::AcqRel) - 1;
                     if left as u32 == 0 {
                         self.try_finish(left);
-                    } else if stepped_back {
-                        // Workers are active on the run and will find what we shared.
-                        return;
+                    } else {
+                        if self.limit != u32::MAX && self.work_visible() {
+                            // A worker turned away at the limit may be asleep: our place
+                            // is free now.
+                            self.sleep.notify_one();
+                        }
+                        if stepped_back {
+                            // Workers are active on the run and will find what we shared.
+                            return;
+                        }
                     }
                     idle_rounds = 0;
                 }
@@ -403,11 +594,12 @@ impl<'p, W: Work> Run<'p, W> {
                 if self.done.load(Ordering::Acquire) {
                     return;
                 }
-                if self.work_visible() {
-                    // Join the count *before* taking anything (rule 2), bumping the epoch.
-                    // AcqRel: keeps the increment ordered before our steals.
-                    self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
+                // Join the count *before* taking anything (rule 2), bumping the epoch.
+                if self.work_visible() && self.try_activate() {
                     active = true;
+                    if let Some(p) = &self.progress {
+                        p.slot(me).set_active(true);
+                    }
                     continue;
                 }
                 idle_rounds += 1;
@@ -433,25 +625,35 @@ impl<'p, W: Work> Run<'p, W> {
         let step_back_on = step_back.then_some(&*self.participants);
         let mut stepped_back = false;
         let mut executed = 0u64;
+        let mut pace = Pace { countdown: CHECK_EVERY, clock: Clock::new() };
+        let progress = self.progress.as_deref().map(|p| p.slot(me));
+        // Follow-on items executed and not yet reported (range runs report indices).
+        let mut unreported = 0u64;
         let result = catch_unwind(AssertUnwindSafe(|| {
             let acc = acc.get_or_insert_with(|| self.work.new_acc());
+            // The stop state, the urgent queue and demand are looked at every CHECK_EVERY
+            // items: they are hints, and the loads would otherwise sit on every item.
+            pace.countdown = CHECK_EVERY;
             loop {
-                // `stop` and demand are looked at every CHECK_EVERY items:
-                // they are hints, and the loads would otherwise sit on every item.
-                let mut countdown = CHECK_EVERY;
                 while let Some(item) = stack.pop() {
                     let mut ctx = Ctx {
                         stack: &mut *stack,
                         stats: &mut *stats,
+                        pace: &mut pace,
                         deque,
                         global: &self.global,
+                        urgent: &self.urgent,
                         sleep: self.sleep,
                         stop: &self.stop,
+                        progress,
                         step_back: step_back_on,
                     };
                     self.work.execute(item, &mut ctx, acc);
                     // Counted in this frame, added to the slot's stats at the end.
                     executed += 1;
+                    if W::FOLLOW_ON {
+                        unreported += 1;
+                    }
                     // The caller looks after every item: a range item that stepped back
                     // has just shared its remainder, which the caller must not pop again.
                     if step_back && worker_joined(&self.participants) {
@@ -459,17 +661,30 @@ impl<'p, W: Work> Run<'p, W> {
                         stepped_back = true;
                         return;
                     }
-                    countdown -= 1;
-                    if countdown == 0 {
-                        countdown = CHECK_EVERY;
-                        // Relaxed: see `record_panic`.
-                        if self.stop.load(Ordering::Relaxed) {
+                    pace.countdown -= 1;
+                    if pace.countdown == 0 {
+                        pace.countdown = CHECK_EVERY;
+                        if let Some(p) = progress {
+                            p.add_completed(std::mem::take(&mut unreported));
+                            p.set_queued((stack.len() + deque.len()) as u64);
+                        }
+                        if self.stop.poll(&mut pace.clock) {
                             return;
+                        }
+                        if let Some(item) = self.urgent.maybe_pop() {
+                            stats.global_pops += 1;
+                            stack.push(item);
+                            continue;
                         }
                         if stack.len() >= 2 && self.sleep.has_demand() {
                             self.publish(deque, stack, stats);
                         }
                     }
+                }
+                // Out of private work: look at the stop state before taking any more (the
+                // countdown may be far from zero when items come one at a time).
+                if self.stop.poll(&mut pace.clock) {
+                    return;
                 }
                 // SAFETY: we own this slot's deque (see `participate_in`).
                 let next = match unsafe { deque.pop() } {
@@ -489,11 +704,14 @@ impl<'p, W: Work> Run<'p, W> {
             }
         }));
         stats.executed += executed;
+        if let Some(p) = progress {
+            p.add_completed(unreported);
+            p.set_queued(0);
+        }
         if let Err(payload) = result {
             self.record_panic(payload);
         }
-        // Relaxed: see `record_panic`.
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stop.is_set() {
             // Drop the private follow-ons; a panicking `Drop` must not escape either.
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| stack.clear())) {
                 self.record_panic(payload);
@@ -533,7 +751,7 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// Looks for work outside our own slot: the global queue, then the other deques.
     fn find_remote(&self, me: usize, deque: &Deque<W::Item>, stats: &mut SlotStats) -> Option<W::Item> {
-        if let Some(item) = self.global.pop() {
+        if let Some(item) = self.urgent.queue.pop().or_else(|| self.global.pop()) {
             stats.global_pops += 1;
             return Some(item);
         }
@@ -598,7 +816,8 @@ impl<W: Work> Job for Run<'_, W> {
     }
 
     fn has_work(&self) -> bool {
-        self.work_visible()
+        // Relaxed: a snapshot; `try_activate` enforces the limit.
+        self.work_visible() && (self.limit == u32::MAX || (self.active.load(Ordering::Relaxed) as u32) < self.limit)
     }
 
     fn participate(&self, worker: usize) {

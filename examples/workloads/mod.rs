@@ -87,6 +87,27 @@ pub fn w4_fanout(pool: &fanout::Pool) -> u64 {
     )
 }
 
+/// W4 as a fallible follow-on run that never fails: the cost of `try_*` over the
+/// infallible run.
+pub fn w4_fanout_try(pool: &fanout::Pool) -> u64 {
+    pool.runner()
+        .try_run_fold(
+            [(0u64, 0u32)],
+            || 0u64,
+            |sum, (id, depth), ctx| {
+                *sum = sum.wrapping_add(tiny(id));
+                if let Some(children) = w4_children(id, depth) {
+                    for c in children {
+                        ctx.push(c);
+                    }
+                }
+                Ok::<_, ()>(())
+            },
+            u64::wrapping_add,
+        )
+        .expect("nothing fails")
+}
+
 /// W4 with `rayon::join`, splitting the four children in two pairs.
 pub fn w4_rayon_join(id: u64, depth: u32) -> u64 {
     let own = tiny(id);

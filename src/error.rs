@@ -1,0 +1,160 @@
+//! What fallible and controlled runs return when they end early.
+
+use std::any::Any;
+use std::fmt;
+
+/// Why a fallible or controlled run ended before finishing its work.
+///
+/// Only the *first* reason in time is reported: the first task to fail or panic, or
+/// the cancel token or deadline if they fired before any task failed. "First" is the
+/// order in which the run recorded them, which on a multi-core machine can differ by
+/// a few nanoseconds from the order in which the tasks returned.
+///
+/// ```
+/// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+/// let err = pool.try_for_each(&[1, 2, 0, 4], |&x| if x == 0 { Err("zero") } else { Ok(()) })
+///     .unwrap_err();
+/// assert_eq!(err.to_string(), "item 2 failed: zero");
+/// assert!(matches!(err, fanout::RunError::Failed { error: "zero", index: Some(2) }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunError<E> {
+    /// A task returned `Err(error)`. No new item started afterwards; items already
+    /// running finished.
+    Failed {
+        /// The task's error.
+        error: E,
+        /// The failing item's index, for slice and index-range runs; `None` for
+        /// follow-on runs, whose items have no index (put what identifies the item in
+        /// the error itself).
+        index: Option<usize>,
+    },
+    /// A task panicked. Fallible runs hand the panic back as this value instead of
+    /// unwinding the caller.
+    Panicked {
+        /// The panic message (`"<non-string panic payload>"` when it was not a string).
+        message: String,
+        /// The panicking item's index, as in [`RunError::Failed`].
+        index: Option<usize>,
+    },
+    /// The run's [`CancelToken`](crate::CancelToken) was cancelled.
+    Cancelled {
+        /// Items that had completed (indices, for slice and index-range runs).
+        completed: u64,
+    },
+    /// The run's deadline passed.
+    TimedOut {
+        /// Items that had completed (indices, for slice and index-range runs).
+        completed: u64,
+    },
+    /// [`Runner::limit`](crate::Runner::limit) was given 0: a run with no item allowed
+    /// in flight could never finish, so it is refused before it starts.
+    ZeroLimit,
+}
+
+impl<E> RunError<E> {
+    /// Maps the task error, keeping everything else.
+    ///
+    /// ```
+    /// let e: fanout::RunError<u8> = fanout::RunError::Failed { error: 7, index: None };
+    /// assert!(matches!(e.map_err(u32::from), fanout::RunError::Failed { error: 7u32, .. }));
+    /// ```
+    pub fn map_err<F>(self, f: impl FnOnce(E) -> F) -> RunError<F> {
+        match self {
+            RunError::Failed { error, index } => RunError::Failed { error: f(error), index },
+            RunError::Panicked { message, index } => RunError::Panicked { message, index },
+            RunError::Cancelled { completed } => RunError::Cancelled { completed },
+            RunError::TimedOut { completed } => RunError::TimedOut { completed },
+            RunError::ZeroLimit => RunError::ZeroLimit,
+        }
+    }
+
+    /// Whether the run was cancelled or timed out (rather than failed by a task).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, RunError::Cancelled { .. } | RunError::TimedOut { .. })
+    }
+}
+
+fn write_item(f: &mut fmt::Formatter<'_>, index: Option<usize>) -> fmt::Result {
+    match index {
+        Some(i) => write!(f, "item {i}"),
+        None => f.write_str("an item"),
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for RunError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Failed { error, index } => {
+                write_item(f, *index)?;
+                write!(f, " failed: {error}")
+            }
+            RunError::Panicked { message, index } => {
+                write_item(f, *index)?;
+                write!(f, " panicked: {message}")
+            }
+            RunError::Cancelled { completed } => write!(f, "run cancelled after {completed} items"),
+            RunError::TimedOut { completed } => write!(f, "run timed out after {completed} items"),
+            RunError::ZeroLimit => f.write_str("a run's concurrency limit must be at least 1"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for RunError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of one item that did not produce a value, in the continue-on-error calls
+/// ([`Runner::try_map_all`](crate::Runner::try_map_all)).
+///
+/// ```
+/// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+/// let results = pool.try_map_all(&[4, 0, 2], |&x| if x == 0 { Err("zero") } else { Ok(8 / x) });
+/// assert!(matches!(results[..], [Ok(2), Err(fanout::ItemError::Failed("zero")), Ok(4)]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ItemError<E> {
+    /// The item's task returned this error.
+    Failed(E),
+    /// The item's task panicked with this message.
+    Panicked(String),
+    /// The item never ran: the run was cancelled or timed out first.
+    NotRun,
+}
+
+impl<E: fmt::Display> fmt::Display for ItemError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ItemError::Failed(e) => write!(f, "failed: {e}"),
+            ItemError::Panicked(m) => write!(f, "panicked: {m}"),
+            ItemError::NotRun => f.write_str("not run: the run was cancelled or timed out"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ItemError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ItemError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The text of a panic payload (what `panic!` was given, if it was a string).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}

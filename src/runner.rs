@@ -1,0 +1,625 @@
+//! Controlled runs: fallible calls (errgroup style), continue-on-error, cancellation,
+//! deadlines, concurrency limits and first-success races, configured on a [`Runner`].
+
+use crate::api::{FollowOn, SendPtr};
+use crate::error::{ItemError, RunError, panic_message};
+use crate::fallible::{Failure, TryFold, TryRunFold, into_result};
+use crate::range::{Map, Output};
+use crate::run::{Control, Ctx, Outcome};
+use crate::stats::RunStats;
+use crate::stop::{Stop, StopReason};
+use crate::{CancelToken, Pool, Progress};
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Runs on a [`Pool`] with a cancel token, a deadline and a concurrency limit; made by
+/// [`Pool::runner`]. Every call returns a `Result` whose error, [`RunError`], says why the
+/// run ended early: a task's error or panic (the first in time), cancellation, or the
+/// deadline.
+///
+/// Cancellation is cooperative: the token and the deadline are looked at between items
+/// (every 8 items, or every block of at most 16 indices, per thread), so no new item
+/// starts after they fire while items already running finish. Looking costs one
+/// relaxed load per batch, and the deadline's clock is read only every so often (more
+/// often when items are slow), so neither costs anything measurable.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = fanout::Pool::builder().num_threads(2).build()?;
+/// let token = fanout::CancelToken::new();
+/// let runner = pool.runner().cancel_token(&token).timeout(Duration::from_secs(10)).limit(2);
+/// let squares = runner.try_map(&[1, 2, 3], |&x| Ok::<_, std::io::Error>(x * x)).unwrap();
+/// assert_eq!(squares, [1, 4, 9]);
+///
+/// token.cancel();
+/// let err = runner.try_map(&[1, 2, 3], |&x| Ok::<_, std::io::Error>(x * x)).unwrap_err();
+/// assert!(matches!(err, fanout::RunError::Cancelled { completed: 0 }));
+/// # Ok::<(), fanout::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runner<'p> {
+    pool: &'p Pool,
+    token: Option<CancelToken>,
+    deadline: Option<Instant>,
+    limit: Option<usize>,
+    progress: Option<Progress>,
+    blocking: bool,
+}
+
+impl Pool {
+    /// A [`Runner`] on this pool, with no token, no deadline and no limit yet.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let sum = pool.runner().limit(1).try_fold_index(0..100, || 0, |a, i| Ok::<_, ()>(a + i), |a, b| a + b);
+    /// assert_eq!(sum, Ok(4950));
+    /// ```
+    pub fn runner(&self) -> Runner<'_> {
+        Runner { pool: self, token: None, deadline: None, limit: None, progress: None, blocking: false }
+    }
+}
+
+impl<'p> Runner<'p> {
+    /// Stops runs when `token` is cancelled: they return [`RunError::Cancelled`]. A
+    /// token already cancelled makes every run return at once, having run nothing.
+    pub fn cancel_token(mut self, token: &CancelToken) -> Self {
+        self.token = Some(token.clone());
+        self
+    }
+
+    /// Stops runs once `deadline` has passed: they return [`RunError::TimedOut`]. A
+    /// deadline already past makes every run return at once, having run nothing.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Like [`Runner::deadline`], `timeout` from now.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.deadline(deadline),
+            // Too far away to represent: no deadline.
+            None => self,
+        }
+    }
+
+    /// Lets at most `n` items of a run execute at once (like errgroup's `SetLimit`),
+    /// for items that hold a scarce resource. Threads beyond the limit are not
+    /// blocked: they leave the run and serve other runs or sleep, so a limit can never
+    /// deadlock nested runs. `limit(0)` makes every run return [`RunError::ZeroLimit`].
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(4).build().unwrap();
+    /// let (now, max) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    /// pool.runner().limit(2).try_for_each_index(0..64, |_| {
+    ///     let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+    ///     max.fetch_max(n, Ordering::SeqCst);
+    ///     std::thread::sleep(std::time::Duration::from_micros(200));
+    ///     now.fetch_sub(1, Ordering::SeqCst);
+    ///     Ok::<_, ()>(())
+    /// }).unwrap();
+    /// assert!(max.into_inner() <= 2);
+    /// ```
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// For items that block (I/O, sleeps, waiting on others): every item is shared with
+    /// all threads up front and starts as soon as a thread is free, instead of ranges
+    /// being split lazily when a thread is idle (which starts a blocking item's
+    /// neighbours only after it returns). Costs a shared-queue push per item, noise
+    /// next to a blocking call. Blocking items also want more threads than cores: run
+    /// them on a pool of their own, built with more threads and `pin(false)`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let io_pool = fanout::Pool::builder().num_threads(4).pin(false).build().unwrap();
+    /// let start = Instant::now();
+    /// io_pool.runner().blocking().try_for_each_index(0..4, |_| {
+    ///     std::thread::sleep(Duration::from_millis(50));
+    ///     Ok::<_, ()>(())
+    /// }).unwrap();
+    /// // The four waits overlap (4 threads + the caller).
+    /// assert!(start.elapsed() < Duration::from_millis(190));
+    /// ```
+    pub fn blocking(mut self) -> Self {
+        self.blocking = true;
+        self
+    }
+
+    /// Reports each run's progress to `progress`, which another thread can read while the
+    /// run goes on (see [`Progress`]).
+    pub fn progress(mut self, progress: &Progress) -> Self {
+        self.progress = Some(progress.clone());
+        self
+    }
+
+    /// The engine's view of the settings for a run of `total` items (if known), or why
+    /// the run must not start.
+    fn control<E>(&self, total: Option<u64>) -> Result<Control<'_>, RunError<E>> {
+        let limit = match self.limit {
+            Some(0) => return Err(RunError::ZeroLimit),
+            Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            None => None,
+        };
+        let progress = self.progress.as_ref().map(|p| p.attach(self.pool.num_threads() + 1, total));
+        let control = Control {
+            token: self.token.as_ref(),
+            deadline: self.deadline,
+            limit,
+            share_seeds: self.blocking,
+            progress,
+        };
+        // Already cancelled or past the deadline: run nothing at all.
+        let stop = Stop::new(control.token, control.deadline);
+        if stop.poll_now() {
+            let mut outcome =
+                Outcome { accs: Vec::<()>::new(), stats: RunStats::default(), panic: None, stopped: None };
+            outcome.stopped = stop.reason();
+            return Err(into_result(outcome, &Failure::new(), false, |_, _| 0).unwrap_err());
+        }
+        Ok(control)
+    }
+
+    /// [`Pool::run`] with fallible tasks: the first `Err` (or panic) stops the run and is
+    /// returned; follow-on items not yet started are dropped. On success, returns what
+    /// the run did.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// // Walk a "directory tree"; a missing entry fails the whole walk.
+    /// let err = pool.runner().try_run([0u32], |n, ctx| {
+    ///     if n == 13 {
+    ///         return Err(format!("entry {n} is missing"));
+    ///     }
+    ///     if n < 20 {
+    ///         ctx.push(2 * n + 1);
+    ///         ctx.push(2 * n + 2);
+    ///     }
+    ///     Ok(())
+    /// }).unwrap_err();
+    /// assert_eq!(err.to_string(), "an item failed: entry 13 is missing");
+    /// ```
+    pub fn try_run<T, E, I, F>(&self, seeds: I, f: F) -> Result<RunStats, RunError<E>>
+    where
+        T: Send,
+        E: Send,
+        I: IntoIterator<Item = T>,
+        F: Fn(T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+    {
+        self.run_catching(seeds, || (), |(), item, ctx| f(item, ctx)).map(|(_, stats)| stats)
+    }
+
+    /// [`Pool::run_fold`] with fallible tasks: each task folds into a per-thread
+    /// accumulator and may push follow-on items; the first `Err` (or panic) stops the run.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// // Count the nodes of a binary tree, refusing trees deeper than 12.
+    /// let nodes = pool.runner().try_run_fold([10u32], || 0u64, |count, depth, ctx| {
+    ///     *count += 1;
+    ///     if depth > 12 {
+    ///         return Err("too deep");
+    ///     }
+    ///     if depth > 0 {
+    ///         ctx.push(depth - 1);
+    ///         ctx.push(depth - 1);
+    ///     }
+    ///     Ok(())
+    /// }, |a, b| a + b);
+    /// assert_eq!(nodes, Ok((1 << 11) - 1));
+    /// ```
+    pub fn try_run_fold<T, A, E, I, Id, F, Red>(
+        &self,
+        seeds: I,
+        identity: Id,
+        f: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where
+        T: Send,
+        A: Send,
+        E: Send,
+        I: IntoIterator<Item = T>,
+        Id: Fn() -> A + Sync,
+        F: Fn(&mut A, T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        let (accs, _) = self.run_catching(seeds, &identity, f)?;
+        Ok(accs.into_iter().reduce(reduce).unwrap_or_else(identity))
+    }
+
+    /// The fallible follow-on run behind `try_run` and `try_run_fold`.
+    fn run_catching<T, A, E, I, Id, F>(&self, seeds: I, identity: Id, f: F) -> Result<(Vec<A>, RunStats), RunError<E>>
+    where
+        T: Send,
+        A: Send,
+        E: Send,
+        I: IntoIterator<Item = T>,
+        Id: Fn() -> A + Sync,
+        F: Fn(&mut A, T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+    {
+        let control = self.control(None)?;
+        let work = TryRunFold { identity, f, failure: Failure::new(), _item: PhantomData };
+        let outcome = self.pool.execute_catching(&work, control, seeds);
+        into_result(outcome, &work.failure, false, |_, stats| stats.executed)
+    }
+
+    /// Calls `f(i)` for every `i` in `range`; the first `Err` (or panic) stops the run
+    /// and is returned with its index.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.runner().try_for_each_index(0..1000, |i| if i == 500 { Err("bad") } else { Ok(()) });
+    /// assert!(matches!(r, Err(fanout::RunError::Failed { error: "bad", index: Some(500) })));
+    /// ```
+    pub fn try_for_each_index<E, F>(&self, range: Range<usize>, f: F) -> Result<(), RunError<E>>
+    where
+        E: Send,
+        F: Fn(usize) -> Result<(), E> + Sync,
+    {
+        self.try_fold_index(range, || (), |(), i| f(i), |(), ()| ())
+    }
+
+    /// Calls `f(&item)` for every item of `items`, like [`Runner::try_for_each_index`].
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let paths = ["a.txt", "b.txt", ""];
+    /// let r = pool.runner().try_for_each(&paths, |p| if p.is_empty() { Err("empty path") } else { Ok(()) });
+    /// assert_eq!(r.unwrap_err().to_string(), "item 2 failed: empty path");
+    /// ```
+    pub fn try_for_each<T, E, F>(&self, items: &[T], f: F) -> Result<(), RunError<E>>
+    where
+        T: Sync,
+        E: Send,
+        F: Fn(&T) -> Result<(), E> + Sync,
+    {
+        self.try_for_each_index(0..items.len(), |i| f(&items[i]))
+    }
+
+    /// Returns `[f(i)? for i in range]` in input order, or the first error (or panic)
+    /// with its index; the results already computed are dropped.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.runner().try_map_index(0..4, |i| u8::try_from(i * 100));
+    /// assert!(matches!(r, Err(fanout::RunError::Failed { index: Some(3), .. })));
+    /// ```
+    pub fn try_map_index<R, E, F>(&self, range: Range<usize>, f: F) -> Result<Vec<R>, RunError<E>>
+    where
+        R: Send,
+        E: Send,
+        F: Fn(usize) -> Result<R, E> + Sync,
+    {
+        let Range { start, end } = range;
+        let control = self.control(Some(end.saturating_sub(start) as u64))?;
+        map_range(self.pool, control, end.saturating_sub(start), |i| f(start + i), false)
+    }
+
+    /// Returns `items.map(f)` in input order, or the first error (or panic) with its index.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let parsed = pool.runner().try_map(&["1", "2", "3"], |s| s.parse::<u32>());
+    /// assert_eq!(parsed.unwrap(), [1, 2, 3]);
+    /// ```
+    pub fn try_map<T, R, E, F>(&self, items: &[T], f: F) -> Result<Vec<R>, RunError<E>>
+    where
+        T: Sync,
+        R: Send,
+        E: Send,
+        F: Fn(&T) -> Result<R, E> + Sync,
+    {
+        self.try_map_index(0..items.len(), |i| f(&items[i]))
+    }
+
+    /// Folds every index of `range` like [`Pool::fold_index`] with a fallible `fold`; the
+    /// first error (or panic) stops the run and is returned with its index.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let total = pool.runner().try_fold_index(0..100, || 0u8, |a, i| a.checked_add(i as u8).ok_or(i), |a, b| a.saturating_add(b));
+    /// assert!(matches!(total, Err(fanout::RunError::Failed { .. })), "overflows a u8");
+    /// ```
+    pub fn try_fold_index<A, E, Id, F, Red>(
+        &self,
+        range: Range<usize>,
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where
+        A: Send,
+        E: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, usize) -> Result<A, E> + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        let Range { start, end } = range;
+        let control = self.control(Some(end.saturating_sub(start) as u64))?;
+        if start >= end {
+            return Ok(identity());
+        }
+        let work = TryFold {
+            identity: &identity,
+            fold: |a, i| fold(a, start + i),
+            failure: Failure::new(),
+            _acc: PhantomData,
+        };
+        let seeds = range_seeds(end - start, control.share_seeds);
+        let outcome = self.pool.execute_catching(&work, control, seeds);
+        let completed = |accs: &[(Option<A>, u64)], _: &RunStats| accs.iter().map(|a| a.1).sum();
+        let (accs, _) = into_result(outcome, &work.failure, false, completed)?;
+        Ok(accs.into_iter().filter_map(|a| a.0).reduce(reduce).unwrap_or_else(identity))
+    }
+
+    /// Folds every item of `items` like [`Runner::try_fold_index`].
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let sum = pool.runner().try_fold(&["1", "2", "x"], || 0, |a, s| Ok(a + s.parse::<i32>()?), |a, b| a + b);
+    /// let err: fanout::RunError<std::num::ParseIntError> = sum.unwrap_err();
+    /// assert!(matches!(err, fanout::RunError::Failed { index: Some(2), .. }));
+    /// ```
+    pub fn try_fold<T, A, E, Id, F, Red>(
+        &self,
+        items: &[T],
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where
+        T: Sync,
+        A: Send,
+        E: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, &T) -> Result<A, E> + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        self.try_fold_index(0..items.len(), identity, |a, i| fold(a, &items[i]), reduce)
+    }
+
+    /// Continue-on-error: runs `f` on every item and returns every item's outcome in
+    /// input order. A failing or panicking item does not stop the others; its slot
+    /// holds [`ItemError::Failed`] or [`ItemError::Panicked`]. If the token or deadline
+    /// fires, items that had not started hold [`ItemError::NotRun`]: nothing is lost.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let results = pool.runner().try_map_all(&["1", "x", "3"], |s| s.parse::<u32>());
+    /// assert_eq!(results.len(), 3);
+    /// assert_eq!(results[0], Ok(1));
+    /// assert!(matches!(results[1], Err(fanout::ItemError::Failed(_))));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the runner's [`limit`](Runner::limit) is 0 (the other calls return
+    /// [`RunError::ZeroLimit`]; this one has no error to return).
+    pub fn try_map_all<T, R, E, F>(&self, items: &[T], f: F) -> Vec<Result<R, ItemError<E>>>
+    where
+        T: Sync,
+        R: Send,
+        E: Send,
+        F: Fn(&T) -> Result<R, E> + Sync,
+    {
+        let settle = |i: usize| Ok::<_, std::convert::Infallible>(settle(|| f(&items[i])));
+        let control = match self.control::<()>(Some(items.len() as u64)) {
+            Ok(control) => control,
+            Err(RunError::ZeroLimit) => panic!("Runner::limit(0): a run needs at least one item in flight"),
+            Err(_) => return items.iter().map(|_| Err(ItemError::NotRun)).collect(),
+        };
+        match map_with_gaps(self.pool, control, items.len(), settle) {
+            Ok(results) => results,
+            Err(never) => match never {},
+        }
+    }
+
+    /// First success: runs the `alternatives` (say, the same request to `n` replicas)
+    /// and returns the index and value of the first to return `Ok`. Every alternative
+    /// starts as soon as a thread is free (they are shared with all threads up front,
+    /// not split lazily). The others are told to give up through the token each is
+    /// handed (it is cancelled once a winner is known), and alternatives that have not
+    /// started by then never do. If all fail, returns every error with its
+    /// alternative's index, in index order; a panicking alternative ends the race with
+    /// [`RunError::Panicked`].
+    ///
+    /// At most as many alternatives run at once as the pool has threads (plus the
+    /// caller); for hedging slow I/O, use a pool with a thread per alternative.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(3).build().unwrap();
+    /// let latencies = [300u64, 5, 200];
+    /// let (winner, value) = pool.runner().first_ok(latencies.len(), |i, token| {
+    ///     // A replica that answers after its latency, unless told to give up first.
+    ///     if token.wait_timeout(Duration::from_millis(latencies[i])) {
+    ///         Err(format!("replica {i} gave up"))
+    ///     } else {
+    ///         Ok(latencies[i])
+    ///     }
+    /// }).unwrap();
+    /// assert_eq!((winner, value), (1, 5));
+    /// ```
+    // The full type says what comes back: the winner, or every alternative's error.
+    #[allow(clippy::type_complexity)]
+    pub fn first_ok<R, E, F>(&self, alternatives: usize, f: F) -> Result<(usize, R), RunError<Vec<(usize, E)>>>
+    where
+        R: Send,
+        E: Send,
+        F: Fn(usize, &CancelToken) -> Result<R, E> + Sync,
+    {
+        let losers = CancelToken::new();
+        let mut control = self.control(Some(alternatives as u64))?;
+        // Without a token of its own, the race's run watches the losers' token, so that
+        // alternatives not started when a winner is known never start.
+        if control.token.is_none() {
+            control.token = Some(&losers);
+        }
+        control.share_seeds = true;
+        let results: Vec<RaceSlot<R, E>> = (0..alternatives).map(|_| Mutex::new(None)).collect();
+        let race = FollowOn {
+            f: |i: usize, _: &mut Ctx<'_, usize>| {
+                let result = settle(|| f(i, &losers));
+                if result.is_ok() {
+                    losers.cancel();
+                }
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            },
+            _item: PhantomData,
+        };
+        let outcome = self.pool.execute_catching(race, control, 0..alternatives);
+        let mut errors = Vec::new();
+        let mut winner = None;
+        let mut not_run = 0;
+        for (i, slot) in results.into_iter().enumerate() {
+            match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                // Several may succeed before the cancel is seen; the lowest index wins
+                // the tie (all of them finished before the run returned).
+                Some(Ok(value)) if winner.is_none() => winner = Some((i, value)),
+                Some(Ok(_)) => {}
+                Some(Err(ItemError::Failed(e))) => errors.push((i, e)),
+                Some(Err(ItemError::Panicked(message))) => return Err(RunError::Panicked { message, index: Some(i) }),
+                Some(Err(ItemError::NotRun)) | None => not_run += 1,
+            }
+        }
+        match (winner, outcome.stopped) {
+            (Some(w), _) => Ok(w),
+            (None, Some(StopReason::TimedOut)) => {
+                Err(RunError::TimedOut { completed: (alternatives - not_run) as u64 })
+            }
+            (None, Some(_)) => Err(RunError::Cancelled { completed: (alternatives - not_run) as u64 }),
+            (None, None) => Err(RunError::Failed { error: errors, index: None }),
+        }
+    }
+}
+
+/// The seeds of a run over `0..len`: the whole range, split lazily; or, when the seeds
+/// are shared up front, one single-index range per index.
+fn range_seeds(len: usize, one_each: bool) -> impl Iterator<Item = Range<usize>> {
+    let seeds = if one_each { len } else { 1 };
+    (0..seeds).map(move |i| if one_each { i..i + 1 } else { 0..len })
+}
+
+/// One alternative's outcome in a `first_ok` race, once it has run.
+type RaceSlot<R, E> = Mutex<Option<Result<R, ItemError<E>>>>;
+
+/// Runs one task for continue-on-error calls: its error or panic becomes the item's
+/// outcome instead of stopping the run.
+fn settle<R, E>(task: impl FnOnce() -> Result<R, E>) -> Result<R, ItemError<E>> {
+    match catch_unwind(AssertUnwindSafe(task)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(ItemError::Failed(e)),
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            // A panicking payload `Drop` must not escape either.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            Err(ItemError::Panicked(message))
+        }
+    }
+}
+
+/// Runs `f` over `0..len` into a new `Vec` in input order; if the run stops early, drops
+/// exactly what was written and returns why (resuming a panic when `resume_panics`).
+pub(crate) fn map_range<R, E, F>(
+    pool: &Pool,
+    control: Control<'_>,
+    len: usize,
+    f: F,
+    resume_panics: bool,
+) -> Result<Vec<R>, RunError<E>>
+where
+    R: Send,
+    E: Send,
+    F: Fn(usize) -> Result<R, E> + Sync,
+{
+    let mut out: Vec<R> = Vec::with_capacity(len);
+    if len == 0 {
+        return Ok(out);
+    }
+    let work = Map { f, out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()), failure: Failure::new() };
+    let seeds = range_seeds(len, control.share_seeds);
+    let outcome = pool.execute_catching(&work, control, seeds);
+    if outcome.stopped.is_none() {
+        debug_assert_eq!(outcome.accs.iter().flatten().map(|r| r.len()).sum::<usize>(), len);
+        // SAFETY: the run was not stopped, so every index in `0..len` was written exactly
+        // once (the written ranges partition `0..len`).
+        unsafe { out.set_len(len) };
+        return Ok(out);
+    }
+    let written: usize = outcome.accs.iter().flatten().map(|r| r.len()).sum();
+    for range in outcome.accs.iter().flatten() {
+        for i in range.clone() {
+            // SAFETY: recorded ranges were fully written, each index once, and nothing
+            // else reads them.
+            unsafe { out.as_mut_ptr().add(i).drop_in_place() };
+        }
+    }
+    resume_or_convert(outcome, &work.failure, resume_panics, written)
+}
+
+/// Like [`map_range`] for an infallible `f`, but on a stop fills the indices that never
+/// ran with `ItemError::NotRun` instead of failing.
+fn map_with_gaps<R, E, F>(
+    pool: &Pool,
+    control: Control<'_>,
+    len: usize,
+    f: F,
+) -> Result<Vec<Result<R, ItemError<E>>>, std::convert::Infallible>
+where
+    R: Send,
+    E: Send,
+    F: Fn(usize) -> Result<Result<R, ItemError<E>>, std::convert::Infallible> + Sync,
+{
+    let mut out: Vec<Result<R, ItemError<E>>> = Vec::with_capacity(len);
+    if len == 0 {
+        return Ok(out);
+    }
+    let work = Map { f, out: Output(out.as_mut_ptr().cast()), failure: Failure::new() };
+    let seeds = range_seeds(len, control.share_seeds);
+    let outcome = pool.execute_catching(&work, control, seeds);
+    let base = SendPtr(out.as_mut_ptr());
+    if outcome.stopped.is_some() {
+        // Only a token or a deadline can stop this run (`f` catches everything), so
+        // fill the holes they left.
+        let mut ranges: Vec<Range<usize>> = outcome.accs.iter().flatten().cloned().collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut next = 0;
+        for r in ranges.iter().chain(std::iter::once(&(len..len))) {
+            for i in next..r.start {
+                // SAFETY: `i < len` lies in no written range, so it is uninitialized;
+                // each hole is filled once.
+                unsafe { base.0.add(i).write(Err(ItemError::NotRun)) };
+            }
+            next = r.end;
+        }
+    }
+    // SAFETY: every index was written, by the run or by the hole filling above.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+/// Turns a stopped run's outcome into its error; with `resume_panics`, a panic is resumed
+/// on this thread instead (the infallible calls).
+fn resume_or_convert<A, T, E>(
+    outcome: Outcome<A>,
+    failure: &Failure<E>,
+    resume_panics: bool,
+    completed: usize,
+) -> Result<T, RunError<E>> {
+    match into_result(outcome, failure, resume_panics, |_, _| completed as u64) {
+        Ok(_) => unreachable!("called for a stopped run"),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,480 @@
+//! Fan-out control: fallible runs (first error in time), panics as errors,
+//! continue-on-error, cancellation, deadlines, concurrency limits, priorities and
+//! first-success races.
+
+use fanout::{CancelToken, ItemError, Pool, RunError};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn pool(n: usize) -> Pool {
+    Pool::builder().num_threads(n).build().expect("pool")
+}
+
+/// Items a thread may still start after the run stopped: the rest of its current block
+/// of at most 16 indices (or 8 follow-on items), per thread.
+const SLACK_PER_THREAD: usize = 16;
+
+#[test]
+fn the_first_error_in_time_is_returned() {
+    let pool = pool(3);
+    for _ in 0..5 {
+        // Every item fails. The first to fail returns at once; the others wait long
+        // enough that the first is recorded before them.
+        let order = AtomicUsize::new(0);
+        let err = pool
+            .try_for_each_index(0..64, |_| {
+                let seq = order.fetch_add(1, Ordering::SeqCst);
+                if seq > 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(seq)
+            })
+            .unwrap_err();
+        match err {
+            RunError::Failed { error, index } => {
+                assert_eq!(error, 0, "returned a later error");
+                assert!(index.is_some_and(|i| i < 64));
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        assert!(order.into_inner() <= 1 + 3 * SLACK_PER_THREAD, "items kept starting after the error");
+    }
+}
+
+#[test]
+fn an_error_stops_new_items() {
+    let pool = pool(2);
+    let failed = AtomicBool::new(false);
+    let started_after = AtomicUsize::new(0);
+    let started = AtomicUsize::new(0);
+    let r = pool.try_for_each_index(0..100_000, |i| {
+        started.fetch_add(1, Ordering::Relaxed);
+        if failed.load(Ordering::SeqCst) {
+            started_after.fetch_add(1, Ordering::Relaxed);
+        }
+        if i == 1000 {
+            failed.store(true, Ordering::SeqCst);
+            return Err("stop");
+        }
+        std::hint::black_box(i);
+        Ok(())
+    });
+    assert!(matches!(r, Err(RunError::Failed { error: "stop", index: Some(1000) })));
+    let after = started_after.into_inner();
+    assert!(after <= 3 * SLACK_PER_THREAD, "{after} items started after the error");
+    assert!(started.into_inner() < 100_000);
+}
+
+#[test]
+fn follow_on_errors_drop_pending_items() {
+    struct Counted<'a>(u32, &'a AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let pool = pool(2);
+    let made = AtomicUsize::new(1);
+    let dropped = AtomicUsize::new(0);
+    let r = pool.try_run([Counted(0, &dropped)], |item, ctx| {
+        if item.0 == 5_000 {
+            return Err(format!("item {} failed", item.0));
+        }
+        for k in 1..=2 {
+            let c = 2 * item.0 + k;
+            if c < 20_000 {
+                made.fetch_add(1, Ordering::Relaxed);
+                ctx.push(Counted(c, &dropped));
+            }
+        }
+        Ok(())
+    });
+    assert_eq!(r.unwrap_err().to_string(), "an item failed: item 5000 failed");
+    assert_eq!(made.into_inner(), dropped.into_inner(), "an item was lost or dropped twice");
+    // The pool is still fine.
+    assert_eq!(
+        pool.try_run([3u32], |n, ctx| if n > 0 {
+            ctx.push(n - 1);
+            Ok::<_, ()>(())
+        } else {
+            Ok(())
+        })
+        .unwrap()
+        .executed,
+        4
+    );
+}
+
+#[test]
+fn a_panic_becomes_an_error_with_message_and_index() {
+    let pool = pool(2);
+    let r = pool.try_map_index(0..10_000, |i| {
+        if i == 7777 {
+            panic!("boom at {i}");
+        }
+        Ok::<_, ()>(Box::new(i))
+    });
+    match r {
+        Err(RunError::Panicked { message, index }) => {
+            assert_eq!(message, "boom at 7777");
+            assert_eq!(index, Some(7777));
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    let r = pool.try_run([0u8], |_, _| -> Result<(), ()> { panic!("in a follow-on run") });
+    assert!(matches!(r, Err(RunError::Panicked { ref message, index: None }) if message == "in a follow-on run"));
+    // Infallible calls still unwind the caller with the original payload.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.map_index(0..100, |i| if i == 50 { panic!("plain map") } else { i })
+    }));
+    assert_eq!(caught.unwrap_err().downcast_ref::<&str>(), Some(&"plain map"));
+    assert_eq!(pool.try_map(&[1, 2], |x| Ok::<_, ()>(x * 2)).unwrap(), [2, 4]);
+}
+
+#[test]
+fn try_map_drops_exactly_what_it_wrote() {
+    struct Counted<'a>(&'a AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let pool = pool(2);
+    let made = AtomicUsize::new(0);
+    let dropped = AtomicUsize::new(0);
+    let r = pool.try_map_index(0..50_000, |i| {
+        if i == 33_333 {
+            return Err(i);
+        }
+        made.fetch_add(1, Ordering::Relaxed);
+        Ok(Counted(&dropped))
+    });
+    assert!(matches!(r, Err(RunError::Failed { error: 33_333, index: Some(33_333) })));
+    assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
+}
+
+#[test]
+fn continue_on_error_keeps_every_outcome_in_order() {
+    let pool = pool(3);
+    let items: Vec<u32> = (0..5_000).collect();
+    let results = pool.try_map_all(&items, |&x| match x % 7 {
+        0 => Err(x),
+        3 if x % 1000 == 3 => panic!("item {x} panicked"),
+        _ => Ok(x * 2),
+    });
+    assert_eq!(results.len(), items.len());
+    for (x, r) in items.iter().zip(&results) {
+        match (x % 7, r) {
+            (0, Err(ItemError::Failed(e))) => assert_eq!(e, x),
+            (3, Err(ItemError::Panicked(m))) if x % 1000 == 3 => assert_eq!(m, &format!("item {x} panicked")),
+            (_, Ok(v)) => assert_eq!(*v, x * 2),
+            (_, other) => panic!("item {x}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn cancelling_stops_new_items_and_reports_completed() {
+    let pool = pool(2);
+    let token = CancelToken::new();
+    let ran = AtomicUsize::new(0);
+    let started_after = AtomicUsize::new(0);
+    let r = pool.runner().cancel_token(&token).try_for_each_index(0..1_000_000, |i| {
+        if token.is_cancelled() {
+            started_after.fetch_add(1, Ordering::Relaxed);
+        }
+        ran.fetch_add(1, Ordering::Relaxed);
+        if i == 20_000 {
+            token.cancel();
+        }
+        Ok::<_, ()>(())
+    });
+    let ran = ran.into_inner();
+    match r {
+        Err(RunError::Cancelled { completed }) => assert_eq!(completed as usize, ran),
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert!(started_after.into_inner() <= 3 * SLACK_PER_THREAD);
+    assert!(ran < 1_000_000);
+
+    // The same for a follow-on run, cancelled from another thread.
+    let token = CancelToken::new();
+    let executed = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let t = token.clone();
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            t.cancel();
+        });
+        // An endless chain: only the token can end it.
+        let r = pool.runner().cancel_token(&token).try_run([0u64], |n, ctx| {
+            executed.fetch_add(1, Ordering::Relaxed);
+            ctx.push(n + 1);
+            Ok::<_, ()>(())
+        });
+        match r {
+            Err(RunError::Cancelled { completed }) => assert_eq!(completed as usize, executed.load(Ordering::Relaxed)),
+            other => panic!("expected Cancelled, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn deadlines_stop_runs() {
+    let pool = pool(2);
+    let start = Instant::now();
+    let ran = AtomicUsize::new(0);
+    let r = pool.runner().timeout(Duration::from_millis(30)).try_for_each_index(0..100_000, |_| {
+        ran.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(1));
+        Ok::<_, ()>(())
+    });
+    assert!(matches!(r, Err(RunError::TimedOut { completed }) if completed as usize == ran.load(Ordering::Relaxed)));
+    assert!(start.elapsed() < Duration::from_secs(20), "the deadline was not noticed");
+
+    // A deadline noticed with fast items too (the clock is read rarely there).
+    let r = pool.runner().timeout(Duration::from_millis(10)).try_run([0u64], |n, ctx| {
+        ctx.push(n.wrapping_add(1));
+        Ok::<_, ()>(())
+    });
+    assert!(matches!(r, Err(RunError::TimedOut { .. })));
+}
+
+#[test]
+fn bad_settings_get_clear_outcomes_without_running_anything() {
+    let pool = pool(2);
+    let ran = AtomicUsize::new(0);
+    let f = |_: usize| {
+        ran.fetch_add(1, Ordering::Relaxed);
+        Ok::<_, ()>(())
+    };
+    let cancelled = CancelToken::new();
+    cancelled.cancel();
+    assert!(matches!(
+        pool.runner().cancel_token(&cancelled).try_for_each_index(0..10, f),
+        Err(RunError::Cancelled { completed: 0 })
+    ));
+    let past = Instant::now() - Duration::from_millis(1);
+    assert!(matches!(
+        pool.runner().deadline(past).try_for_each_index(0..10, f),
+        Err(RunError::TimedOut { completed: 0 })
+    ));
+    assert!(matches!(pool.runner().limit(0).try_for_each_index(0..10, f), Err(RunError::ZeroLimit)));
+    assert_eq!(ran.load(Ordering::Relaxed), 0);
+    let all = pool.runner().cancel_token(&cancelled).try_map_all(&[1, 2, 3], |&x| Ok::<_, ()>(x));
+    assert_eq!(all, [Err(ItemError::NotRun), Err(ItemError::NotRun), Err(ItemError::NotRun)]);
+    // Empty inputs succeed at once.
+    assert_eq!(pool.try_map(&[] as &[u8], |&x| Ok::<_, ()>(x)).unwrap(), Vec::<u8>::new());
+    assert_eq!(pool.try_fold_index(5..5, || 1, |a, _| Ok::<_, ()>(a), |a, b| a + b), Ok(1));
+    assert_eq!(pool.try_run(Vec::<u8>::new(), |_, _| Ok::<_, ()>(())).unwrap().executed, 0);
+    assert!(RunError::<String>::ZeroLimit.to_string().contains("at least 1"));
+}
+
+#[test]
+fn the_limit_is_never_exceeded() {
+    let pool = pool(4);
+    for limit in [1, 2, 3] {
+        let now = AtomicUsize::new(0);
+        let max = AtomicUsize::new(0);
+        pool.runner()
+            .limit(limit)
+            .try_for_each_index(0..200, |_| {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(100));
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        let max = max.into_inner();
+        assert!(max <= limit, "limit {limit}: {max} items in flight");
+        assert!(max >= 1);
+    }
+    // Follow-on runs too, with nested limited runs inside (must not deadlock).
+    let now = AtomicUsize::new(0);
+    let max = AtomicUsize::new(0);
+    let inner_total = AtomicUsize::new(0);
+    pool.runner()
+        .limit(2)
+        .try_run([0u32], |depth, ctx| {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(n, Ordering::SeqCst);
+            let s =
+                pool.runner().limit(1).try_fold_index(0..100, || 0, |a, i| Ok::<_, ()>(a + i), |a, b| a + b).unwrap();
+            inner_total.fetch_add(s, Ordering::Relaxed);
+            if depth < 6 {
+                ctx.push(depth + 1);
+                ctx.push(depth + 1);
+            }
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    assert!(max.into_inner() <= 2);
+    assert_eq!(inner_total.into_inner(), 127 * 4950);
+}
+
+#[test]
+fn high_priority_items_jump_the_line() {
+    let pool = pool(2);
+    for _ in 0..5 {
+        let position = AtomicUsize::new(0);
+        let high_positions = Mutex::new(Vec::new());
+        // (kind, id): kind 0 = root, 1 = normal, 2 = high.
+        pool.run([(0u8, 0u32)], |(kind, _), ctx| {
+            let pos = position.fetch_add(1, Ordering::SeqCst);
+            match kind {
+                0 => {
+                    // Normal items on both sides of the high ones: neither LIFO pops nor
+                    // FIFO steals would reach the high ones early by accident.
+                    (0..300).for_each(|i| ctx.push((1, i)));
+                    (0..10).for_each(|i| ctx.push_high((2, i)));
+                    (300..600).for_each(|i| ctx.push((1, i)));
+                }
+                2 => high_positions.lock().unwrap().push(pos),
+                _ => std::thread::sleep(Duration::from_micros(20)),
+            }
+        });
+        let high = high_positions.into_inner().unwrap();
+        assert_eq!(high.len(), 10);
+        let last = *high.iter().max().unwrap();
+        assert!(last < 1 + 10 + 3 * SLACK_PER_THREAD, "high-priority items ran as late as position {last}");
+    }
+}
+
+#[test]
+fn first_ok_returns_the_fastest_success_and_cancels_the_rest() {
+    let pool = pool(4);
+    let start = Instant::now();
+    let latencies = [400u64, 10, 300, 500];
+    let gave_up = AtomicUsize::new(0);
+    let (winner, value) = pool
+        .runner()
+        .first_ok(latencies.len(), |i, token| {
+            if token.wait_timeout(Duration::from_millis(latencies[i])) {
+                gave_up.fetch_add(1, Ordering::Relaxed);
+                Err(i)
+            } else {
+                Ok(latencies[i] * 2)
+            }
+        })
+        .unwrap();
+    assert_eq!((winner, value), (1, 20));
+    assert!(start.elapsed() < Duration::from_millis(300), "losers were not cancelled: {:?}", start.elapsed());
+
+    // All fail: every error, in index order.
+    let r = pool.runner().first_ok(3, |i, _| Err::<(), _>(format!("replica {i} down")));
+    match r {
+        Err(RunError::Failed { error, index: None }) => {
+            assert_eq!(
+                error,
+                vec![(0, "replica 0 down".into()), (1, "replica 1 down".into()), (2, "replica 2 down".into())]
+            );
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn fallible_paths_agree_with_sequential_on_random_inputs() {
+    let pool = pool(3);
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    for _ in 0..30 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 20_000) as usize;
+        let bad = (seed >> 20) as usize % (len + len / 2 + 1);
+        let f = |i: usize| if i == bad { Err(i) } else { Ok(i as u64 * 3) };
+        let got = pool.try_map_index(0..len, f);
+        let want: Result<Vec<u64>, usize> = (0..len).map(f).collect();
+        match (got, want) {
+            (Ok(g), Ok(w)) => assert_eq!(g, w),
+            (Err(RunError::Failed { error, index }), Err(w)) => {
+                assert_eq!(error, w);
+                assert_eq!(index, Some(w));
+            }
+            (g, w) => panic!("len {len}, bad {bad}: got {g:?}, want {w:?}"),
+        }
+        let sum = pool.try_fold_index(0..len, || 0u64, |a, i| f(i).map(|v| a + v), |a, b| a + b);
+        let want_sum: Result<u64, usize> = (0..len).map(f).sum();
+        assert_eq!(
+            sum.map_err(|e| match e {
+                RunError::Failed { error, .. } => error,
+                other => panic!("{other:?}"),
+            }),
+            want_sum
+        );
+    }
+}
+
+#[test]
+fn progress_is_live_and_exact_at_the_end() {
+    let pool = pool(2);
+    let progress = fanout::Progress::new();
+    let done = AtomicBool::new(false);
+    let seen = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                seen.lock().unwrap().push(progress.snapshot());
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        });
+        pool.runner()
+            .progress(&progress)
+            .try_for_each_index(0..2_000, |_| {
+                std::thread::sleep(Duration::from_micros(50));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        done.store(true, Ordering::SeqCst);
+    });
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.windows(2).all(|w| w[0].completed <= w[1].completed || w[1].total != w[0].total), "went backwards");
+    assert!(seen.iter().any(|s| s.completed > 0 && s.completed < 2_000), "never saw the run in progress");
+    assert!(seen.iter().all(|s| s.in_flight <= 3));
+    assert!(seen.iter().all(|s| s.total.is_none_or(|t| s.completed + s.queued == t)));
+    let end = progress.snapshot();
+    assert_eq!((end.completed, end.queued, end.in_flight, end.total), (2_000, 0, 0, Some(2_000)));
+    assert_eq!(end.fraction(), Some(1.0));
+
+    // A follow-on run: completed counts items, follow-ons included.
+    let stats = pool
+        .runner()
+        .progress(&progress)
+        .try_run([12u32], |d, ctx| {
+            if d > 0 {
+                ctx.push(d - 1);
+                ctx.push(d - 1);
+            }
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    let end = progress.snapshot();
+    assert_eq!(end.completed, stats.executed);
+    assert_eq!(end.completed, (1 << 13) - 1);
+    assert_eq!((end.queued, end.in_flight, end.total), (0, 0, None));
+}
+
+#[test]
+fn blocking_runs_start_every_item_at_once() {
+    // Five workers plus the caller: six threads for six items that each wait until all
+    // six are in flight (or give up after two seconds).
+    let pool = Pool::builder().num_threads(5).pin(false).build().unwrap();
+    let now = AtomicUsize::new(0);
+    let max = AtomicUsize::new(0);
+    let results = pool.runner().blocking().try_map_all(&[0u8; 6], |_| {
+        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(n, Ordering::SeqCst);
+        let start = Instant::now();
+        while max.load(Ordering::SeqCst) < 6 && start.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        now.fetch_sub(1, Ordering::SeqCst);
+        Ok::<_, ()>(())
+    });
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(max.into_inner(), 6, "blocking items did not all start at once");
+}
