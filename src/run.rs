@@ -617,24 +617,24 @@ impl<'p, W: Work> Run<'p, W> {
     /// work to the workers) instead of running dry.
     fn drain(&self, me: usize, local: &mut Local<W>, step_back: bool, in_demand: &mut bool) -> bool {
         let deque = &self.slots[me].deque;
-        let Local { stack: slot_stack, acc, stats } = local;
+        let Local { stack: slot_stack, acc: acc_slot, stats } = local;
         // Work on a stack held in this frame: the optimizer then knows that growing it
-        // cannot touch the accumulator or the counters, and keeps those in registers.
+        // cannot touch the counters, and keeps those in registers.
         let mut own_stack = std::mem::take(slot_stack);
-        let stack = &mut own_stack;
-        let step_back_on = step_back.then_some(&*self.participants);
-        let mut stepped_back = false;
-        let mut executed = 0u64;
-        let mut pace = Pace { countdown: CHECK_EVERY, clock: Clock::new() };
         let progress = self.progress.as_deref().map(|p| p.slot(me));
-        // Follow-on items executed and not yet reported (range runs report indices).
-        let mut unreported = 0u64;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let acc = acc.get_or_insert_with(|| self.work.new_acc());
-            // The stop state, the urgent queue and demand are looked at every CHECK_EVERY
-            // items: they are hints, and the loads would otherwise sit on every item.
-            pace.countdown = CHECK_EVERY;
-            loop {
+            // The hot state is declared in here, not captured: whatever the closure
+            // captures by reference lives in memory for the whole loop.
+            let stack = &mut own_stack;
+            let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
+            let step_back_on = step_back.then_some(&*self.participants);
+            let mut executed = 0u64;
+            let mut reported = 0u64;
+            // The stop state, the urgent queue, demand and (for the caller of a follow-on
+            // run) the step back are looked at every CHECK_EVERY items: they are hints,
+            // and the loads would otherwise sit on every item.
+            let mut pace = Pace { countdown: CHECK_EVERY, clock: Clock::new() };
+            let stepped_back = 'drain: loop {
                 while let Some(item) = stack.pop() {
                     let mut ctx = Ctx {
                         stack: &mut *stack,
@@ -648,43 +648,46 @@ impl<'p, W: Work> Run<'p, W> {
                         progress,
                         step_back: step_back_on,
                     };
-                    self.work.execute(item, &mut ctx, acc);
-                    // Counted in this frame, added to the slot's stats at the end.
+                    self.work.execute(item, &mut ctx, &mut acc);
                     executed += 1;
-                    if W::FOLLOW_ON {
-                        unreported += 1;
+                    pace.countdown -= 1;
+                    // A range item that stepped back has just shared its remainder,
+                    // which the caller must not pop again: range runs look every item.
+                    let look = pace.countdown == 0 || (!W::FOLLOW_ON && step_back);
+                    if !look {
+                        continue;
                     }
-                    // The caller looks after every item: a range item that stepped back
-                    // has just shared its remainder, which the caller must not pop again.
                     if step_back && worker_joined(&self.participants) {
                         self.hand_off(deque, stack, stats);
-                        stepped_back = true;
-                        return;
+                        break 'drain true;
                     }
-                    pace.countdown -= 1;
-                    if pace.countdown == 0 {
-                        pace.countdown = CHECK_EVERY;
-                        if let Some(p) = progress {
-                            p.add_completed(std::mem::take(&mut unreported));
-                            p.set_queued((stack.len() + deque.len()) as u64);
+                    if pace.countdown != 0 {
+                        continue;
+                    }
+                    pace.countdown = CHECK_EVERY;
+                    if let Some(p) = progress {
+                        if W::FOLLOW_ON {
+                            p.add_completed(executed - reported);
+                            reported = executed;
                         }
-                        if self.stop.poll(&mut pace.clock) {
-                            return;
-                        }
-                        if let Some(item) = self.urgent.maybe_pop() {
-                            stats.global_pops += 1;
-                            stack.push(item);
-                            continue;
-                        }
-                        if stack.len() >= 2 && self.sleep.has_demand() {
-                            self.publish(deque, stack, stats);
-                        }
+                        p.set_queued((stack.len() + deque.len()) as u64);
+                    }
+                    if self.stop.poll(&mut pace.clock) {
+                        break 'drain false;
+                    }
+                    if let Some(item) = self.urgent.maybe_pop() {
+                        stats.global_pops += 1;
+                        stack.push(item);
+                        continue;
+                    }
+                    if stack.len() >= 2 && self.sleep.has_demand() {
+                        self.publish(deque, stack, stats);
                     }
                 }
                 // Out of private work: look at the stop state before taking any more (the
                 // countdown may be far from zero when items come one at a time).
                 if self.stop.poll(&mut pace.clock) {
-                    return;
+                    break false;
                 }
                 // SAFETY: we own this slot's deque (see `participate_in`).
                 let next = match unsafe { deque.pop() } {
@@ -699,21 +702,31 @@ impl<'p, W: Work> Run<'p, W> {
                         }
                         stack.push(item);
                     }
-                    None => return,
+                    None => break false,
                 }
+            };
+            // On a panic these are lost with the closure: a panicking run reports
+            // neither its accumulators nor its counts.
+            *acc_slot = Some(acc);
+            stats.executed += executed;
+            if let Some(p) = progress {
+                if W::FOLLOW_ON {
+                    p.add_completed(executed - reported);
+                }
+                p.set_queued(0);
             }
+            stepped_back
         }));
-        stats.executed += executed;
-        if let Some(p) = progress {
-            p.add_completed(unreported);
-            p.set_queued(0);
-        }
-        if let Err(payload) = result {
-            self.record_panic(payload);
-        }
+        let stepped_back = match result {
+            Ok(stepped_back) => stepped_back,
+            Err(payload) => {
+                self.record_panic(payload);
+                false
+            }
+        };
         if self.stop.is_set() {
             // Drop the private follow-ons; a panicking `Drop` must not escape either.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| stack.clear())) {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| own_stack.clear())) {
                 self.record_panic(payload);
             }
         }

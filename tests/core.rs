@@ -239,8 +239,18 @@ fn drop_joins_every_worker_thread() {
         pool.for_each_index(0..1000, |_| {});
         assert_eq!(threads_named("dropjoin-"), 4, "round {round}: the workers should be running");
         drop(pool);
-        // `drop` joins, so the threads are gone when it returns: no waiting here.
-        assert_eq!(threads_named("dropjoin-"), 0, "round {round}: a worker outlived its pool");
+        // `drop` joins, so every worker has finished when it returns. The kernel may list
+        // an exited thread for a moment after `join` returns (it wakes the joiner before
+        // it removes the task), so allow it a short while to go; a worker still alive
+        // (parked, never joined) would stay listed.
+        let gone = (0..1000).any(|_| {
+            let n = threads_named("dropjoin-");
+            if n != 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            n == 0
+        });
+        assert!(gone, "round {round}: a worker outlived its pool");
     }
     // And the process-wide count agrees once this test's pools are gone (other tests may
     // come and go, so only a gross leak of 20 threads would show).
