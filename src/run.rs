@@ -143,6 +143,10 @@ impl<W: Work> Work for &W {
 /// assert_eq!(total.into_inner(), (0..15).sum::<u64>());
 /// ```
 pub struct Ctx<'a, T> {
+    /// The newest private item, kept out of `stack` so that a task's last push and the
+    /// next pop never go through memory (a chain of follow-ons runs in registers).
+    hot: &'a mut Option<T>,
+    /// The older private items.
     stack: &'a mut Vec<T>,
     stats: &'a mut SlotStats,
     pace: &'a mut Pace,
@@ -164,7 +168,9 @@ impl<T> Ctx<'_, T> {
     pub fn push(&mut self, item: T) {
         // Not counted here: a counter bumped in memory on every push costs more than the
         // push. `RunStats::pushed` is derived from the executed count instead.
-        self.stack.push(item);
+        if let Some(older) = self.hot.replace(item) {
+            self.stack.push(older);
+        }
     }
 
     /// Adds a follow-on item at high priority: it is taken before every normal item of
@@ -252,7 +258,8 @@ impl<T> Ctx<'_, T> {
 
 impl<T> std::fmt::Debug for Ctx<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("private_items", &self.stack.len()).finish_non_exhaustive()
+        let private_items = self.stack.len() + usize::from(self.hot.is_some());
+        f.debug_struct("Ctx").field("private_items", &private_items).finish_non_exhaustive()
     }
 }
 
@@ -626,6 +633,8 @@ impl<'p, W: Work> Run<'p, W> {
             // The hot state is declared in here, not captured: whatever the closure
             // captures by reference lives in memory for the whole loop.
             let stack = &mut own_stack;
+            // The newest private item (see `Ctx::hot`); LIFO order is `hot`, then `stack`.
+            let mut hot: Option<W::Item> = None;
             let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
             let step_back_on = step_back.then_some(&*self.participants);
             let mut executed = 0u64;
@@ -635,8 +644,9 @@ impl<'p, W: Work> Run<'p, W> {
             // and the loads would otherwise sit on every item.
             let mut pace = Pace { countdown: CHECK_EVERY, clock: Clock::new() };
             let stepped_back = 'drain: loop {
-                while let Some(item) = stack.pop() {
+                while let Some(item) = hot.take().or_else(|| stack.pop()) {
                     let mut ctx = Ctx {
+                        hot: &mut hot,
                         stack: &mut *stack,
                         stats: &mut *stats,
                         pace: &mut pace,
@@ -658,6 +668,7 @@ impl<'p, W: Work> Run<'p, W> {
                         continue;
                     }
                     if step_back && worker_joined(&self.participants) {
+                        stack.extend(hot.take());
                         self.hand_off(deque, stack, stats);
                         break 'drain true;
                     }
@@ -670,14 +681,15 @@ impl<'p, W: Work> Run<'p, W> {
                             p.add_completed(executed - reported);
                             reported = executed;
                         }
-                        p.set_queued((stack.len() + deque.len()) as u64);
+                        p.set_queued((stack.len() + usize::from(hot.is_some()) + deque.len()) as u64);
                     }
                     if self.stop.poll(&mut pace.clock) {
                         break 'drain false;
                     }
                     if let Some(item) = self.urgent.maybe_pop() {
                         stats.global_pops += 1;
-                        stack.push(item);
+                        // Next in line, ahead of every private item.
+                        stack.extend(hot.replace(item));
                         continue;
                     }
                     if stack.len() >= 2 && self.sleep.has_demand() {
@@ -700,11 +712,13 @@ impl<'p, W: Work> Run<'p, W> {
                             self.sleep.remove_demand();
                             *in_demand = false;
                         }
-                        stack.push(item);
+                        hot = Some(item);
                     }
                     None => break false,
                 }
             };
+            // A stopping run may leave an item here; it is dropped with the others below.
+            stack.extend(hot.take());
             // On a panic these are lost with the closure: a panicking run reports
             // neither its accumulators nor its counts.
             *acc_slot = Some(acc);
