@@ -2,7 +2,7 @@
 
 use crate::range::{Fold, ForEach};
 use crate::run::{Ctx, Work};
-use crate::runner::map_range;
+use crate::runner::{OnStop, map_range};
 use crate::stats::RunStats;
 use crate::{ItemError, Pool, RunError};
 use std::convert::Infallible;
@@ -197,7 +197,13 @@ impl Pool {
         let Range { start, end } = range;
         let len = end.saturating_sub(start);
         // A panic is resumed inside; no other stop is possible without a token.
-        match map_range(self, Default::default(), len, |i| Ok::<R, Infallible>(f(start + i)), true) {
+        match map_range(
+            self,
+            Default::default(),
+            len,
+            |i| Ok::<R, Infallible>(f(start + i)),
+            OnStop::Fail { resume_panics: true },
+        ) {
             Ok(out) => out,
             Err(RunError::Failed { error, .. }) => match error {},
             Err(other) => unreachable!("an uncontrolled map stopped: {:?}", other.map_err(|e| match e {})),
@@ -414,11 +420,10 @@ impl Pool {
 }
 
 /// A raw pointer that may cross threads; used where disjoint indices make it sound.
-pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+struct SendPtr<T>(*mut T);
 
-// SAFETY: only used where each index is accessed by one thread once (`for_each_mut`
-// hands out one `&mut T` per index; the continue-on-error map fills the indices no
-// task wrote, after the run); `T: Send` is required there.
+// SAFETY: only used by `for_each_mut`, which hands out one `&mut T` per index, each
+// index once; `T: Send` is required there.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Small-scale tests of the whole core, sized to also run under Miri

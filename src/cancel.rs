@@ -29,46 +29,124 @@ pub struct CancelToken(Arc<Inner>);
 
 struct Inner {
     cancelled: AtomicBool,
-    /// Guards nothing but the wait/notify hand-shake of `wait_timeout`.
-    lock: Mutex<()>,
+    /// Past this instant the token counts as cancelled.
+    deadline: Option<Instant>,
+    /// Tokens to cancel with this one ([`CancelToken::child`]). The lock also serves
+    /// the wait/notify hand-shake of `wait_timeout`.
+    children: Mutex<Vec<CancelToken>>,
     wake: Condvar,
 }
 
 impl CancelToken {
     /// A token that is not cancelled.
     pub fn new() -> Self {
-        Self(Arc::new(Inner { cancelled: AtomicBool::new(false), lock: Mutex::new(()), wake: Condvar::new() }))
+        Self::until(None)
     }
 
-    /// Cancels the token (and every clone). Idempotent; wakes every thread in
-    /// [`wait_timeout`](CancelToken::wait_timeout).
+    /// A token that cancels itself at `deadline` (like Go's `context.WithDeadline`):
+    /// [`is_cancelled`](CancelToken::is_cancelled) turns true then and
+    /// [`wait_timeout`](CancelToken::wait_timeout) returns then. A run watching it stops
+    /// with [`RunError::TimedOut`](crate::RunError::TimedOut).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let token = fanout::CancelToken::with_deadline(Instant::now() + Duration::from_millis(20));
+    /// assert!(!token.is_cancelled());
+    /// assert!(token.wait_timeout(Duration::from_secs(60)), "the deadline ends the wait");
+    /// assert!(token.is_cancelled());
+    /// ```
+    pub fn with_deadline(deadline: Instant) -> Self {
+        Self::until(Some(deadline))
+    }
+
+    fn until(deadline: Option<Instant>) -> Self {
+        Self(Arc::new(Inner {
+            cancelled: AtomicBool::new(false),
+            deadline,
+            children: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+        }))
+    }
+
+    /// A new token that is cancelled when this one is (but not the other way round),
+    /// with this one's deadline: like Go's `context.WithCancel(parent)`. Use it to stop
+    /// one part of the work on its own while the whole still obeys the parent.
+    ///
+    /// ```
+    /// let parent = fanout::CancelToken::new();
+    /// let child = parent.child();
+    /// child.cancel();
+    /// assert!(!parent.is_cancelled());
+    /// let other = parent.child();
+    /// parent.cancel();
+    /// assert!(other.is_cancelled());
+    /// ```
+    pub fn child(&self) -> Self {
+        self.child_until(None)
+    }
+
+    /// A child (see [`CancelToken::child`]) that also cancels itself at `deadline`.
+    pub(crate) fn child_until(&self, deadline: Option<Instant>) -> Self {
+        let deadline = match (self.0.deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let child = Self::until(deadline);
+        let mut children = lock(&self.0.children);
+        // Cancelled children need no more cancelling: keep the list short.
+        children.retain(|c| !c.flag().load(Ordering::Relaxed));
+        // Under the lock: either `cancel` already stored the flag (we see it here) or
+        // it has yet to take the lock (and will find the child in the list).
+        // Relaxed: the lock orders it.
+        if self.0.cancelled.load(Ordering::Relaxed) {
+            drop(children);
+            child.cancel();
+        } else {
+            children.push(child.clone());
+        }
+        child
+    }
+
+    /// Cancels the token, its clones and its children. Idempotent; wakes every thread
+    /// in [`wait_timeout`](CancelToken::wait_timeout).
     pub fn cancel(&self) {
         // Release: whatever the canceller did before is visible to a thread that sees
-        // the flag with Acquire (`wait_timeout`); runs only use the flag as a hint.
+        // the flag with Acquire (`is_cancelled`); runs only use the flag as a hint.
         self.0.cancelled.store(true, Ordering::Release);
         // Taking the lock orders the store before any waiter's check-then-wait, so a
         // waiter either sees the flag or is already waiting when we notify.
-        drop(lock(&self.0.lock));
+        let children = std::mem::take(&mut *lock(&self.0.children));
         self.0.wake.notify_all();
+        for child in children {
+            child.cancel();
+        }
     }
 
-    /// Whether [`cancel`](CancelToken::cancel) has been called on this token or a clone.
+    /// Whether [`cancel`](CancelToken::cancel) has been called on this token, a clone or
+    /// a parent, or the token's deadline has passed.
     #[inline]
     pub fn is_cancelled(&self) -> bool {
         // Acquire: pairs with the Release store in `cancel`.
-        self.0.cancelled.load(Ordering::Acquire)
+        self.0.cancelled.load(Ordering::Acquire) || self.0.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    /// The flag itself, for the run engine's between-items checks.
+    /// The token's deadline, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.0.deadline
+    }
+
+    /// The flag itself, for the run engine's between-items checks (the engine watches
+    /// the deadline separately).
     #[inline(always)]
     pub(crate) fn flag(&self) -> &AtomicBool {
         &self.0.cancelled
     }
 
-    /// Blocks for up to `timeout`, returning early when the token is cancelled.
-    /// Returns whether the token is cancelled. Use it in place of a sleep in tasks that
-    /// simulate or wait for slow operations, so that cancelling the run also cuts the
-    /// wait short.
+    /// Blocks for up to `timeout`, returning early when the token is cancelled (or its
+    /// deadline passes). Returns whether the token is cancelled. Use it in place of a
+    /// sleep in tasks that simulate or wait for slow operations, so that cancelling the
+    /// run also cuts the wait short.
     ///
     /// ```
     /// use std::time::Duration;
@@ -79,8 +157,11 @@ impl CancelToken {
     /// assert!(token.wait_timeout(Duration::from_secs(60)), "cancelled: returns at once");
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let end = Instant::now().checked_add(timeout);
-        let mut guard = lock(&self.0.lock);
+        let end = match (Instant::now().checked_add(timeout), self.0.deadline) {
+            (Some(end), Some(deadline)) => Some(end.min(deadline)),
+            (end, deadline) => end.or(deadline),
+        };
+        let mut guard = lock(&self.0.children);
         loop {
             if self.is_cancelled() {
                 return true;
@@ -88,7 +169,7 @@ impl CancelToken {
             let now = Instant::now();
             let left = match end {
                 Some(end) if end > now => end - now,
-                Some(_) => return false,
+                Some(_) => return self.is_cancelled(),
                 // A timeout too large to represent: wait in long steps.
                 None => Duration::from_secs(3600),
             };
@@ -100,18 +181,18 @@ impl CancelToken {
 #[cfg(not(loom))]
 fn wait_timeout<'a>(
     cv: &Condvar,
-    guard: crate::sync::MutexGuard<'a, ()>,
+    guard: crate::sync::MutexGuard<'a, Vec<CancelToken>>,
     d: Duration,
-) -> crate::sync::MutexGuard<'a, ()> {
+) -> crate::sync::MutexGuard<'a, Vec<CancelToken>> {
     cv.wait_timeout(guard, d).map_or_else(|e| e.into_inner().0, |(g, _)| g)
 }
 
 #[cfg(loom)]
 fn wait_timeout<'a>(
     cv: &Condvar,
-    guard: crate::sync::MutexGuard<'a, ()>,
+    guard: crate::sync::MutexGuard<'a, Vec<CancelToken>>,
     d: Duration,
-) -> crate::sync::MutexGuard<'a, ()> {
+) -> crate::sync::MutexGuard<'a, Vec<CancelToken>> {
     cv.wait_timeout(guard, d).unwrap().0
 }
 

@@ -20,8 +20,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RunError<E> {
-    /// A task returned `Err(error)`. No new item started afterwards; items already
-    /// running finished.
+    /// A task returned `Err(error)`. The failing thread started no new item; the
+    /// others stopped at their next check (within a block of at most 16 indices, or 8
+    /// follow-on items); items already running finished.
     Failed {
         /// The task's error.
         error: E,

@@ -36,15 +36,21 @@ impl<E> Failure<E> {
         };
         if ctx.stop_for(reason) {
             *lock(&self.0) = Some((fault, index));
-        } else if let Fault::Panic(payload) = fault {
+        } else {
             // Not the first: drop it here, where a panicking `Drop` cannot escape.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            drop_quietly(fault);
         }
     }
 
     fn take(&self) -> Option<(Fault<E>, Option<usize>)> {
         lock(&self.0).take()
     }
+}
+
+/// Drops `value`, swallowing a panic from its `Drop` (a task's error or panic payload
+/// that nobody will read must not unwind through the engine or the caller).
+pub(crate) fn drop_quietly<T>(value: T) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
 
 /// Walks `range` like [`walk`], with a body that may fail: an `Err` or a panic stops
@@ -165,18 +171,31 @@ pub(crate) fn into_result<A, E>(
     }
     let completed = completed(&accs, &stats);
     // Dropped here, after the run: accumulators of a stopped run are not returned.
-    drop(accs);
-    Err(match reason {
-        StopReason::Cancelled => RunError::Cancelled { completed },
-        StopReason::TimedOut => RunError::TimedOut { completed },
+    drop_quietly(accs);
+    let error = match reason {
+        StopReason::Cancelled | StopReason::TimedOut => cancelled_error(reason, completed),
         StopReason::Error | StopReason::Panic => match failure.take() {
             Some((Fault::Error(error), index)) => RunError::Failed { error, index },
-            Some((Fault::Panic(payload), index)) => RunError::Panicked { message: panic_message(&*payload), index },
+            Some((Fault::Panic(payload), index)) => {
+                let message = panic_message(&*payload);
+                drop_quietly(payload);
+                RunError::Panicked { message, index }
+            }
             // A panic the engine caught (follow-on runs): no index.
             None => RunError::Panicked {
                 message: panic.as_deref().map_or_else(|| "<unknown panic>".to_owned(), panic_message),
                 index: None,
             },
         },
-    })
+    };
+    drop_quietly(panic);
+    Err(error)
+}
+
+/// The error of a run stopped by its token or deadline after `completed` items.
+pub(crate) fn cancelled_error<E>(reason: StopReason, completed: u64) -> RunError<E> {
+    match reason {
+        StopReason::TimedOut => RunError::TimedOut { completed },
+        _ => RunError::Cancelled { completed },
+    }
 }

@@ -565,6 +565,9 @@ impl<'p, W: Work> Run<'p, W> {
             // idle, and uncounted only once it actually obtains an item, so a failed
             // attempt does not write the demand line that busy threads read.
             let mut in_demand = !active;
+            if active && let Some(p) = &self.progress {
+                p.slot(me).set_active(true);
+            }
             loop {
                 if active {
                     let start = Instant::now();
@@ -688,12 +691,17 @@ impl<'p, W: Work> Run<'p, W> {
                     }
                     if let Some(item) = self.urgent.maybe_pop() {
                         stats.global_pops += 1;
-                        // Next in line, ahead of every private item.
+                        // Next in line, ahead of every private item; look again right
+                        // after it, in case more high-priority items are waiting.
                         stack.extend(hot.replace(item));
+                        pace.countdown = 1;
                         continue;
                     }
-                    if stack.len() >= 2 && self.sleep.has_demand() {
-                        self.publish(deque, stack, stats);
+                    // The hot item counts: a task that pushed two children has one in
+                    // each place, and one of them is worth sharing.
+                    let private = stack.len() + usize::from(hot.is_some());
+                    if private >= 2 && self.sleep.has_demand() {
+                        self.publish(deque, stack, private, stats);
                     }
                 }
                 // Out of private work: look at the stop state before taking any more (the
@@ -701,10 +709,14 @@ impl<'p, W: Work> Run<'p, W> {
                 if self.stop.poll(&mut pace.clock) {
                     break false;
                 }
-                // SAFETY: we own this slot's deque (see `participate_in`).
-                let next = match unsafe { deque.pop() } {
+                // High-priority items first, then our own deque, then elsewhere.
+                let next = match self.urgent.maybe_pop() {
                     Some(item) => Some(item),
-                    None => self.find_remote(me, deque, stats),
+                    // SAFETY: we own this slot's deque (see `participate_in`).
+                    None => match unsafe { deque.pop() } {
+                        Some(item) => Some(item),
+                        None => self.find_remote(me, deque, stats),
+                    },
                 };
                 match next {
                     Some(item) => {
@@ -760,14 +772,15 @@ impl<'p, W: Work> Run<'p, W> {
         self.sleep.notify_one();
     }
 
-    /// Shares the older half of the private stack with hungry threads.
+    /// Shares the older half of the `private` items (the stack plus the hot item) with
+    /// hungry threads, taken from the bottom of the stack.
     #[cold]
-    fn publish(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, stats: &mut SlotStats) {
+    fn publish(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, private: usize, stats: &mut SlotStats) {
         if !deque.is_empty() {
             // What we shared last time has not been taken yet.
             return;
         }
-        let count = (stack.len() / 2).min(deque.capacity() / 2);
+        let count = (private / 2).min(deque.capacity() / 2).min(stack.len());
         for item in stack.drain(..count) {
             // SAFETY: we own this slot's deque (see `participate_in`).
             unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };

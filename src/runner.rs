@@ -1,11 +1,11 @@
 //! Controlled runs: fallible calls (errgroup style), continue-on-error, cancellation,
 //! deadlines, concurrency limits and first-success races, configured on a [`Runner`].
 
-use crate::api::{FollowOn, SendPtr};
+use crate::api::FollowOn;
 use crate::error::{ItemError, RunError, panic_message};
-use crate::fallible::{Failure, TryFold, TryRunFold, into_result};
+use crate::fallible::{Failure, TryFold, TryRunFold, cancelled_error, drop_quietly, into_result};
 use crate::range::{Map, Output};
-use crate::run::{Control, Ctx, Outcome};
+use crate::run::{Control, Ctx};
 use crate::stats::RunStats;
 use crate::stop::{Stop, StopReason};
 use crate::{CancelToken, Pool, Progress};
@@ -151,23 +151,19 @@ impl<'p> Runner<'p> {
             Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
             None => None,
         };
-        let progress = self.progress.as_ref().map(|p| p.attach(self.pool.num_threads() + 1, total));
-        let control = Control {
-            token: self.token.as_ref(),
-            deadline: self.deadline,
-            limit,
-            share_seeds: self.blocking,
-            progress,
+        let token = self.token.as_ref();
+        // The earlier of the runner's deadline and the token's.
+        let deadline = match (self.deadline, token.and_then(CancelToken::deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         // Already cancelled or past the deadline: run nothing at all.
-        let stop = Stop::new(control.token, control.deadline);
+        let stop = Stop::new(token, deadline);
         if stop.poll_now() {
-            let mut outcome =
-                Outcome { accs: Vec::<()>::new(), stats: RunStats::default(), panic: None, stopped: None };
-            outcome.stopped = stop.reason();
-            return Err(into_result(outcome, &Failure::new(), false, |_, _| 0).unwrap_err());
+            return Err(cancelled_error(stop.reason().unwrap_or(StopReason::Cancelled), 0));
         }
-        Ok(control)
+        let progress = self.progress.as_ref().map(|p| p.attach(self.pool.num_threads() + 1, total));
+        Ok(Control { token, deadline, limit, share_seeds: self.blocking, progress })
     }
 
     /// [`Pool::run`] with fallible tasks: the first `Err` (or panic) stops the run and is
@@ -303,7 +299,13 @@ impl<'p> Runner<'p> {
     {
         let Range { start, end } = range;
         let control = self.control(Some(end.saturating_sub(start) as u64))?;
-        map_range(self.pool, control, end.saturating_sub(start), |i| f(start + i), false)
+        map_range(
+            self.pool,
+            control,
+            end.saturating_sub(start),
+            |i| f(start + i),
+            OnStop::Fail { resume_panics: false },
+        )
     }
 
     /// Returns `items.map(f)` in input order, or the first error (or panic) with its index.
@@ -419,20 +421,27 @@ impl<'p> Runner<'p> {
             Err(RunError::ZeroLimit) => panic!("Runner::limit(0): a run needs at least one item in flight"),
             Err(_) => return items.iter().map(|_| Err(ItemError::NotRun)).collect(),
         };
-        match map_with_gaps(self.pool, control, items.len(), settle) {
+        match map_range(self.pool, control, items.len(), settle, OnStop::Fill(|| Err(ItemError::NotRun))) {
             Ok(results) => results,
-            Err(never) => match never {},
+            Err(RunError::Failed { error, .. }) => match error {},
+            Err(other) => unreachable!("continue-on-error runs fill the items a stop left: {other:?}"),
         }
     }
 
     /// First success: runs the `alternatives` (say, the same request to `n` replicas)
     /// and returns the index and value of the first to return `Ok`. Every alternative
     /// starts as soon as a thread is free (they are shared with all threads up front,
-    /// not split lazily). The others are told to give up through the token each is
-    /// handed (it is cancelled once a winner is known), and alternatives that have not
-    /// started by then never do. If all fail, returns every error with its
-    /// alternative's index, in index order; a panicking alternative ends the race with
-    /// [`RunError::Panicked`].
+    /// not split lazily). Each is handed a token that is cancelled once the race is
+    /// decided (a winner, a panic), when the runner's token is cancelled, and at the
+    /// runner's deadline; alternatives should wait on it
+    /// ([`CancelToken::wait_timeout`]) or poll it, so that losers give up at once.
+    /// Alternatives that have not started by then never start.
+    ///
+    /// Returns, in this order of precedence: the winner; [`RunError::Panicked`] if an
+    /// alternative panicked (that ends the race); [`RunError::Cancelled`] or
+    /// [`RunError::TimedOut`] if the runner's token or deadline ended it; otherwise
+    /// [`RunError::Failed`] with every alternative's error and index, in index order
+    /// (empty for zero alternatives).
     ///
     /// At most as many alternatives run at once as the pool has threads (plus the
     /// caller); for hedging slow I/O, use a pool with a thread per alternative.
@@ -460,48 +469,67 @@ impl<'p> Runner<'p> {
         E: Send,
         F: Fn(usize, &CancelToken) -> Result<R, E> + Sync,
     {
-        let losers = CancelToken::new();
         let mut control = self.control(Some(alternatives as u64))?;
-        // Without a token of its own, the race's run watches the losers' token, so that
-        // alternatives not started when a winner is known never start.
-        if control.token.is_none() {
-            control.token = Some(&losers);
-        }
+        // The race's own token: cancelled by the runner's token, at the deadline, and
+        // by whoever decides the race. The run watches it, so that alternatives not
+        // started when the race is decided never start.
+        let race = match &self.token {
+            Some(parent) => parent.child_until(control.deadline),
+            None => match control.deadline {
+                Some(deadline) => CancelToken::with_deadline(deadline),
+                None => CancelToken::new(),
+            },
+        };
+        control.token = Some(&race);
         control.share_seeds = true;
         let results: Vec<RaceSlot<R, E>> = (0..alternatives).map(|_| Mutex::new(None)).collect();
-        let race = FollowOn {
+        let run = FollowOn {
             f: |i: usize, _: &mut Ctx<'_, usize>| {
-                let result = settle(|| f(i, &losers));
-                if result.is_ok() {
-                    losers.cancel();
+                if race.is_cancelled() {
+                    return;
+                }
+                let result = settle(|| f(i, &race));
+                if !matches!(result, Err(ItemError::Failed(_))) {
+                    // A winner, or a panic: either way the race is over.
+                    race.cancel();
                 }
                 *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             },
             _item: PhantomData,
         };
-        let outcome = self.pool.execute_catching(race, control, 0..alternatives);
+        let outcome = self.pool.execute_catching(run, control, 0..alternatives);
+        // Done with it: this also takes it off the runner token's list of children.
+        race.cancel();
         let mut errors = Vec::new();
         let mut winner = None;
-        let mut not_run = 0;
+        let mut panicked = None;
+        let mut ran = 0;
         for (i, slot) in results.into_iter().enumerate() {
-            match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let result = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+            ran += usize::from(result.is_some());
+            match result {
                 // Several may succeed before the cancel is seen; the lowest index wins
                 // the tie (all of them finished before the run returned).
                 Some(Ok(value)) if winner.is_none() => winner = Some((i, value)),
-                Some(Ok(_)) => {}
                 Some(Err(ItemError::Failed(e))) => errors.push((i, e)),
-                Some(Err(ItemError::Panicked(message))) => return Err(RunError::Panicked { message, index: Some(i) }),
-                Some(Err(ItemError::NotRun)) | None => not_run += 1,
+                Some(Err(ItemError::Panicked(message))) if panicked.is_none() => panicked = Some((i, message)),
+                _ => {}
             }
         }
-        match (winner, outcome.stopped) {
-            (Some(w), _) => Ok(w),
-            (None, Some(StopReason::TimedOut)) => {
-                Err(RunError::TimedOut { completed: (alternatives - not_run) as u64 })
-            }
-            (None, Some(_)) => Err(RunError::Cancelled { completed: (alternatives - not_run) as u64 }),
-            (None, None) => Err(RunError::Failed { error: errors, index: None }),
+        if let Some(w) = winner {
+            return Ok(w);
         }
+        if let Some((index, message)) = panicked {
+            return Err(RunError::Panicked { message, index: Some(index) });
+        }
+        let completed = ran as u64;
+        if self.token.as_ref().is_some_and(CancelToken::is_cancelled) {
+            return Err(RunError::Cancelled { completed });
+        }
+        if outcome.stopped == Some(StopReason::TimedOut) || race.deadline().is_some_and(|d| Instant::now() >= d) {
+            return Err(RunError::TimedOut { completed });
+        }
+        Err(RunError::Failed { error: errors, index: None })
     }
 }
 
@@ -523,21 +551,30 @@ fn settle<R, E>(task: impl FnOnce() -> Result<R, E>) -> Result<R, ItemError<E>> 
         Ok(Err(e)) => Err(ItemError::Failed(e)),
         Err(payload) => {
             let message = panic_message(&*payload);
-            // A panicking payload `Drop` must not escape either.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            drop_quietly(payload);
             Err(ItemError::Panicked(message))
         }
     }
 }
 
-/// Runs `f` over `0..len` into a new `Vec` in input order; if the run stops early, drops
-/// exactly what was written and returns why (resuming a panic when `resume_panics`).
+/// What [`map_range`] does when the run stops early.
+pub(crate) enum OnStop<R> {
+    /// Drop what was written and return why the run stopped (resuming a panic on this
+    /// thread if `resume_panics`).
+    Fail { resume_panics: bool },
+    /// Fill the indices that never ran with this value and return the whole `Vec`
+    /// (continue-on-error: only a token or a deadline can stop such a run).
+    Fill(fn() -> R),
+}
+
+/// Runs `f` over `0..len` into a new `Vec` in input order; if the run stops early,
+/// does what `on_stop` says.
 pub(crate) fn map_range<R, E, F>(
     pool: &Pool,
     control: Control<'_>,
     len: usize,
     f: F,
-    resume_panics: bool,
+    on_stop: OnStop<R>,
 ) -> Result<Vec<R>, RunError<E>>
 where
     R: Send,
@@ -558,68 +595,36 @@ where
         unsafe { out.set_len(len) };
         return Ok(out);
     }
-    let written: usize = outcome.accs.iter().flatten().map(|r| r.len()).sum();
-    for range in outcome.accs.iter().flatten() {
-        for i in range.clone() {
-            // SAFETY: recorded ranges were fully written, each index once, and nothing
-            // else reads them.
-            unsafe { out.as_mut_ptr().add(i).drop_in_place() };
-        }
-    }
-    resume_or_convert(outcome, &work.failure, resume_panics, written)
-}
-
-/// Like [`map_range`] for an infallible `f`, but on a stop fills the indices that never
-/// ran with `ItemError::NotRun` instead of failing.
-fn map_with_gaps<R, E, F>(
-    pool: &Pool,
-    control: Control<'_>,
-    len: usize,
-    f: F,
-) -> Result<Vec<Result<R, ItemError<E>>>, std::convert::Infallible>
-where
-    R: Send,
-    E: Send,
-    F: Fn(usize) -> Result<Result<R, ItemError<E>>, std::convert::Infallible> + Sync,
-{
-    let mut out: Vec<Result<R, ItemError<E>>> = Vec::with_capacity(len);
-    if len == 0 {
-        return Ok(out);
-    }
-    let work = Map { f, out: Output(out.as_mut_ptr().cast()), failure: Failure::new() };
-    let seeds = range_seeds(len, control.share_seeds);
-    let outcome = pool.execute_catching(&work, control, seeds);
-    let base = SendPtr(out.as_mut_ptr());
-    if outcome.stopped.is_some() {
-        // Only a token or a deadline can stop this run (`f` catches everything), so
-        // fill the holes they left.
-        let mut ranges: Vec<Range<usize>> = outcome.accs.iter().flatten().cloned().collect();
-        ranges.sort_by_key(|r| r.start);
-        let mut next = 0;
-        for r in ranges.iter().chain(std::iter::once(&(len..len))) {
-            for i in next..r.start {
-                // SAFETY: `i < len` lies in no written range, so it is uninitialized;
-                // each hole is filled once.
-                unsafe { base.0.add(i).write(Err(ItemError::NotRun)) };
+    match on_stop {
+        OnStop::Fill(hole) => {
+            let mut ranges: Vec<Range<usize>> = outcome.accs.iter().flatten().cloned().collect();
+            ranges.sort_by_key(|r| r.start);
+            let mut next = 0;
+            for r in ranges.iter().chain(std::iter::once(&(len..len))) {
+                for i in next..r.start {
+                    // SAFETY: `i < len` lies in no written range, so it is uninitialized;
+                    // each hole is filled once.
+                    unsafe { out.as_mut_ptr().add(i).write(hole()) };
+                }
+                next = r.end;
             }
-            next = r.end;
+            // SAFETY: every index was written, by the run or by the hole filling above.
+            unsafe { out.set_len(len) };
+            Ok(out)
         }
-    }
-    // SAFETY: every index was written, by the run or by the hole filling above.
-    unsafe { out.set_len(len) };
-    Ok(out)
-}
-
-/// Turns a stopped run's outcome into its error; with `resume_panics`, a panic is resumed
-/// on this thread instead (the infallible calls).
-fn resume_or_convert<A, T, E>(
-    outcome: Outcome<A>,
-    failure: &Failure<E>,
-    resume_panics: bool,
-    completed: usize,
-) -> Result<T, RunError<E>> {
-    match into_result(outcome, failure, resume_panics, |_, _| completed as u64) {
-        Ok(_) => unreachable!("called for a stopped run"),
-        Err(e) => Err(e),
+        OnStop::Fail { resume_panics } => {
+            let written: usize = outcome.accs.iter().flatten().map(|r| r.len()).sum();
+            for range in outcome.accs.iter().flatten() {
+                for i in range.clone() {
+                    // SAFETY: recorded ranges were fully written, each index once, and
+                    // nothing else reads them.
+                    unsafe { out.as_mut_ptr().add(i).drop_in_place() };
+                }
+            }
+            match into_result(outcome, &work.failure, resume_panics, |_, _| written as u64) {
+                Ok(_) => unreachable!("a stopped run returns an error"),
+                Err(e) => Err(e),
+            }
+        }
     }
 }

@@ -144,11 +144,16 @@ impl Clock {
         if now >= deadline {
             return true;
         }
-        // Polls come faster than the target gap: read the clock less often; slower:
-        // more often (down to every poll).
+        // Polls come faster than the target gap: read the clock less often. Slower:
+        // shrink the stride in proportion at once, so that items that suddenly turn
+        // slow are caught up with on the next read (down to every poll).
         self.stride = match self.last {
             Some(last) if now - last < TARGET_GAP => (self.stride * 2).min(MAX_STRIDE),
-            Some(_) => (self.stride / 2).max(1),
+            Some(last) => {
+                let gap = (now - last).as_nanos().max(1);
+                let scaled = u128::from(self.stride) * TARGET_GAP.as_nanos() / gap;
+                (scaled as u32).max(1)
+            }
             None => 1,
         };
         self.last = Some(now);

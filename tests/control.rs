@@ -478,3 +478,79 @@ fn blocking_runs_start_every_item_at_once() {
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(max.into_inner(), 6, "blocking items did not all start at once");
 }
+
+#[test]
+fn first_ok_obeys_the_runners_token_and_deadline_and_panics() {
+    let pool = Pool::builder().num_threads(3).pin(false).build().unwrap();
+    let slow = |_: usize, token: &CancelToken| -> Result<(), String> {
+        if token.wait_timeout(Duration::from_secs(30)) { Err("gave up".into()) } else { Ok(()) }
+    };
+    // The runner's token, cancelled mid-race, wakes every alternative in flight.
+    let token = CancelToken::new();
+    let start = Instant::now();
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            token.cancel();
+        });
+        pool.runner().cancel_token(&token).first_ok(3, slow)
+    });
+    assert!(matches!(r, Err(RunError::Cancelled { .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(10), "alternatives did not give up");
+
+    // The runner's deadline does the same, reported as a timeout.
+    let start = Instant::now();
+    let r = pool.runner().timeout(Duration::from_millis(20)).first_ok(3, slow);
+    assert!(matches!(r, Err(RunError::TimedOut { .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(10), "alternatives did not give up");
+
+    // A panic ends the race.
+    let r = pool.runner().first_ok(3, |i, token| if i == 0 { panic!("replica {i} crashed") } else { slow(i, token) });
+    assert!(
+        matches!(r, Err(RunError::Panicked { ref message, index: Some(0) }) if message == "replica 0 crashed"),
+        "{r:?}"
+    );
+
+    // No alternatives: nothing succeeded, no errors.
+    assert!(matches!(pool.runner().first_ok(0, slow), Err(RunError::Failed { ref error, .. }) if error.is_empty()));
+}
+
+#[test]
+fn token_deadlines_and_children() {
+    let pool = pool(2);
+    let token = CancelToken::with_deadline(Instant::now() + Duration::from_millis(20));
+    let r = pool.runner().cancel_token(&token).try_for_each_index(0..1_000_000, |_| {
+        std::thread::sleep(Duration::from_micros(100));
+        Ok::<_, ()>(())
+    });
+    assert!(matches!(r, Err(RunError::TimedOut { .. })), "{r:?}");
+
+    let parent = CancelToken::new();
+    let child = parent.child();
+    let grandchild = child.child();
+    let waiter = std::thread::spawn(move || grandchild.wait_timeout(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(5));
+    parent.cancel();
+    assert!(waiter.join().unwrap(), "a parent's cancel reaches its grandchildren");
+    assert!(child.is_cancelled());
+    assert!(parent.child().is_cancelled(), "a child of a cancelled token is born cancelled");
+}
+
+#[test]
+fn progress_counts_the_callers_first_stint() {
+    let pool = pool(2);
+    let progress = fanout::Progress::new();
+    let busy_seen = AtomicBool::new(false);
+    pool.runner()
+        .limit(1)
+        .progress(&progress)
+        .try_for_each_index(0..50, |_| {
+            std::thread::sleep(Duration::from_millis(1));
+            if progress.snapshot().in_flight == 1 {
+                busy_seen.store(true, Ordering::Relaxed);
+            }
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    assert!(busy_seen.into_inner(), "a working run never showed an item in flight");
+}
