@@ -35,6 +35,16 @@ fn benches(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("fanout", W1_N), |b| {
         b.iter(|| pool.fold_index(0..W1_N as usize, || 0u64, |a, i| a.wrapping_add(tiny(i as u64)), u64::wrapping_add))
     });
+    g.bench_function(BenchmarkId::new("fanout_try", W1_N), |b| {
+        b.iter(|| {
+            pool.try_fold_index(
+                0..W1_N as usize,
+                || 0u64,
+                |a, i| Ok::<_, ()>(a.wrapping_add(tiny(i as u64))),
+                u64::wrapping_add,
+            )
+        })
+    });
     g.bench_function(BenchmarkId::new("rayon", W1_N), |b| {
         b.iter(|| (0..W1_N).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))
     });
@@ -71,6 +81,7 @@ fn benches(c: &mut Criterion) {
     let mut g = configure(c, "W4_follow_on_tree", W4_TASKS);
     g.bench_function(BenchmarkId::new("sequential", W4_TASKS), |b| b.iter(|| w4_recursive(0, 0)));
     g.bench_function(BenchmarkId::new("fanout", W4_TASKS), |b| b.iter(|| w4_fanout(&pool)));
+    g.bench_function(BenchmarkId::new("fanout_try", W4_TASKS), |b| b.iter(|| w4_fanout_try(&pool)));
     g.bench_function(BenchmarkId::new("rayon_join", W4_TASKS), |b| b.iter(|| w4_rayon_join(0, 0)));
     g.finish();
 
