@@ -544,6 +544,18 @@ fn verdicts(cells: &[Cell]) -> Vec<String> {
             ((c.ns_per_item - f.ns_per_item).max(m.ns_per_item - f.ns_per_item) * 10.0 / 1000.0).max(0.1)
         ));
     }
+    let try_costs: Vec<String> = ["W1", "W4"]
+        .iter()
+        .filter_map(|w| Some((w, get(w, "fanout")?, get(w, "fanout try")?)))
+        .map(|(w, f, t)| format!("{w} {:+.0}%", (t.median_ns / f.median_ns - 1.0) * 100.0))
+        .collect();
+    if !try_costs.is_empty() {
+        out.push(format!(
+            "- Fallible runs (`try_*`, nothing failing) against the infallible ones, same run: {} \
+             (medians; the two rows differ by noise alone when within a few percent).",
+            try_costs.join(", ")
+        ));
+    }
     if let Some(best) = cells.iter().filter(|c| c.workload == "W5").min_by(|a, b| a.median_ns.total_cmp(&b.median_ns)) {
         let fan = get("W5", "fanout").map_or(0.0, |c| c.speedup);
         out.push(format!(
