@@ -21,7 +21,21 @@ struct Tree {
     cost: Vec<u16>,
     panic_at: Option<u32>,
     nested_every: Option<u32>,
+    /// Run through `Runner::try_run` with these controls instead of `Pool::run`.
+    controls: Option<Controls>,
     name: &'static str,
+}
+
+/// The run controls a tree may be run under (at most one way to stop early).
+#[derive(Clone, Debug)]
+struct Controls {
+    limit: Option<usize>,
+    /// This item returns an error.
+    fail_at: Option<u32>,
+    /// This item cancels the run's token.
+    cancel_at: Option<u32>,
+    /// Every item whose id is a multiple of this pushes its children at high priority.
+    high_every: Option<u32>,
 }
 
 fn gen_tree(rng: &mut Rng) -> Tree {
@@ -84,9 +98,23 @@ fn gen_tree(rng: &mut Rng) -> Tree {
     };
     let heavy = rng.below(4) == 0;
     let cost = (0..n).map(|_| if heavy { rng.below(300) as u16 } else { 0 }).collect();
-    let panic_at = (rng.below(8) == 0).then(|| rng.below(n as u64) as u32);
+    let mut panic_at = (rng.below(8) == 0).then(|| rng.below(n as u64) as u32);
     let nested_every = (rng.below(8) == 0).then(|| 50 + rng.below(500) as u32);
-    Tree { seeds, children, cost, panic_at, nested_every, name }
+    let controls = (rng.below(3) == 0).then(|| {
+        let stop = rng.below(6);
+        let at = rng.below(n as u64) as u32;
+        Controls {
+            limit: (rng.below(2) == 0).then(|| 1 + rng.below(3) as usize),
+            fail_at: (stop == 0).then_some(at),
+            cancel_at: (stop == 1).then_some(at),
+            high_every: (rng.below(3) == 0).then(|| 1 + rng.below(20) as u32),
+        }
+    });
+    if controls.as_ref().is_some_and(|c| c.fail_at.is_some() || c.cancel_at.is_some()) {
+        // One way to stop early per tree, so the expected outcome is known.
+        panic_at = None;
+    }
+    Tree { seeds, children, cost, panic_at, nested_every, controls, name }
 }
 
 fn spin(cost: u16) -> u64 {
@@ -99,8 +127,55 @@ fn spin(cost: u16) -> u64 {
     std::hint::black_box(x)
 }
 
+/// Runs one tree through `Runner::try_run` under its controls and checks it: the limit
+/// is never exceeded, no item runs twice, and the run ends as its controls say.
+fn check_controlled(pool: &Pool, tree: &Tree, c: &Controls) -> Result<(), String> {
+    let counts: Vec<AtomicU8> = (0..tree.children.len()).map(|_| AtomicU8::new(0)).collect();
+    let in_flight = AtomicU64::new(0);
+    let most = AtomicU64::new(0);
+    let token = fanout::CancelToken::new();
+    let mut runner = pool.runner().cancel_token(&token);
+    if let Some(limit) = c.limit {
+        runner = runner.limit(limit);
+    }
+    let result = runner.try_run(tree.seeds.iter().copied(), |id, ctx| {
+        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(now, Ordering::SeqCst);
+        counts[id as usize].fetch_add(1, Ordering::Relaxed);
+        spin(tree.cost[id as usize]);
+        let high = c.high_every.is_some_and(|every| id % every == 0);
+        for &child in &tree.children[id as usize] {
+            if high { ctx.push_high(child) } else { ctx.push(child) }
+        }
+        if c.cancel_at == Some(id) {
+            token.cancel();
+        }
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        if c.fail_at == Some(id) { Err(id) } else { Ok(()) }
+    });
+    let name = tree.name;
+    if let Some(limit) = c.limit
+        && most.load(Ordering::SeqCst) > limit as u64
+    {
+        return Err(format!("{name} {c:?}: {} items in flight", most.load(Ordering::SeqCst)));
+    }
+    if let Some(bad) = counts.iter().position(|n| n.load(Ordering::Relaxed) > 1) {
+        return Err(format!("{name} {c:?}: item {bad} ran twice"));
+    }
+    let ran = counts.iter().filter(|n| n.load(Ordering::Relaxed) == 1).count();
+    match (result, c.fail_at, c.cancel_at) {
+        (Ok(stats), None, _) if ran == counts.len() && stats.executed as usize == ran => Ok(()),
+        (Err(fanout::RunError::Failed { error, .. }), Some(at), _) if error == at => Ok(()),
+        (Err(fanout::RunError::Cancelled { completed }), None, Some(_)) if completed as usize == ran => Ok(()),
+        (other, _, _) => Err(format!("{name} {c:?}: ran {ran} of {}, got {other:?}", counts.len())),
+    }
+}
+
 /// Runs one tree on `pool` and checks it. Returns an error text naming the problem.
 fn check_tree(pool: &Pool, tree: &Tree) -> Result<(), String> {
+    if let Some(c) = &tree.controls {
+        return check_controlled(pool, tree, c);
+    }
     let counts: Vec<AtomicU8> = (0..tree.children.len()).map(|_| AtomicU8::new(0)).collect();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pool.run(tree.seeds.iter().copied(), |id, ctx| {
