@@ -1,5 +1,6 @@
 //! The fan-out/fan-in calls on [`Pool`]: follow-on runs, `for_each`, `map`, `fold`.
 
+use crate::fallible::{Failure, TryRunFold};
 use crate::range::{Fold, ForEach};
 use crate::run::{Ctx, Work};
 use crate::runner::{OnStop, map_range};
@@ -23,32 +24,6 @@ impl<T: Send, F: Fn(T, &mut Ctx<'_, T>) + Sync> Work for FollowOn<T, F> {
     #[inline(always)]
     fn execute(&self, item: T, ctx: &mut Ctx<'_, T>, _acc: &mut ()) {
         (self.f)(item, ctx)
-    }
-}
-
-/// A follow-on run whose tasks fold into a per-thread accumulator.
-struct RunFold<T, Id, F> {
-    identity: Id,
-    f: F,
-    _item: PhantomData<fn(T)>,
-}
-
-impl<T, A, Id, F> Work for RunFold<T, Id, F>
-where
-    T: Send,
-    A: Send,
-    Id: Fn() -> A + Sync,
-    F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
-{
-    type Item = T;
-    type Acc = A;
-    const FOLLOW_ON: bool = true;
-    fn new_acc(&self) -> A {
-        (self.identity)()
-    }
-    #[inline(always)]
-    fn execute(&self, item: T, ctx: &mut Ctx<'_, T>, acc: &mut A) {
-        (self.f)(acc, item, ctx)
     }
 }
 
@@ -112,7 +87,17 @@ impl Pool {
         F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
         Red: Fn(A, A) -> A,
     {
-        let (accs, _) = self.execute(RunFold { identity: &identity, f, _item: PhantomData }, seeds);
+        // The fallible work with an error that cannot happen: one engine path for both.
+        let work = TryRunFold {
+            identity: &identity,
+            f: |acc: &mut A, item, ctx: &mut Ctx<'_, T>| {
+                f(acc, item, ctx);
+                Ok::<(), Infallible>(())
+            },
+            failure: Failure::new(),
+            _item: PhantomData,
+        };
+        let (accs, _) = self.execute(work, seeds);
         accs.into_iter().reduce(reduce).unwrap_or_else(identity)
     }
 

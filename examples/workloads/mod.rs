@@ -70,21 +70,20 @@ pub fn w4_recursive(id: u64, depth: u32) -> u64 {
     sum
 }
 
+/// W4's task on a fanout pool: adds `tiny(id)` to the thread's sum, pushes the children.
+#[inline(always)]
+fn w4_task(sum: &mut u64, (id, depth): (u64, u32), ctx: &mut fanout::Ctx<'_, (u64, u32)>) {
+    *sum = sum.wrapping_add(tiny(id));
+    if let Some(children) = w4_children(id, depth) {
+        for c in children {
+            ctx.push(c);
+        }
+    }
+}
+
 /// W4 on a fanout pool: a follow-on run with a per-thread sum.
 pub fn w4_fanout(pool: &fanout::Pool) -> u64 {
-    pool.run_fold(
-        [(0u64, 0u32)],
-        || 0u64,
-        |sum, (id, depth), ctx| {
-            *sum = sum.wrapping_add(tiny(id));
-            if let Some(children) = w4_children(id, depth) {
-                for c in children {
-                    ctx.push(c);
-                }
-            }
-        },
-        u64::wrapping_add,
-    )
+    pool.run_fold([(0u64, 0u32)], || 0u64, w4_task, u64::wrapping_add)
 }
 
 /// W4 as a fallible follow-on run that never fails: the cost of `try_*` over the
@@ -94,13 +93,8 @@ pub fn w4_fanout_try(pool: &fanout::Pool) -> u64 {
         .try_run_fold(
             [(0u64, 0u32)],
             || 0u64,
-            |sum, (id, depth), ctx| {
-                *sum = sum.wrapping_add(tiny(id));
-                if let Some(children) = w4_children(id, depth) {
-                    for c in children {
-                        ctx.push(c);
-                    }
-                }
+            |sum, item, ctx| {
+                w4_task(sum, item, ctx);
                 Ok::<_, ()>(())
             },
             u64::wrapping_add,
