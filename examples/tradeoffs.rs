@@ -8,8 +8,11 @@
 //! cargo run --release --example tradeoffs -- --threads 4 --workload W1,W4
 //! ```
 //!
-//! Variants are interleaved round by round (A B C A B C ...) and each cell reports the
-//! median, so that a noisy machine shifts all variants alike. Every variant's result
+//! Variants are interleaved round by round, in a new (seeded, shuffled) order every
+//! round, and each cell reports the median, so that a noisy machine shifts all
+//! variants alike. Variants shorter than 50 ms are timed right after an untimed run of
+//! their own, so that they are measured in steady state: their threads awake, and the
+//! previous variant's threads (which may spin for a while after their work) quiet. Every variant's result
 //! is checked against the sequential one.
 
 mod workloads;
@@ -188,6 +191,9 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
+/// Variants faster than this get an untimed run before each timed one (see `measure`).
+const SHORT_RUN: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One way of running a workload; returns a checksum compared across variants.
 struct Variant<'a> {
     name: &'static str,
@@ -220,16 +226,38 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn measure(w: &Workload<'_>, progress: &mut Progress) -> Vec<Cell> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); w.variants.len()];
     let mut reference: Option<u64> = None;
-    // One warm-up round, not recorded.
-    for v in &w.variants {
+    // One warm-up round, not recorded; it also tells which variants are short.
+    let mut short = vec![false; w.variants.len()];
+    for (i, v) in w.variants.iter().enumerate() {
+        let start = Instant::now();
         let sum = (v.run)();
+        short[i] = start.elapsed() < SHORT_RUN;
         match reference {
             None => reference = Some(sum),
             Some(r) => assert_eq!(sum, r, "{} {}: wrong result", w.id, v.name),
         }
     }
+    let mut order: Vec<usize> = (0..w.variants.len()).collect();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..w.rounds {
-        for (i, v) in w.variants.iter().enumerate() {
+        // A new order every round (a seeded shuffle), so that no variant always follows
+        // the same one.
+        for k in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(k, (seed % (k as u64 + 1)) as usize);
+        }
+        for &i in &order {
+            let v = &w.variants[i];
+            // Short variants get an untimed run first: their own threads are then awake,
+            // and the previous variant's threads (rayon's and the strategies' spin for a
+            // while after their work; an idle core's vCPU may be halted) have gone
+            // quiet, so the timed run measures this variant alone, in steady state. On
+            // longer runs these effects are noise.
+            if short[i] {
+                (v.run)();
+            }
             let start = Instant::now();
             let sum = (v.run)();
             samples[i].push(start.elapsed().as_nanos() as f64);

@@ -94,8 +94,10 @@ impl CancelToken {
         };
         let child = Self::until(deadline);
         let mut children = lock(&self.0.children);
-        // Cancelled children need no more cancelling: keep the list short.
-        children.retain(|c| !c.flag().load(Ordering::Relaxed));
+        // Keep the list short: cancelled children need no more cancelling, and children
+        // nobody holds any more (only this list does) cannot be observed. Relaxed: a
+        // stale "not cancelled" only keeps an entry a little longer.
+        children.retain(|c| !c.flag().load(Ordering::Relaxed) && Arc::strong_count(&c.0) > 1);
         // Under the lock: either `cancel` already stored the flag (we see it here) or
         // it has yet to take the lock (and will find the child in the list).
         // Relaxed: the lock orders it.

@@ -14,11 +14,11 @@
 //!
 //! 1. Only active participants execute items or push them anywhere.
 //! 2. An idle participant that sees work increments `active` (count and epoch) *before*
-//!    it takes any item from a deque or the global queue.
+//!    it takes any item from a deque or a shared queue (global, or urgent).
 //! 3. An active participant goes idle (decrements the count) only with an empty private
 //!    stack, after finding nothing in its own deque, the global queue or other deques;
 //!    or, for a caller stepping back, after moving all its private items to its deque.
-//! 4. Whoever brings the count to zero re-checks every deque and the global queue, and
+//! 4. Whoever brings the count to zero re-checks every deque and both shared queues, and
 //!    then that `active` still holds the value its decrement left. Only then is the run
 //!    `done`.
 //!
@@ -143,10 +143,6 @@ impl<W: Work> Work for &W {
 /// assert_eq!(total.into_inner(), (0..15).sum::<u64>());
 /// ```
 pub struct Ctx<'a, T> {
-    /// The newest private item, kept out of `stack` so that a task's last push and the
-    /// next pop never go through memory (a chain of follow-ons runs in registers).
-    hot: &'a mut Option<T>,
-    /// The older private items.
     stack: &'a mut Vec<T>,
     stats: &'a mut SlotStats,
     pace: &'a mut Pace,
@@ -168,9 +164,7 @@ impl<T> Ctx<'_, T> {
     pub fn push(&mut self, item: T) {
         // Not counted here: a counter bumped in memory on every push costs more than the
         // push. `RunStats::pushed` is derived from the executed count instead.
-        if let Some(older) = self.hot.replace(item) {
-            self.stack.push(older);
-        }
+        self.stack.push(item);
     }
 
     /// Adds a follow-on item at high priority: it is taken before every normal item of
@@ -258,8 +252,7 @@ impl<T> Ctx<'_, T> {
 
 impl<T> std::fmt::Debug for Ctx<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let private_items = self.stack.len() + usize::from(self.hot.is_some());
-        f.debug_struct("Ctx").field("private_items", &private_items).finish_non_exhaustive()
+        f.debug_struct("Ctx").field("private_items", &self.stack.len()).finish_non_exhaustive()
     }
 }
 
@@ -636,8 +629,6 @@ impl<'p, W: Work> Run<'p, W> {
             // The hot state is declared in here, not captured: whatever the closure
             // captures by reference lives in memory for the whole loop.
             let stack = &mut own_stack;
-            // The newest private item (see `Ctx::hot`); LIFO order is `hot`, then `stack`.
-            let mut hot: Option<W::Item> = None;
             let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
             let step_back_on = step_back.then_some(&*self.participants);
             let mut executed = 0u64;
@@ -647,9 +638,8 @@ impl<'p, W: Work> Run<'p, W> {
             // and the loads would otherwise sit on every item.
             let mut pace = Pace { countdown: CHECK_EVERY, clock: Clock::new() };
             let stepped_back = 'drain: loop {
-                while let Some(item) = hot.take().or_else(|| stack.pop()) {
+                while let Some(item) = stack.pop() {
                     let mut ctx = Ctx {
-                        hot: &mut hot,
                         stack: &mut *stack,
                         stats: &mut *stats,
                         pace: &mut pace,
@@ -671,7 +661,6 @@ impl<'p, W: Work> Run<'p, W> {
                         continue;
                     }
                     if step_back && worker_joined(&self.participants) {
-                        stack.extend(hot.take());
                         self.hand_off(deque, stack, stats);
                         break 'drain true;
                     }
@@ -684,7 +673,7 @@ impl<'p, W: Work> Run<'p, W> {
                             p.add_completed(executed - reported);
                             reported = executed;
                         }
-                        p.set_queued((stack.len() + usize::from(hot.is_some()) + deque.len()) as u64);
+                        p.set_queued((stack.len() + deque.len()) as u64);
                     }
                     if self.stop.poll(&mut pace.clock) {
                         break 'drain false;
@@ -693,15 +682,12 @@ impl<'p, W: Work> Run<'p, W> {
                         stats.global_pops += 1;
                         // Next in line, ahead of every private item; look again right
                         // after it, in case more high-priority items are waiting.
-                        stack.extend(hot.replace(item));
+                        stack.push(item);
                         pace.countdown = 1;
                         continue;
                     }
-                    // The hot item counts: a task that pushed two children has one in
-                    // each place, and one of them is worth sharing.
-                    let private = stack.len() + usize::from(hot.is_some());
-                    if private >= 2 && self.sleep.has_demand() {
-                        self.publish(deque, stack, private, stats);
+                    if stack.len() >= 2 && self.sleep.has_demand() {
+                        self.publish(deque, stack, stats);
                     }
                 }
                 // Out of private work: look at the stop state before taking any more (the
@@ -724,13 +710,11 @@ impl<'p, W: Work> Run<'p, W> {
                             self.sleep.remove_demand();
                             *in_demand = false;
                         }
-                        hot = Some(item);
+                        stack.push(item);
                     }
                     None => break false,
                 }
             };
-            // A stopping run may leave an item here; it is dropped with the others below.
-            stack.extend(hot.take());
             // On a panic these are lost with the closure: a panicking run reports
             // neither its accumulators nor its counts.
             *acc_slot = Some(acc);
@@ -772,15 +756,14 @@ impl<'p, W: Work> Run<'p, W> {
         self.sleep.notify_one();
     }
 
-    /// Shares the older half of the `private` items (the stack plus the hot item) with
-    /// hungry threads, taken from the bottom of the stack.
+    /// Shares the older half of the private stack with hungry threads.
     #[cold]
-    fn publish(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, private: usize, stats: &mut SlotStats) {
+    fn publish(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, stats: &mut SlotStats) {
         if !deque.is_empty() {
             // What we shared last time has not been taken yet.
             return;
         }
-        let count = (private / 2).min(deque.capacity() / 2).min(stack.len());
+        let count = (stack.len() / 2).min(deque.capacity() / 2);
         for item in stack.drain(..count) {
             // SAFETY: we own this slot's deque (see `participate_in`).
             unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };

@@ -8,6 +8,7 @@ use crate::range::{Map, Output};
 use crate::run::{Control, Ctx};
 use crate::stats::RunStats;
 use crate::stop::{Stop, StopReason};
+use crate::sync::Ordering;
 use crate::{CancelToken, Pool, Progress};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -483,12 +484,17 @@ impl<'p> Runner<'p> {
         control.token = Some(&race);
         control.share_seeds = true;
         let results: Vec<RaceSlot<R, E>> = (0..alternatives).map(|_| Mutex::new(None)).collect();
+        // The index of the first alternative to succeed, in time.
+        let first_ok = Mutex::new(None);
         let run = FollowOn {
             f: |i: usize, _: &mut Ctx<'_, usize>| {
                 if race.is_cancelled() {
                     return;
                 }
                 let result = settle(|| f(i, &race));
+                if result.is_ok() {
+                    first_ok.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(i);
+                }
                 if !matches!(result, Err(ItemError::Failed(_))) {
                     // A winner, or a panic: either way the race is over.
                     race.cancel();
@@ -497,9 +503,14 @@ impl<'p> Runner<'p> {
             },
             _item: PhantomData,
         };
-        let outcome = self.pool.execute_catching(run, control, 0..alternatives);
-        // Done with it: this also takes it off the runner token's list of children.
+        // Every alternative catches its own panic: the outcome holds nothing to report.
+        self.pool.execute_catching(run, control, 0..alternatives);
+        // Without a winner or a panic, only the runner's token or the deadline can have
+        // cancelled the race by now (a cancel after this point does not count).
+        let ended_early = race.is_cancelled();
+        // Done with it (a cancelled child is dropped from its parent's list).
         race.cancel();
+        let first = *first_ok.lock().unwrap_or_else(|e| e.into_inner());
         let mut errors = Vec::new();
         let mut winner = None;
         let mut panicked = None;
@@ -508,9 +519,8 @@ impl<'p> Runner<'p> {
             let result = slot.into_inner().unwrap_or_else(|e| e.into_inner());
             ran += usize::from(result.is_some());
             match result {
-                // Several may succeed before the cancel is seen; the lowest index wins
-                // the tie (all of them finished before the run returned).
-                Some(Ok(value)) if winner.is_none() => winner = Some((i, value)),
+                // Several may succeed before the cancel is seen: the first in time wins.
+                Some(Ok(value)) if first == Some(i) => winner = Some((i, value)),
                 Some(Err(ItemError::Failed(e))) => errors.push((i, e)),
                 Some(Err(ItemError::Panicked(message))) if panicked.is_none() => panicked = Some((i, message)),
                 _ => {}
@@ -522,11 +532,12 @@ impl<'p> Runner<'p> {
         if let Some((index, message)) = panicked {
             return Err(RunError::Panicked { message, index: Some(index) });
         }
-        let completed = ran as u64;
-        if self.token.as_ref().is_some_and(CancelToken::is_cancelled) {
-            return Err(RunError::Cancelled { completed });
-        }
-        if outcome.stopped == Some(StopReason::TimedOut) || race.deadline().is_some_and(|d| Instant::now() >= d) {
+        if ended_early {
+            let completed = ran as u64;
+            // Acquire: pairs with the Release store in `CancelToken::cancel`.
+            if self.token.as_ref().is_some_and(|t| t.flag().load(Ordering::Acquire)) {
+                return Err(RunError::Cancelled { completed });
+            }
             return Err(RunError::TimedOut { completed });
         }
         Err(RunError::Failed { error: errors, index: None })
