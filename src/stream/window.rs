@@ -1,0 +1,477 @@
+//! The reorder window: the state a stream's source, its workers and its consumer
+//! share, and the hand-off protocol between them.
+//!
+//! # Protocol
+//!
+//! - **Pull.** One thread at a time holds the `source` lock (taken with `try_lock`:
+//!   nobody ever blocks on it) and pulls a *batch* of up to `batch` items (1, 2, 4, ...
+//!   up to `max_batch`). Before pulling it *reserves* the batch's size in `outstanding`
+//!   under the `state` lock, never beyond `window`. The batch gets the next batch
+//!   sequence number and the item sequence numbers that follow the previous batch's.
+//! - **Process.** The puller runs the stages over the batch with no lock held, then
+//!   **deposits** the outputs (and the first error or panic, if any) into `state`:
+//!   in the slot of its sequence number (ordered), or at the back of a FIFO (unordered).
+//! - **Consume.** The consumer takes deposited batches in sequence order (or in
+//!   deposit order), yields their items, and only when it has yielded a whole batch
+//!   *releases* that batch's reservation. When the next batch is not there, the
+//!   consumer pulls and processes a batch itself if it can; otherwise it registers as
+//!   waiting (under the `state` lock) and parks; depositors wake it.
+//!
+//! # Invariants
+//!
+//! - **Bounded memory.** `outstanding` counts source items pulled (or about to be)
+//!   whose batch the consumer has not finished; it only grows by reservations made
+//!   under the lock when `outstanding + n <= window`. So the source is never more than
+//!   `window` items ahead of the consumer, and the window holds at most `window` input
+//!   items' worth of batches (outputs: `window` times a `flat_map`'s expansion).
+//! - **Nothing lost, nothing duplicated.** A batch is pulled by exactly one thread
+//!   (the source lock), gets exactly one sequence number (assigned under that lock),
+//!   is deposited exactly once by that same thread (panics in stages are caught and
+//!   deposited as the batch's end), and is taken exactly once by the consumer, under
+//!   the `state` lock, from the slot of `next` (then `next += 1`).
+//! - **No deadlock.** Every reservation ends in a deposit, or in a give-back (the
+//!   source ended) that wakes a waiting consumer. When the consumer waits for batch
+//!   `next`, that batch has been reserved already (else the consumer could pull it
+//!   itself): either the window is full, so some batch is reserved and not yet taken,
+//!   and the lowest such is `next`; or another thread holds the source lock and is
+//!   pulling. Either way its puller will deposit it and wake the consumer. Workers
+//!   never wait at all: when they cannot pull (window full, source busy or finished),
+//!   they leave the job and serve other runs or sleep.
+//! - **No lost wake-up of workers.** Whoever makes pulling possible again (releases
+//!   room, drops the source lock) updates the hints `has_work` reads and then calls
+//!   `Sleep::notify_one` (a `SeqCst` fence before reading the sleeper count), the
+//!   publisher's half of the pool's Dekker pair. Even a lost wake-up could only cost
+//!   parallelism, never progress: the consumer pulls whenever it could.
+//! - **Memory safety.** Workers reach the window through the pool's registry, under
+//!   its lock (`try_join` counts them in `participants`). Dropping the consumer's
+//!   iterator stops pulls, unregisters the job and waits for `participants == 0`
+//!   before the shared state can be freed. A leaked (`mem::forget`) iterator leaks the
+//!   state with it, so the registered pointer stays valid; everything workers touch is
+//!   owned by the state (`'static` source and stages), never borrowed from a stack.
+
+use super::pipe::Pipe;
+use crate::error::{RunError, panic_message};
+use crate::pool::Shared;
+use crate::run::Job;
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, lock};
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Settings fixed when the stream starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) window: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) ordered: bool,
+}
+
+/// A batch that went through the stages, ready for the consumer.
+pub(crate) struct Batch<T, E> {
+    seq: u64,
+    /// Source items the batch holds reserved (released when the consumer is done).
+    pub(crate) inputs: usize,
+    pub(crate) outs: Vec<T>,
+    /// The first error or panic among the batch's items; the stream ends after it.
+    pub(crate) end: Option<RunError<E>>,
+}
+
+struct Pulled<In, E> {
+    seq: u64,
+    /// Sequence number of the batch's first item.
+    first: u64,
+    items: Vec<In>,
+    /// Set when the source itself panicked right after `items`.
+    end: Option<RunError<E>>,
+}
+
+struct SourceState<I> {
+    iter: I,
+    /// The next batch's sequence number.
+    next_batch: u64,
+    /// The next item's sequence number.
+    next_item: u64,
+    /// Size of the next batch.
+    batch: usize,
+    /// The source returned `None` or panicked: never call it again.
+    finished: bool,
+}
+
+struct State<T, E> {
+    /// Source items reserved and not yet released by the consumer (at most `window`).
+    outstanding: usize,
+    /// The largest `outstanding` ever seen (for `StreamStats`).
+    max_outstanding: usize,
+    /// Ordered mode: deposited batches, slot `k` holds batch `next + k`.
+    slots: VecDeque<Option<Batch<T, E>>>,
+    /// Unordered mode: deposited batches in deposit order.
+    ready: VecDeque<Batch<T, E>>,
+    /// Batches handed to the consumer (ordered: the next sequence number it takes).
+    next: u64,
+    /// How many batches the source made in all, once it ended.
+    total: Option<u64>,
+    /// No more pulls: an error, a panic, or the consumer went away.
+    stop: bool,
+    /// The consumer is parked waiting for a deposit.
+    consumer_waiting: bool,
+    /// Source items in deposited batches (for `StreamStats`).
+    pulled: u64,
+    /// Deposits by the consumer and by workers (for `StreamStats`).
+    batches_by_consumer: u64,
+    batches_by_workers: u64,
+}
+
+/// The shared state of one stream (see the module docs).
+pub(crate) struct Window<I: Iterator, P: Pipe<I::Item, E>, E> {
+    pool: Arc<Shared>,
+    pipe: P,
+    cfg: Config,
+    source: Mutex<SourceState<I>>,
+    state: Mutex<State<P::Out, E>>,
+    /// Hints for `has_work`, read without locks by idle workers. `pulling`: someone
+    /// holds the source lock; `closed`: no pull will ever succeed again; `room`:
+    /// `window - outstanding`. Written under the lock they mirror.
+    pulling: AtomicBool,
+    closed: AtomicBool,
+    room: AtomicUsize,
+    /// The consumer dropped its iterator: no worker may join any more.
+    dropped: AtomicBool,
+    /// Workers inside `participate`.
+    participants: AtomicUsize,
+    /// Where the consumer waits (for deposits and for workers to leave).
+    /// Reference-counted so a worker can wake it after its last access to the window.
+    consumer: Arc<Parker>,
+}
+
+/// Counters of a stream, see [`StreamStats`](super::StreamStats).
+pub(crate) struct Counts {
+    pub(crate) pulled: u64,
+    pub(crate) max_outstanding: usize,
+    pub(crate) by_consumer: u64,
+    pub(crate) by_workers: u64,
+}
+
+impl<I, P, E> Window<I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    pub(crate) fn new(pool: Arc<Shared>, iter: I, pipe: P, cfg: Config) -> Self {
+        Self {
+            pool,
+            pipe,
+            cfg,
+            source: Mutex::new(SourceState { iter, next_batch: 0, next_item: 0, batch: 1, finished: false }),
+            state: Mutex::new(State {
+                outstanding: 0,
+                max_outstanding: 0,
+                slots: VecDeque::new(),
+                ready: VecDeque::new(),
+                next: 0,
+                total: None,
+                stop: false,
+                consumer_waiting: false,
+                pulled: 0,
+                batches_by_consumer: 0,
+                batches_by_workers: 0,
+            }),
+            pulling: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            room: AtomicUsize::new(cfg.window),
+            dropped: AtomicBool::new(false),
+            participants: AtomicUsize::new(0),
+            consumer: Arc::new(Parker::new()),
+        }
+    }
+
+    pub(crate) fn window(&self) -> usize {
+        self.cfg.window
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.pool
+    }
+
+    /// Pulls one batch, runs the stages over it and deposits it. Returns `false`
+    /// without waiting when no batch can be pulled now (window full, source busy or
+    /// finished, stream stopped).
+    pub(crate) fn work_one(&self, by_consumer: bool) -> bool {
+        match self.pull() {
+            Some(pulled) => {
+                let batch = self.process(pulled);
+                self.deposit(batch, by_consumer);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn pull(&self) -> Option<Pulled<I::Item, E>> {
+        // Relaxed: a hint; the decision is taken again under the locks.
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Nobody blocks on the source: a busy source means someone else is pulling.
+        let mut src = match self.source.try_lock() {
+            Ok(src) => src,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            // Only a panic while holding the lock poisons it, and the source's panics
+            // are caught under it: the state is consistent.
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        };
+        if src.finished {
+            return None;
+        }
+        // Relaxed: a hint for `has_work`; the source lock is the truth.
+        self.pulling.store(true, Ordering::Relaxed);
+        let reserved = {
+            let mut st = lock(&self.state);
+            let room = self.cfg.window - st.outstanding;
+            let n = if st.stop { 0 } else { src.batch.min(room) };
+            st.outstanding += n;
+            st.max_outstanding = st.max_outstanding.max(st.outstanding);
+            // Relaxed: a hint for `has_work`; the state lock holds the truth.
+            self.room.store(room - n, Ordering::Relaxed);
+            if n == 0 {
+                // Cleared under the state lock: a consumer that saw `pulling` (under
+                // this lock) and went to wait is woken here, since no batch follows.
+                self.pulling.store(false, Ordering::Relaxed);
+                if st.consumer_waiting {
+                    st.consumer_waiting = false;
+                    self.consumer.unpark();
+                }
+            }
+            n
+        };
+        if reserved == 0 {
+            return None;
+        }
+        let first = src.next_item;
+        let mut items = Vec::with_capacity(reserved);
+        let iter = &mut src.iter;
+        let pulled = catch_unwind(AssertUnwindSafe(|| {
+            while items.len() < reserved {
+                match iter.next() {
+                    Some(x) => items.push(x),
+                    None => break,
+                }
+            }
+        }));
+        let end = pulled.err().map(|payload| RunError::Panicked {
+            message: panic_message(&*payload),
+            index: Some((first + items.len() as u64) as usize),
+        });
+        let short = items.len() < reserved;
+        let seq = src.next_batch;
+        let makes_batch = !items.is_empty() || end.is_some();
+        if makes_batch {
+            src.next_batch += 1;
+        }
+        src.next_item += items.len() as u64;
+        src.batch = (src.batch * 2).min(self.cfg.max_batch);
+        if short {
+            src.finished = true;
+            let total = src.next_batch;
+            // Give back what the source did not deliver, and say how many batches there
+            // are (the consumer ends after the last one).
+            let mut st = lock(&self.state);
+            st.outstanding -= reserved - items.len();
+            st.total = Some(total);
+            self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
+            // Relaxed: a hint (the state lock orders the truth).
+            self.closed.store(true, Ordering::Relaxed);
+            if st.consumer_waiting {
+                st.consumer_waiting = false;
+                self.consumer.unpark();
+            }
+        }
+        self.pulling.store(false, Ordering::Relaxed);
+        drop(src);
+        if !short {
+            // The source is free again and may have room: wake a sleeper to pull the
+            // next batch while we process this one.
+            self.pool.sleep().notify_one();
+        }
+        makes_batch.then_some(Pulled { seq, first, items, end })
+    }
+
+    /// Runs the stages over a batch; catches a panic and stops at the first error.
+    fn process(&self, pulled: Pulled<I::Item, E>) -> Batch<P::Out, E> {
+        let Pulled { seq, first, items, end: source_end } = pulled;
+        // What the batch keeps reserved: a short batch gave the rest back in `pull`.
+        let inputs = items.len();
+        let mut outs = Vec::with_capacity(items.len());
+        let mut index = first;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            for item in items {
+                self.pipe.push(item, &mut |y| {
+                    outs.push(y);
+                    Ok(())
+                })?;
+                index += 1;
+            }
+            Ok(())
+        }));
+        let end = match result {
+            Ok(Ok(())) => source_end,
+            Ok(Err(error)) => Some(RunError::Failed { error, index: Some(index as usize) }),
+            Err(payload) => Some(RunError::Panicked { message: panic_message(&*payload), index: Some(index as usize) }),
+        };
+        Batch { seq, inputs, outs, end }
+    }
+
+    fn deposit(&self, batch: Batch<P::Out, E>, by_consumer: bool) {
+        let mut st = lock(&self.state);
+        st.pulled += batch.inputs as u64;
+        if by_consumer {
+            st.batches_by_consumer += 1;
+        } else {
+            st.batches_by_workers += 1;
+        }
+        if batch.end.is_some() {
+            // Stop at the first error: no more pulls. Batches already pulled finish.
+            st.stop = true;
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        let wake = st.consumer_waiting && (!self.cfg.ordered || batch.seq == st.next || batch.end.is_some());
+        if self.cfg.ordered {
+            let k = (batch.seq - st.next) as usize;
+            while st.slots.len() <= k {
+                st.slots.push_back(None);
+            }
+            st.slots[k] = Some(batch);
+        } else {
+            st.ready.push_back(batch);
+        }
+        if wake {
+            st.consumer_waiting = false;
+            // Unparked under the lock: the consumer's parker outlives this call anyway
+            // (the consumer cannot free the window while we are a participant).
+            self.consumer.unpark();
+        }
+    }
+
+    /// The consumer's step: releases `release` items of its finished batch, then
+    /// returns the next batch, helping or waiting as needed; `None` at the end.
+    pub(crate) fn next_batch(&self, mut release: usize) -> Option<Batch<P::Out, E>> {
+        loop {
+            let can_pull;
+            {
+                let mut st = lock(&self.state);
+                if release > 0 {
+                    st.outstanding -= release;
+                    release = 0;
+                    self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
+                }
+                let taken = if self.cfg.ordered {
+                    match st.slots.front_mut().and_then(Option::take) {
+                        Some(b) => {
+                            st.slots.pop_front();
+                            Some(b)
+                        }
+                        None => None,
+                    }
+                } else {
+                    st.ready.pop_front()
+                };
+                if let Some(b) = taken {
+                    st.next += 1;
+                    drop(st);
+                    // Room was released (or the batch taken): a worker may pull again.
+                    self.pool.sleep().notify_one();
+                    return Some(b);
+                }
+                if st.total == Some(st.next) {
+                    return None;
+                }
+                can_pull = !st.stop && st.outstanding < self.cfg.window;
+            }
+            self.pool.sleep().notify_one();
+            // Help rather than wait: pull and process a batch ourselves.
+            if can_pull && self.work_one(true) {
+                continue;
+            }
+            {
+                let mut st = lock(&self.state);
+                let ready =
+                    if self.cfg.ordered { st.slots.front().is_some_and(Option::is_some) } else { !st.ready.is_empty() };
+                if ready || st.total == Some(st.next) {
+                    continue;
+                }
+                if !st.stop && st.outstanding < self.cfg.window && !self.pulling.load(Ordering::Relaxed) {
+                    // The source became free meanwhile: try to pull again.
+                    continue;
+                }
+                st.consumer_waiting = true;
+            }
+            self.consumer.park();
+        }
+    }
+
+    /// The consumer is going away: stop pulling, then (after the job is unregistered)
+    /// wait for every worker to leave.
+    pub(crate) fn stop(&self) {
+        let mut st = lock(&self.state);
+        st.stop = true;
+        self.closed.store(true, Ordering::Relaxed);
+        // Release: orders our stop before a worker's failed `try_join` (no data flows).
+        self.dropped.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn wait_for_workers(&self) {
+        // Acquire: pairs with the Release decrement in `participate`, so every worker
+        // access to the window happens before we free it.
+        while self.participants.load(Ordering::Acquire) != 0 {
+            self.consumer.park();
+        }
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let st = lock(&self.state);
+        Counts {
+            pulled: st.pulled,
+            max_outstanding: st.max_outstanding,
+            by_consumer: st.batches_by_consumer,
+            by_workers: st.batches_by_workers,
+        }
+    }
+}
+
+impl<I, P, E> Job for Window<I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    fn try_join(&self) -> bool {
+        // Acquire: pairs with `stop`; a dropped stream takes no one.
+        if self.dropped.load(Ordering::Acquire) {
+            return false;
+        }
+        // Relaxed: under the registry lock, which the consumer takes (to unregister)
+        // before it waits for this counter to drop to zero.
+        self.participants.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn has_work(&self) -> bool {
+        // Relaxed: hints, ordered after a sleeper's registration by the `SeqCst` fence
+        // in `Sleep::prepare`, and after a publisher's update by the one in
+        // `notify_one`; a stale answer costs one failed `try_lock`, or one wake-up.
+        !self.closed.load(Ordering::Relaxed)
+            && !self.pulling.load(Ordering::Relaxed)
+            && self.room.load(Ordering::Relaxed) > 0
+    }
+
+    fn participate(&self, _worker: usize) {
+        while self.work_one(false) {}
+        let consumer = Arc::clone(&self.consumer);
+        // Release: our accesses to the window happen before the consumer frees it (it
+        // loads with Acquire). After this decrement the window may be gone.
+        if self.participants.fetch_sub(1, Ordering::Release) == 1 {
+            consumer.unpark();
+        }
+    }
+}
