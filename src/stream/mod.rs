@@ -297,7 +297,7 @@ where
         let threads = self.pool.num_threads();
         let window = self.window.unwrap_or(1024 * (threads + 1)).max(1);
         let max_batch = (window / (2 * (threads + 1))).clamp(1, MAX_BATCH);
-        Config { window, max_batch, ordered: self.ordered }
+        Config { window, max_batch, ordered: self.ordered, workers: threads }
     }
 }
 

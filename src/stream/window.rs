@@ -63,7 +63,15 @@ pub(crate) struct Config {
     pub(crate) window: usize,
     pub(crate) max_batch: usize,
     pub(crate) ordered: bool,
+    /// The pool's worker count.
+    pub(crate) workers: usize,
 }
+
+/// What a batch should cost, roughly: long enough to make the per-batch locks and
+/// wake-ups negligible, short enough that the last batches of a stream spread over the
+/// threads and that an ordered consumer does not wait for one long batch.
+#[cfg(not(loom))]
+const BATCH_TARGET_NS: u64 = 50_000;
 
 /// A batch that went through the stages, ready for the consumer.
 pub(crate) struct Batch<T, E> {
@@ -133,6 +141,9 @@ pub(crate) struct Window<I: Iterator, P: Pipe<I::Item, E>, E> {
     pulling: AtomicBool,
     closed: AtomicBool,
     room: AtomicUsize,
+    /// The batch size that costs about `BATCH_TARGET_NS`, estimated from the last
+    /// batch processed (a hint: Relaxed, any value in `1..=max_batch` is correct).
+    batch_cap: AtomicUsize,
     /// The consumer dropped its iterator: no worker may join any more.
     dropped: AtomicBool,
     /// Workers inside `participate`.
@@ -179,6 +190,7 @@ where
             pulling: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             room: AtomicUsize::new(cfg.window),
+            batch_cap: AtomicUsize::new(cfg.max_batch),
             dropped: AtomicBool::new(false),
             participants: AtomicUsize::new(0),
             consumer: Arc::new(Parker::new()),
@@ -228,7 +240,9 @@ where
         let reserved = {
             let mut st = lock(&self.state);
             let room = self.cfg.window - st.outstanding;
-            let n = if st.stop { 0 } else { src.batch.min(room) };
+            // Relaxed: a size hint (see `batch_cap`).
+            let want = src.batch.min(self.batch_cap.load(Ordering::Relaxed)).max(1);
+            let n = if st.stop { 0 } else { want.min(room) };
             st.outstanding += n;
             st.max_outstanding = st.max_outstanding.max(st.outstanding);
             // Relaxed: a hint for `has_work`; the state lock holds the truth.
@@ -301,6 +315,8 @@ where
         let Pulled { seq, first, items, end: source_end } = pulled;
         // What the batch keeps reserved: a short batch gave the rest back in `pull`.
         let inputs = items.len();
+        #[cfg(not(loom))]
+        let start = std::time::Instant::now();
         let mut outs = Vec::with_capacity(items.len());
         let mut index = first;
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -313,6 +329,13 @@ where
             }
             Ok(())
         }));
+        #[cfg(not(loom))]
+        {
+            let ns = (start.elapsed().as_nanos() as u64).max(1);
+            let cap = (BATCH_TARGET_NS.saturating_mul(inputs as u64) / ns).clamp(1, self.cfg.max_batch as u64);
+            // Relaxed: a size hint.
+            self.batch_cap.store(cap as usize, Ordering::Relaxed);
+        }
         let end = match result {
             Ok(Ok(())) => source_end,
             Ok(Err(error)) => Some(RunError::Failed { error, index: Some(index as usize) }),
@@ -385,7 +408,7 @@ where
                 if st.total == Some(st.next) {
                     return None;
                 }
-                can_pull = !st.stop && st.outstanding < self.cfg.window;
+                can_pull = !st.stop && st.outstanding < self.cfg.window && !self.workers_all_in();
             }
             self.pool.sleep().notify_one();
             // Help rather than wait: pull and process a batch ourselves.
@@ -399,7 +422,11 @@ where
                 if ready || st.total == Some(st.next) {
                     continue;
                 }
-                if !st.stop && st.outstanding < self.cfg.window && !self.pulling.load(Ordering::Relaxed) {
+                if !st.stop
+                    && st.outstanding < self.cfg.window
+                    && !self.pulling.load(Ordering::Relaxed)
+                    && !self.workers_all_in()
+                {
                     // The source became free meanwhile: try to pull again.
                     continue;
                 }
@@ -407,6 +434,15 @@ where
             }
             self.consumer.park();
         }
+    }
+
+    /// Whether every worker of the pool is working on this stream: the consumer then
+    /// leaves the pulling to them rather than be a third thread on two cores. Workers
+    /// inside `participate` keep pulling until they cannot (window full, source
+    /// finished or busy with another of them), so the consumer's batch is coming.
+    fn workers_all_in(&self) -> bool {
+        // Relaxed: a hint; a stale value only changes who pulls the next batch.
+        self.participants.load(Ordering::Relaxed) >= self.cfg.workers
     }
 
     /// The consumer is going away: stop pulling, then (after the job is unregistered)
