@@ -92,19 +92,23 @@ struct Pulled<In, E> {
     end: Option<RunError<E>>,
 }
 
-struct SourceState<I> {
-    iter: I,
-    /// The next batch's sequence number.
-    next_batch: u64,
+/// A claim on the source: the right to pull `n` items as batch `seq`.
+struct Claim {
+    n: usize,
+    seq: u64,
+    first: u64,
+}
+
+struct State<T, E> {
+    /// Someone holds the source (claimed under this lock, so every decision about the
+    /// source is taken under one lock).
+    pulling: bool,
     /// The next item's sequence number.
     next_item: u64,
     /// Size of the next batch.
     batch: usize,
     /// The source returned `None` or panicked: never call it again.
     finished: bool,
-}
-
-struct State<T, E> {
     /// Source items reserved and not yet released by the consumer (at most `window`).
     outstanding: usize,
     /// The largest `outstanding` ever seen (for `StreamStats`).
@@ -115,6 +119,8 @@ struct State<T, E> {
     ready: VecDeque<Batch<T, E>>,
     /// Batches handed to the consumer (ordered: the next sequence number it takes).
     next: u64,
+    /// Batches reserved so far: the next batch sequence number to hand out.
+    issued: u64,
     /// How many batches the source made in all, once it ended.
     total: Option<u64>,
     /// No more pulls: an error, a panic, or the consumer went away.
@@ -133,7 +139,9 @@ pub(crate) struct Window<I: Iterator, P: Pipe<I::Item, E>, E> {
     pool: Arc<Shared>,
     pipe: P,
     cfg: Config,
-    source: Mutex<SourceState<I>>,
+    /// The source; locked only by the holder of a claim (`State::pulling`), so never
+    /// contended.
+    source: Mutex<I>,
     state: Mutex<State<P::Out, E>>,
     /// Hints for `has_work`, read without locks by idle workers. `pulling`: someone
     /// holds the source lock; `closed`: no pull will ever succeed again; `room`:
@@ -173,13 +181,18 @@ where
             pool,
             pipe,
             cfg,
-            source: Mutex::new(SourceState { iter, next_batch: 0, next_item: 0, batch: 1, finished: false }),
+            source: Mutex::new(iter),
             state: Mutex::new(State {
+                pulling: false,
+                next_item: 0,
+                batch: 1,
+                finished: false,
                 outstanding: 0,
                 max_outstanding: 0,
                 slots: VecDeque::new(),
                 ready: VecDeque::new(),
                 next: 0,
+                issued: 0,
                 total: None,
                 stop: false,
                 consumer_waiting: false,
@@ -209,8 +222,14 @@ where
     /// without waiting when no batch can be pulled now (window full, source busy or
     /// finished, stream stopped).
     pub(crate) fn work_one(&self, by_consumer: bool) -> bool {
-        match self.pull() {
-            Some(pulled) => {
+        // Relaxed: a hint; `true` is final, a stale `false` is decided under the lock.
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let claim = self.claim(&mut lock(&self.state));
+        match claim {
+            Some(claim) => {
+                let pulled = self.pull(claim);
                 let batch = self.process(pulled);
                 self.deposit(batch, by_consumer);
                 true
@@ -219,95 +238,75 @@ where
         }
     }
 
-    fn pull(&self) -> Option<Pulled<I::Item, E>> {
-        // Relaxed: a hint; the decision is taken again under the locks.
-        if self.closed.load(Ordering::Relaxed) {
+    /// Claims the source and reserves the next batch, if the source is free, the
+    /// window has room and the stream goes on.
+    fn claim(&self, st: &mut State<P::Out, E>) -> Option<Claim> {
+        if st.pulling || st.stop || st.finished {
             return None;
         }
-        // Nobody blocks on the source: a busy source means someone else is pulling.
-        let mut src = match self.source.try_lock() {
-            Ok(src) => src,
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-            // Only a panic while holding the lock poisons it, and the source's panics
-            // are caught under it: the state is consistent.
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-        };
-        if src.finished {
+        let room = self.cfg.window - st.outstanding;
+        // Relaxed: a size hint (see `batch_cap`).
+        let want = st.batch.min(self.batch_cap.load(Ordering::Relaxed)).max(1);
+        let n = want.min(room);
+        if n == 0 {
             return None;
         }
-        // Relaxed: a hint for `has_work`; the source lock is the truth.
+        st.pulling = true;
+        st.outstanding += n;
+        st.max_outstanding = st.max_outstanding.max(st.outstanding);
+        // Every claim is one batch, deposited exactly once (maybe empty).
+        let seq = st.issued;
+        st.issued += 1;
+        st.batch = (st.batch * 2).min(self.cfg.max_batch);
+        // Relaxed: hints for `has_work`; the state lock holds the truth.
         self.pulling.store(true, Ordering::Relaxed);
-        let reserved = {
-            let mut st = lock(&self.state);
-            let room = self.cfg.window - st.outstanding;
-            // Relaxed: a size hint (see `batch_cap`).
-            let want = src.batch.min(self.batch_cap.load(Ordering::Relaxed)).max(1);
-            let n = if st.stop { 0 } else { want.min(room) };
-            st.outstanding += n;
-            st.max_outstanding = st.max_outstanding.max(st.outstanding);
-            // Relaxed: a hint for `has_work`; the state lock holds the truth.
-            self.room.store(room - n, Ordering::Relaxed);
-            if n == 0 {
-                // Cleared under the state lock: a consumer that saw `pulling` (under
-                // this lock) and went to wait is woken here, since no batch follows.
-                self.pulling.store(false, Ordering::Relaxed);
-                if st.consumer_waiting {
-                    st.consumer_waiting = false;
-                    self.consumer.unpark();
+        self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
+        Some(Claim { n, seq, first: st.next_item })
+    }
+
+    /// Pulls the claimed items from the source, then releases the source.
+    fn pull(&self, claim: Claim) -> Pulled<I::Item, E> {
+        let Claim { n, seq, first } = claim;
+        let mut items = Vec::with_capacity(n);
+        let pulled = {
+            let mut iter = lock(&self.source);
+            let iter = &mut *iter;
+            catch_unwind(AssertUnwindSafe(|| {
+                while items.len() < n {
+                    match iter.next() {
+                        Some(x) => items.push(x),
+                        None => break,
+                    }
                 }
-            }
-            n
+            }))
         };
-        if reserved == 0 {
-            return None;
-        }
-        let first = src.next_item;
-        let mut items = Vec::with_capacity(reserved);
-        let iter = &mut src.iter;
-        let pulled = catch_unwind(AssertUnwindSafe(|| {
-            while items.len() < reserved {
-                match iter.next() {
-                    Some(x) => items.push(x),
-                    None => break,
-                }
-            }
-        }));
         let end = pulled.err().map(|payload| RunError::Panicked {
             message: panic_message(&*payload),
             index: Some((first + items.len() as u64) as usize),
         });
-        let short = items.len() < reserved;
-        let seq = src.next_batch;
-        let makes_batch = !items.is_empty() || end.is_some();
-        if makes_batch {
-            src.next_batch += 1;
-        }
-        src.next_item += items.len() as u64;
-        src.batch = (src.batch * 2).min(self.cfg.max_batch);
-        if short {
-            src.finished = true;
-            let total = src.next_batch;
-            // Give back what the source did not deliver, and say how many batches there
-            // are (the consumer ends after the last one).
+        let short = items.len() < n;
+        {
             let mut st = lock(&self.state);
-            st.outstanding -= reserved - items.len();
-            st.total = Some(total);
-            self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
-            // Relaxed: a hint (the state lock orders the truth).
-            self.closed.store(true, Ordering::Relaxed);
-            if st.consumer_waiting {
-                st.consumer_waiting = false;
-                self.consumer.unpark();
+            st.pulling = false;
+            st.next_item += items.len() as u64;
+            if short {
+                // The source ended (or panicked): give back what it did not deliver and
+                // say how many batches there are. No claim came after ours (we held the
+                // source), so ours is the last batch.
+                st.finished = true;
+                st.outstanding -= n - items.len();
+                st.total = Some(st.issued);
+                self.closed.store(true, Ordering::Relaxed);
+                self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
             }
+            self.pulling.store(false, Ordering::Relaxed);
         }
-        self.pulling.store(false, Ordering::Relaxed);
-        drop(src);
         if !short {
             // The source is free again and may have room: wake a sleeper to pull the
             // next batch while we process this one.
             self.pool.sleep().notify_one();
         }
-        makes_batch.then_some(Pulled { seq, first, items, end })
+        Pulled { seq, first, items, end }
     }
 
     /// Runs the stages over a batch; catches a panic and stops at the first error.
@@ -379,12 +378,13 @@ where
     /// returns the next batch, helping or waiting as needed; `None` at the end.
     pub(crate) fn next_batch(&self, mut release: usize) -> Option<Batch<P::Out, E>> {
         loop {
-            let can_pull;
+            let freed = release > 0;
             {
                 let mut st = lock(&self.state);
-                if release > 0 {
+                if freed {
                     st.outstanding -= release;
                     release = 0;
+                    // Relaxed: a hint for `has_work`, published by `notify_one`'s fence.
                     self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
                 }
                 let taken = if self.cfg.ordered {
@@ -401,38 +401,42 @@ where
                 if let Some(b) = taken {
                     st.next += 1;
                     drop(st);
-                    // Room was released (or the batch taken): a worker may pull again.
-                    self.pool.sleep().notify_one();
+                    if freed {
+                        // Room was released: a sleeping worker may pull again.
+                        self.pool.sleep().notify_one();
+                    }
                     return Some(b);
                 }
-                if st.total == Some(st.next) {
+                // Batches reserved and not yet taken. Ordered: batch `next` is among
+                // them; unordered: some batch is. Either way its puller will deposit it
+                // and the deposit wakes us.
+                let in_flight = st.issued > st.next;
+                if st.total == Some(st.next) || (st.stop && !in_flight) {
                     return None;
                 }
-                can_pull = !st.stop && st.outstanding < self.cfg.window && !self.workers_all_in();
-            }
-            self.pool.sleep().notify_one();
-            // Help rather than wait: pull and process a batch ourselves.
-            if can_pull && self.work_one(true) {
-                continue;
-            }
-            {
-                let mut st = lock(&self.state);
-                let ready =
-                    if self.cfg.ordered { st.slots.front().is_some_and(Option::is_some) } else { !st.ready.is_empty() };
-                if ready || st.total == Some(st.next) {
-                    continue;
+                // Help rather than wait (pull and process a batch ourselves) when the
+                // next batch is not reserved yet; also when it is, if not every worker
+                // is on the stream already. Otherwise wait: if our batch is reserved,
+                // its deposit wakes us; if not, the source is held by someone (else we
+                // could claim it: the window has room, since nothing is reserved), whose
+                // claim is our batch.
+                let claim = if in_flight && self.workers_all_in() { None } else { self.claim(&mut st) };
+                if claim.is_none() {
+                    st.consumer_waiting = true;
                 }
-                if !st.stop
-                    && st.outstanding < self.cfg.window
-                    && !self.pulling.load(Ordering::Relaxed)
-                    && !self.workers_all_in()
-                {
-                    // The source became free meanwhile: try to pull again.
-                    continue;
+                drop(st);
+                if freed {
+                    self.pool.sleep().notify_one();
                 }
-                st.consumer_waiting = true;
+                match claim {
+                    Some(claim) => {
+                        let pulled = self.pull(claim);
+                        let batch = self.process(pulled);
+                        self.deposit(batch, true);
+                    }
+                    None => self.consumer.park(),
+                }
             }
-            self.consumer.park();
         }
     }
 
