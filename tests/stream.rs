@@ -59,7 +59,7 @@ fn stream_stages_match_sequential_iterators() {
     let expected: Vec<String> = (0..5000u32)
         .filter(|x| x % 3 != 0)
         .map(|x| x * 7)
-        .filter_map(|x| (x % 5 != 0).then_some(x))
+        .filter_map(|x| (x % 5 != 0).then_some(x + 1))
         .flat_map(|x| (0..x % 4).map(move |j| format!("{x}.{j}")))
         .collect();
     let seen = Arc::new(AtomicU64::new(0));
@@ -69,7 +69,7 @@ fn stream_stages_match_sequential_iterators() {
         .window(50)
         .filter(|x| x % 3 != 0)
         .map(|x| x * 7)
-        .filter_map(|x| (x % 5 != 0).then_some(x))
+        .filter_map(|x| (x % 5 != 0).then_some(x + 1))
         .inspect(move |_| {
             s2.fetch_add(1, Ordering::Relaxed);
         })

@@ -23,7 +23,8 @@
 //! # The window
 //!
 //! The source is pulled by one thread at a time, in order, in batches (1, 2, 4, ... up
-//! to 256 items); each batch runs through the stages on whichever thread pulled it, and
+//! to 256 items, and about 200 us of stage work, so that slow items still spread over
+//! the threads); each batch runs through the stages on whichever thread pulled it, and
 //! its outputs wait in the *reorder window* until the consumer reaches them. The window
 //! is counted in **source items**: the source is never more than `window` items ahead
 //! of the consumer (items pulled and not yet yielded, including those in flight in the

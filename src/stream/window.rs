@@ -3,51 +3,62 @@
 //!
 //! # Protocol
 //!
-//! - **Pull.** One thread at a time holds the `source` lock (taken with `try_lock`:
-//!   nobody ever blocks on it) and pulls a *batch* of up to `batch` items (1, 2, 4, ...
-//!   up to `max_batch`). Before pulling it *reserves* the batch's size in `outstanding`
-//!   under the `state` lock, never beyond `window`. The batch gets the next batch
-//!   sequence number and the item sequence numbers that follow the previous batch's.
-//! - **Process.** The puller runs the stages over the batch with no lock held, then
+//! - **Claim.** Under the `state` lock, a thread *claims* the source (`pulling`) and
+//!   reserves the next batch: up to `batch` items (1, 2, 4, ... up to `max_batch`, and
+//!   about `BATCH_TARGET_NS` of stage work), never beyond `window` items in all, with
+//!   the next batch sequence number (`issued`). Every decision about the source is
+//!   taken under this one lock.
+//! - **Pull.** The claimant pulls the items from the source (its own lock is never
+//!   contended: only the claimant takes it), then releases the claim under the state
+//!   lock. A short pull (the source ended or panicked) gives back the unused
+//!   reservation and fixes `total`, the number of batches.
+//! - **Process.** The claimant runs the stages over the batch with no lock held, then
 //!   **deposits** the outputs (and the first error or panic, if any) into `state`:
-//!   in the slot of its sequence number (ordered), or at the back of a FIFO (unordered).
+//!   in the slot of its sequence number (ordered), or at the back of a FIFO
+//!   (unordered). Every claim is deposited exactly once, even when empty.
 //! - **Consume.** The consumer takes deposited batches in sequence order (or in
 //!   deposit order), yields their items, and only when it has yielded a whole batch
-//!   *releases* that batch's reservation. When the next batch is not there, the
-//!   consumer pulls and processes a batch itself if it can; otherwise it registers as
-//!   waiting (under the `state` lock) and parks; depositors wake it.
+//!   *releases* that batch's reservation. When its next batch is not there it claims
+//!   and processes a batch itself if it can; otherwise it registers as waiting (under
+//!   the state lock) and parks until a deposit wakes it.
 //!
 //! # Invariants
 //!
-//! - **Bounded memory.** `outstanding` counts source items pulled (or about to be)
-//!   whose batch the consumer has not finished; it only grows by reservations made
-//!   under the lock when `outstanding + n <= window`. So the source is never more than
-//!   `window` items ahead of the consumer, and the window holds at most `window` input
-//!   items' worth of batches (outputs: `window` times a `flat_map`'s expansion).
-//! - **Nothing lost, nothing duplicated.** A batch is pulled by exactly one thread
-//!   (the source lock), gets exactly one sequence number (assigned under that lock),
-//!   is deposited exactly once by that same thread (panics in stages are caught and
+//! - **Bounded memory.** `outstanding` counts source items claimed whose batch the
+//!   consumer has not finished; it only grows by claims made under the lock when
+//!   `outstanding + n <= window`. So the source is never more than `window` items
+//!   ahead of the consumer, and the window holds at most `window` input items' worth of
+//!   batches (outputs: `window` times a `flat_map`'s expansion).
+//! - **Nothing lost, nothing duplicated.** A batch is claimed by exactly one thread and
+//!   gets exactly one sequence number (both under the state lock), is deposited exactly
+//!   once by that same thread (panics in the source or the stages are caught and
 //!   deposited as the batch's end), and is taken exactly once by the consumer, under
-//!   the `state` lock, from the slot of `next` (then `next += 1`).
-//! - **No deadlock.** Every reservation ends in a deposit, or in a give-back (the
-//!   source ended) that wakes a waiting consumer. When the consumer waits for batch
-//!   `next`, that batch has been reserved already (else the consumer could pull it
-//!   itself): either the window is full, so some batch is reserved and not yet taken,
-//!   and the lowest such is `next`; or another thread holds the source lock and is
-//!   pulling. Either way its puller will deposit it and wake the consumer. Workers
-//!   never wait at all: when they cannot pull (window full, source busy or finished),
-//!   they leave the job and serve other runs or sleep.
-//! - **No lost wake-up of workers.** Whoever makes pulling possible again (releases
-//!   room, drops the source lock) updates the hints `has_work` reads and then calls
-//!   `Sleep::notify_one` (a `SeqCst` fence before reading the sleeper count), the
-//!   publisher's half of the pool's Dekker pair. Even a lost wake-up could only cost
-//!   parallelism, never progress: the consumer pulls whenever it could.
+//!   the state lock, from the slot of `next` (then `next += 1`).
+//! - **No deadlock.** The consumer waits only when it cannot claim: either its next
+//!   batch is already claimed (`issued > next`; ordered: batch `next` itself, since
+//!   claims are numbered in order), so its claimant will deposit it and the deposit of
+//!   `next` wakes the consumer; or nothing is claimed and the source is held, which
+//!   means its holder's claim is batch `next` (nothing claimed means the window has
+//!   room, and the stream has not ended or it would have returned). Workers never wait
+//!   at all: when they cannot claim (window full, source held or finished, stream
+//!   stopped) they leave the job and serve other runs or sleep.
+//! - **No lost wake-up of workers.** Whoever makes claiming possible again (the
+//!   consumer releasing room, a claimant releasing the source) updates the hints
+//!   `has_work` reads and then calls `Sleep::notify_one` (a `SeqCst` fence before
+//!   reading the sleeper count), the publisher's half of the pool's Dekker pair. Even a
+//!   lost wake-up could only cost parallelism, never progress: the consumer claims
+//!   whenever it could.
 //! - **Memory safety.** Workers reach the window through the pool's registry, under
 //!   its lock (`try_join` counts them in `participants`). Dropping the consumer's
-//!   iterator stops pulls, unregisters the job and waits for `participants == 0`
+//!   iterator stops claims, unregisters the job and waits for `participants == 0`
 //!   before the shared state can be freed. A leaked (`mem::forget`) iterator leaks the
 //!   state with it, so the registered pointer stays valid; everything workers touch is
 //!   owned by the state (`'static` source and stages), never borrowed from a stack.
+//!
+//! The loom models in `loom-tests/tests/stream.rs` check this hand-off (window 2, one
+//! or two workers and the consumer). An earlier design kept the source's try-lock in
+//! an atomic read outside the state lock; loom found the consumer parked for good at
+//! the end of the source, which is why every source decision is now under one lock.
 
 use super::pipe::Pipe;
 use crate::error::{RunError, panic_message};
@@ -71,7 +82,7 @@ pub(crate) struct Config {
 /// wake-ups negligible, short enough that the last batches of a stream spread over the
 /// threads and that an ordered consumer does not wait for one long batch.
 #[cfg(not(loom))]
-const BATCH_TARGET_NS: u64 = 50_000;
+const BATCH_TARGET_NS: u64 = 200_000;
 
 /// A batch that went through the stages, ready for the consumer.
 pub(crate) struct Batch<T, E> {
