@@ -64,7 +64,7 @@ use super::pipe::Pipe;
 use crate::error::{RunError, panic_message};
 use crate::pool::Shared;
 use crate::run::Job;
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, lock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, lock};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -83,6 +83,13 @@ pub(crate) struct Config {
 /// threads and that an ordered consumer does not wait for one long batch.
 #[cfg(not(loom))]
 const BATCH_TARGET_NS: u64 = 200_000;
+
+/// Spin rounds (a few microseconds) a consumer watches for a deposit before it parks.
+#[cfg(not(loom))]
+const SPIN_BEFORE_PARK: u32 = 200;
+/// None under loom: the models check the park/wake protocol itself.
+#[cfg(loom)]
+const SPIN_BEFORE_PARK: u32 = 0;
 
 /// A batch that went through the stages, ready for the consumer.
 pub(crate) struct Batch<T, E> {
@@ -140,6 +147,8 @@ struct State<T, E> {
     consumer_waiting: bool,
     /// Source items in deposited batches (for `StreamStats`).
     pulled: u64,
+    /// Batches deposited so far (mirrored in `Window::deposits`).
+    deposits: u64,
     /// Deposits by the consumer and by workers (for `StreamStats`).
     batches_by_consumer: u64,
     batches_by_workers: u64,
@@ -163,6 +172,8 @@ pub(crate) struct Window<I: Iterator, P: Pipe<I::Item, E>, E> {
     /// The batch size that costs about `BATCH_TARGET_NS`, estimated from the last
     /// batch processed (a hint: Relaxed, any value in `1..=max_batch` is correct).
     batch_cap: AtomicUsize,
+    /// `State::deposits`, watched by a consumer about to park.
+    deposits: AtomicU64,
     /// The consumer dropped its iterator: no worker may join any more.
     dropped: AtomicBool,
     /// Workers inside `participate`.
@@ -208,6 +219,7 @@ where
                 stop: false,
                 consumer_waiting: false,
                 pulled: 0,
+                deposits: 0,
                 batches_by_consumer: 0,
                 batches_by_workers: 0,
             }),
@@ -215,6 +227,7 @@ where
             closed: AtomicBool::new(false),
             room: AtomicUsize::new(cfg.window),
             batch_cap: AtomicUsize::new(cfg.max_batch),
+            deposits: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
             participants: AtomicUsize::new(0),
             consumer: Arc::new(Parker::new()),
@@ -356,6 +369,9 @@ where
 
     fn deposit(&self, batch: Batch<P::Out, E>, by_consumer: bool) {
         let mut st = lock(&self.state);
+        st.deposits += 1;
+        // Relaxed: a hint for the consumer's spin (see `next_batch`).
+        self.deposits.store(st.deposits, Ordering::Relaxed);
         st.pulled += batch.inputs as u64;
         if by_consumer {
             st.batches_by_consumer += 1;
@@ -388,6 +404,8 @@ where
     /// The consumer's step: releases `release` items of its finished batch, then
     /// returns the next batch, helping or waiting as needed; `None` at the end.
     pub(crate) fn next_batch(&self, mut release: usize) -> Option<Batch<P::Out, E>> {
+        // Whether we already spun once in this call before deciding to park.
+        let mut spun = false;
         loop {
             let freed = release > 0;
             {
@@ -432,6 +450,24 @@ where
                 // could claim it: the window has room, since nothing is reserved), whose
                 // claim is our batch.
                 let claim = if in_flight && self.workers_all_in() { None } else { self.claim(&mut st) };
+                if claim.is_none() && !spun && SPIN_BEFORE_PARK > 0 {
+                    // A batch is usually about to land: watch `deposits` briefly rather
+                    // than pay a park and a wake-up, then look again under the lock.
+                    spun = true;
+                    let seen = st.deposits;
+                    drop(st);
+                    if freed {
+                        self.pool.sleep().notify_one();
+                    }
+                    for _ in 0..SPIN_BEFORE_PARK {
+                        // Relaxed: a hint; what was deposited is read under the lock.
+                        if self.deposits.load(Ordering::Relaxed) != seen {
+                            break;
+                        }
+                        crate::sync::spin_hint();
+                    }
+                    continue;
+                }
                 if claim.is_none() {
                     st.consumer_waiting = true;
                 }
