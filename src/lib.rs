@@ -51,6 +51,7 @@ mod sleep;
 mod stats;
 mod stop;
 pub mod strategy;
+pub mod stream;
 mod sync;
 
 pub use cancel::CancelToken;
@@ -61,6 +62,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use run::Ctx;
 pub use runner::Runner;
 pub use stats::RunStats;
+pub use stream::{Stream, StreamIter, StreamStats};
 
 /// Internals exposed for the loom model checks in `loom-tests/` (only under `cfg(loom)`).
 #[cfg(loom)]

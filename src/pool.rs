@@ -430,3 +430,35 @@ impl Drop for Pool {
         }
     }
 }
+
+/// Hooks for jobs whose state lives on the heap rather than on a caller's stack
+/// (streams, see `crate::stream`).
+impl Shared {
+    /// The pool's sleep/wake state, to wake a worker after making work available.
+    pub(crate) fn sleep(&self) -> &Sleep {
+        &self.sleep
+    }
+
+    /// Registers `job` so that workers may join it.
+    ///
+    /// # Safety
+    ///
+    /// `job` must stay valid until [`Shared::unregister_job`] has returned for it and
+    /// every worker that joined it (`Job::try_join` returned `true`) has left
+    /// (`Job::participate` returned); or forever, if it is never unregistered.
+    pub(crate) unsafe fn register_job(&self, job: *const (dyn Job + 'static)) {
+        self.register(JobPtr(job));
+    }
+
+    /// Removes `job` from the registry: no worker joins it afterwards.
+    pub(crate) fn unregister_job(&self, job: *const (dyn Job + 'static)) {
+        self.unregister(JobPtr(job));
+    }
+}
+
+impl Pool {
+    /// The state shared with the workers (for `crate::stream`).
+    pub(crate) fn shared(&self) -> &crate::sync::Arc<Shared> {
+        &self.shared
+    }
+}

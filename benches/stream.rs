@@ -1,0 +1,205 @@
+//! Streaming map benchmark: ordered parallel map of `tiny(i)` over a plain range
+//! iterator, against the sequential loop and three references (pariter's ordered
+//! `parallel_map`, a hand-written crossbeam-channel tag-and-reorder pipeline, rayon's
+//! unordered `par_bridge`), plus ~1 us items (`mix`) against sequential.
+//!
+//! `cargo bench --bench stream` (add `-- --quick` for a short run). The variants run
+//! interleaved, round after round, and the table shows medians; ratios are against the
+//! sequential loop of the same run. Criterion's groups would run each variant's samples
+//! back to back, which on a noisy 2-core VM skews the comparison, so this bench has its
+//! own main (`harness = false`).
+
+#[path = "../examples/workloads/mod.rs"]
+mod workloads;
+
+use crossbeam_channel::bounded;
+use fanout::Pool;
+use pariter::IteratorExt as _;
+use rayon::prelude::*;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hint::black_box;
+use std::time::Instant;
+use workloads::{calibrate_mix, mix, tiny};
+
+const THREADS: usize = 2;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// ns per item of one call of `f` over `n` items.
+fn time(n: u64, f: impl FnOnce() -> u64) -> f64 {
+    let start = Instant::now();
+    black_box(f());
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// The seeds' design: a source thread tags items with sequence numbers into a bounded
+/// channel, `workers` threads map them into a results channel, and the consumer puts
+/// results back in order with a min-heap (the reorder buffer).
+fn channel_tag_and_reorder(n: u64, workers: usize, buffer: usize, f: fn(u64) -> u64) -> u64 {
+    let (in_tx, in_rx) = bounded::<(u64, u64)>(buffer);
+    let (out_tx, out_rx) = bounded::<(u64, u64)>(buffer);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for (seq, i) in (0..n).enumerate() {
+                if in_tx.send((seq as u64, i)).is_err() {
+                    return;
+                }
+            }
+        });
+        for _ in 0..workers {
+            let in_rx = in_rx.clone();
+            let out_tx = out_tx.clone();
+            s.spawn(move || {
+                for (seq, i) in in_rx {
+                    if out_tx.send((seq, f(i))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(out_tx);
+        let mut heap = BinaryHeap::new();
+        let mut next = 0u64;
+        let mut acc = 0u64;
+        for (seq, v) in out_rx {
+            heap.push(Reverse((seq, v)));
+            while let Some(Reverse((s, v))) = heap.peek().copied() {
+                if s != next {
+                    break;
+                }
+                heap.pop();
+                acc = acc.wrapping_add(v);
+                next += 1;
+            }
+        }
+        assert_eq!(next, n);
+        acc
+    })
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let pool = Pool::builder().num_threads(THREADS).build().expect("pool");
+    let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(THREADS).build().expect("rayon pool");
+    let rounds = if quick { 3 } else { 7 };
+    let n: u64 = if quick { 2_000_000 } else { 10_000_000 };
+    // The references cost 50-300 ns per item: a tenth of the items keeps the run short.
+    let n_ref = n / 10;
+    let k = calibrate_mix(1000.0);
+    let n_us: u64 = if quick { 20_000 } else { 100_000 };
+    let mix_k: fn(u64) -> u64 = {
+        static K: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        K.set(k).ok();
+        |i| mix(i, *K.get().unwrap())
+    };
+
+    let expected: u64 = (0..n).map(tiny).fold(0, u64::wrapping_add);
+    let expected_ref: u64 = (0..n_ref).map(tiny).fold(0, u64::wrapping_add);
+    let mut t: Vec<(&str, u64, Vec<f64>)> = vec![
+        ("sequential loop", n, vec![]),
+        ("fanout stream ordered", n, vec![]),
+        ("fanout stream unordered", n, vec![]),
+        ("pariter parallel_map (ordered)", n_ref, vec![]),
+        ("crossbeam tag-and-reorder", n_ref, vec![]),
+        ("rayon par_bridge (unordered)", n_ref, vec![]),
+    ];
+    let mut w2: Vec<(&str, u64, Vec<f64>)> = vec![
+        ("sequential loop", n_us, vec![]),
+        ("fanout stream ordered", n_us, vec![]),
+        ("pariter parallel_map (ordered)", n_us, vec![]),
+    ];
+    let mut max_buffered = (0usize, 0usize, 0usize);
+    for _ in 0..rounds {
+        t[0].2.push(time(n, || {
+            let mut acc = 0u64;
+            for i in 0..n {
+                acc = acc.wrapping_add(tiny(i));
+            }
+            assert_eq!(acc, expected);
+            acc
+        }));
+        t[1].2.push(time(n, || {
+            let mut acc = 0u64;
+            let mut it = pool.stream(0..n).map(tiny).into_iter();
+            for x in it.by_ref() {
+                acc = acc.wrapping_add(x.unwrap());
+            }
+            let s = it.stats();
+            max_buffered = (s.max_buffered, s.window, max_buffered.2);
+            assert_eq!(acc, expected);
+            acc
+        }));
+        t[2].2.push(time(n, || {
+            let mut acc = 0u64;
+            pool.stream(0..n).unordered().map(tiny).for_each(|x| acc = acc.wrapping_add(x)).unwrap();
+            assert_eq!(acc, expected);
+            acc
+        }));
+        t[3].2.push(time(n_ref, || {
+            let acc = (0..n_ref).parallel_map_custom(|b| b.threads(THREADS), tiny).fold(0, u64::wrapping_add);
+            assert_eq!(acc, expected_ref);
+            acc
+        }));
+        t[4].2.push(time(n_ref, || {
+            let acc = channel_tag_and_reorder(n_ref, THREADS, 1024, tiny);
+            assert_eq!(acc, expected_ref);
+            acc
+        }));
+        t[5].2.push(time(n_ref, || {
+            let acc = rayon_pool.install(|| (0..n_ref).par_bridge().map(tiny).reduce(|| 0, u64::wrapping_add));
+            assert_eq!(acc, expected_ref);
+            acc
+        }));
+        // ~1 us items.
+        let mut seq_acc = 0u64;
+        w2[0].2.push(time(n_us, || {
+            for i in 0..n_us {
+                seq_acc = seq_acc.wrapping_add(mix_k(i));
+            }
+            seq_acc
+        }));
+        w2[1].2.push(time(n_us, || {
+            let mut acc = 0u64;
+            pool.stream(0..n_us).map(mix_k).for_each(|x| acc = acc.wrapping_add(x)).unwrap();
+            assert_eq!(acc, seq_acc);
+            acc
+        }));
+        w2[2].2.push(time(n_us, || {
+            let acc = (0..n_us).parallel_map_custom(|b| b.threads(THREADS), mix_k).fold(0, u64::wrapping_add);
+            assert_eq!(acc, seq_acc);
+            acc
+        }));
+    }
+    // Peak buffer on a ten-times-shorter input: independent of the input's length.
+    let mut it = pool.stream(0..n / 10).map(tiny).into_iter();
+    black_box(it.by_ref().count());
+    max_buffered.2 = it.stats().max_buffered;
+
+    println!(
+        "fanout stream bench: {THREADS} worker threads, {} cores, {rounds} interleaved rounds, medians",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let report = |title: &str, rows: Vec<(&str, u64, Vec<f64>)>| {
+        println!("\n{title}");
+        println!("  {:<32} {:>10} {:>12} {:>10} {:>12}", "variant", "items", "ns/item", "speedup", "over seq ns");
+        let seq = median(rows[0].2.clone());
+        for (name, items, v) in rows {
+            let m = median(v);
+            println!("  {name:<32} {items:>10} {m:>12.2} {:>9.2}x {:>12.2}", seq / m, m - seq);
+        }
+    };
+    report(&format!("tiny(i) over a range iterator (~1 ns/item), {n} items (references: {n_ref})"), t);
+    report(&format!("mix(i, {k}) (~1 us/item), {n_us} items"), w2);
+    println!(
+        "\npeak buffered source items (ordered stream, window {}): {} over {n} items, {} over {} items",
+        max_buffered.1,
+        max_buffered.0,
+        max_buffered.2,
+        n / 10
+    );
+}

@@ -1,0 +1,508 @@
+//! Streaming fan-out/fan-in: an ordered parallel map over any iterator, with a bounded
+//! reorder window and backpressure.
+//!
+//! [`Pool::stream`] turns an iterator (of unknown length, possibly slow or blocking:
+//! lines of a file, records from a socket) into a parallel stream. Stages (`map`,
+//! `filter`, `filter_map`, `flat_map`, `inspect`, `try_map`) are fused into one function
+//! per batch; the consumer gets an [`Iterator`] on the calling thread
+//! ([`Stream::into_iter`]) or drives a sink ([`Stream::for_each`]).
+//!
+//! ```
+//! let pool = fanout::Pool::builder().num_threads(2).build()?;
+//! let lines = ["3", "1", "x", "4"].into_iter();
+//! let squares: Vec<u32> = pool
+//!     .stream(lines)
+//!     .filter_map(|s| s.parse::<u32>().ok())
+//!     .map(|n| n * n)
+//!     .into_iter()
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(squares, [9, 1, 16]); // input order
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The window
+//!
+//! The source is pulled by one thread at a time, in order, in batches (1, 2, 4, ... up
+//! to 256 items, and about 200 us of stage work, so that slow items still spread over
+//! the threads); each batch runs through the stages on whichever thread pulled it, and
+//! its outputs wait in the *reorder window* until the consumer reaches them. The window
+//! is counted in **source items**: the source is never more than `window` items ahead
+//! of the consumer (items pulled and not yet yielded, including those in flight in the
+//! stages and those waiting to be reordered). When the window is full, nobody pulls:
+//! a slow consumer stalls the source instead of growing buffers.
+//!
+//! - *What it costs*: memory for `window` items and their outputs (times the expansion
+//!   of a `flat_map`), whatever the input's length.
+//! - *What it absorbs*: one slow item holds back the ordered output, but not the other
+//!   threads, which keep pulling and processing until `window` items are waiting behind
+//!   it. A slow item that costs as much as `s` ordinary ones stalls nothing as long as
+//!   `window` is well above `s * threads`; a bursty consumer is absorbed up to `window`
+//!   items. Unordered streams ([`Stream::unordered`]) hand batches out as they finish.
+//! - *Default*: `1024 * (threads + 1)` items, enough for four full batches per thread
+//!   so that batching never starves a thread; configure with [`Stream::window`]. A
+//!   window below `2 * (threads + 1)` items forces batches of one item.
+//!
+//! # Errors, panics, early exit
+//!
+//! The consumer's items are `Result<T, RunError<E>>`. A panic in a stage (or in the
+//! source) ends the stream with [`RunError::Panicked`] naming the item's sequence number
+//! (its position in the source, from 0). A [`Stream::try_map`] stage that returns
+//! `Err` stops the stream at the first error (errgroup style): the source is not pulled
+//! again, the items before the failing one are still delivered (in order, for ordered
+//! streams), then [`RunError::Failed`] with its sequence number, and the stream ends. To
+//! let errors pass through instead, return a `Result` from [`Stream::map`]: the errors
+//! travel in order like any other item.
+//!
+//! Dropping the iterator (or stopping after `take(n)`) stops the source and the workers
+//! promptly: no new batch starts; batches in flight finish their stages, and the drop
+//! waits for the workers to let go of the stream (it never waits for the source to be
+//! exhausted).
+
+mod pipe;
+mod window;
+
+pub use pipe::{Filter, FilterMap, FlatMap, Inspect, Map, Pipe, Source, TryMap};
+
+use crate::Pool;
+use crate::error::RunError;
+use crate::run::Job;
+use crate::sync::Arc;
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use window::{Batch, Config, Window};
+
+/// The most items a batch may hold.
+const MAX_BATCH: usize = 256;
+
+/// A parallel stream over an iterator, being set up: add stages, then consume it with
+/// [`Stream::into_iter`] or [`Stream::for_each`]. Made by [`Pool::stream`].
+///
+/// `I` is the source, `P` the fused chain of stages and `E` the error type of its
+/// `try_map` stages ([`Infallible`] when there are none).
+#[must_use = "a stream does nothing until it is consumed"]
+pub struct Stream<'p, I, P, E> {
+    pool: &'p Pool,
+    source: I,
+    pipe: P,
+    window: Option<usize>,
+    ordered: bool,
+    _err: PhantomData<fn() -> E>,
+}
+
+impl<I, P, E> std::fmt::Debug for Stream<'_, I, P, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("window", &self.window).field("ordered", &self.ordered).finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A parallel stream over `source`, in input order, with the default window.
+    ///
+    /// The source is pulled by one thread at a time, in order; it may be slow or block
+    /// (only the thread pulling it waits). It and the stages must be `Send + 'static`,
+    /// because the pool's workers keep using them for as long as the consumer's
+    /// iterator lives.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut total = 0u64;
+    /// pool.stream(1..=100u64).map(|x| x * x).for_each(|sq| total += sq)?;
+    /// assert_eq!(total, 338_350);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream<S>(&self, source: S) -> Stream<'_, S::IntoIter, Source, Infallible>
+    where
+        S: IntoIterator,
+        S::IntoIter: Send + 'static,
+        S::Item: Send + 'static,
+    {
+        Stream { pool: self, source: source.into_iter(), pipe: Source, window: None, ordered: true, _err: PhantomData }
+    }
+}
+
+impl<'p, I, P, E> Stream<'p, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    /// The most source items that may be pulled ahead of the consumer (at least 1; see
+    /// the module docs for what it costs and absorbs).
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let v: Vec<_> = pool.stream(0..10).window(4).map(|x| x + 1).into_iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(v, (1..=10).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn window(mut self, items: usize) -> Self {
+        self.window = Some(items.max(1));
+        self
+    }
+
+    /// Output in input order (the default): outputs wait in the window until every
+    /// earlier item's outputs have been yielded.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let v: Vec<_> = pool.stream(0..1000).unordered().ordered().into_iter().collect::<Result<_, _>>()?;
+    /// assert!(v.iter().copied().eq(0..1000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+
+    /// Output in completion order: each batch is yielded as soon as it is done, so a
+    /// slow item holds back only its own batch. Items of one batch stay in order.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut v: Vec<_> = pool.stream(0..1000).unordered().into_iter().collect::<Result<_, _>>()?;
+    /// v.sort();
+    /// assert!(v.iter().copied().eq(0..1000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unordered(mut self) -> Self {
+        self.ordered = false;
+        self
+    }
+
+    /// Applies `f` to every item.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let v: Vec<_> = pool.stream(["a", "bb"]).map(str::len).into_iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map<U, F>(self, f: F) -> Stream<'p, I, Map<P, F>, E>
+    where
+        F: Fn(P::Out) -> U + Send + Sync + 'static,
+        U: Send + 'static,
+    {
+        self.stage(|p| Map::new(p, f))
+    }
+
+    /// Applies a fallible `f` to every item; the first `Err` ends the stream (see the
+    /// module docs). All `try_map` stages of a stream share one error type.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut it = pool.stream(["1", "2", "x", "4"]).try_map(|s| s.parse::<u8>()).into_iter();
+    /// assert_eq!(it.next().unwrap()?, 1);
+    /// assert_eq!(it.next().unwrap()?, 2);
+    /// let err = it.next().unwrap().unwrap_err();
+    /// assert!(matches!(err, fanout::RunError::Failed { index: Some(2), .. }));
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_map<U, E2, F>(self, f: F) -> Stream<'p, I, TryMap<P, F>, E2>
+    where
+        P: Pipe<I::Item, E2>,
+        F: Fn(<P as Pipe<I::Item, E2>>::Out) -> Result<U, E2> + Send + Sync + 'static,
+        U: Send + 'static,
+        E2: Send + 'static,
+    {
+        self.stage(|p| TryMap::new(p, f))
+    }
+
+    /// Keeps the items for which `f` returns `true`.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let v: Vec<_> = pool.stream(0..10).filter(|x| x % 3 == 0).into_iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [0, 3, 6, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn filter<F>(self, f: F) -> Stream<'p, I, Filter<P, F>, E>
+    where
+        F: Fn(&P::Out) -> bool + Send + Sync + 'static,
+    {
+        self.stage(|p| Filter::new(p, f))
+    }
+
+    /// Maps every item to an `Option`, keeping the `Some` values.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let v: Vec<i32> = pool.stream(["1", "x", "3"]).filter_map(|s| s.parse().ok()).into_iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [1, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn filter_map<U, F>(self, f: F) -> Stream<'p, I, FilterMap<P, F>, E>
+    where
+        F: Fn(P::Out) -> Option<U> + Send + Sync + 'static,
+        U: Send + 'static,
+    {
+        self.stage(|p| FilterMap::new(p, f))
+    }
+
+    /// Maps every item to an iterable and yields its items, in order.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let v: Vec<_> = pool.stream(1..4).flat_map(|n| 0..n).into_iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [0, 0, 1, 0, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flat_map<J, F>(self, f: F) -> Stream<'p, I, FlatMap<P, F, J>, E>
+    where
+        F: Fn(P::Out) -> J + Send + Sync + 'static,
+        J: IntoIterator + 'static,
+        J::Item: Send + 'static,
+    {
+        self.stage(|p| FlatMap::new(p, f))
+    }
+
+    /// Calls `f` on every item as it passes (on a worker thread), and passes it on.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let s = Arc::clone(&seen);
+    /// let n = pool.stream(0..50).inspect(move |_| { s.fetch_add(1, Ordering::Relaxed); }).into_iter().count();
+    /// assert_eq!((n, seen.load(Ordering::Relaxed)), (50, 50));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn inspect<F>(self, f: F) -> Stream<'p, I, Inspect<P, F>, E>
+    where
+        F: Fn(&P::Out) + Send + Sync + 'static,
+    {
+        self.stage(|p| Inspect::new(p, f))
+    }
+
+    /// Runs the stream, calling `sink` on the calling thread for every output, in order
+    /// (or completion order for unordered streams). Returns the error or panic that
+    /// ended the stream, if any; `sink` may borrow from the caller.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut out = String::new();
+    /// pool.stream("fan out".chars()).map(|c| c.to_ascii_uppercase()).for_each(|c| out.push(c))?;
+    /// assert_eq!(out, "FAN OUT");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_each(self, mut sink: impl FnMut(P::Out)) -> Result<(), RunError<E>> {
+        for item in self {
+            sink(item?);
+        }
+        Ok(())
+    }
+
+    fn config(&self) -> Config {
+        let threads = self.pool.num_threads();
+        let window = self.window.unwrap_or(1024 * (threads + 1)).max(1);
+        let max_batch = (window / (2 * (threads + 1))).clamp(1, MAX_BATCH);
+        Config { window, max_batch, ordered: self.ordered, workers: threads }
+    }
+}
+
+impl<'p, I, P, E> Stream<'p, I, P, E> {
+    /// Adds a stage (and, for `try_map`, fixes the error type).
+    fn stage<Q, E2>(self, make: impl FnOnce(P) -> Q) -> Stream<'p, I, Q, E2> {
+        Stream {
+            pool: self.pool,
+            source: self.source,
+            pipe: make(self.pipe),
+            window: self.window,
+            ordered: self.ordered,
+            _err: PhantomData,
+        }
+    }
+}
+
+impl<'p, I, P, E> IntoIterator for Stream<'p, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    type Item = Result<P::Out, RunError<E>>;
+    type IntoIter = StreamIter<'p, I, P, E>;
+
+    /// Starts the stream: the pool's workers may pull and process from now on. The
+    /// iterator yields the outputs on the calling thread, which also pulls and processes
+    /// batches itself whenever the next output is not ready.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut it = pool.stream(0u64..).map(|x| x * 2).into_iter(); // an endless source
+    /// assert_eq!(it.next().unwrap()?, 0);
+    /// let first: Vec<u64> = it.take(3).collect::<Result<_, _>>()?; // dropping it stops the source
+    /// assert_eq!(first, [2, 4, 6]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn into_iter(self) -> StreamIter<'p, I, P, E> {
+        let cfg = self.config();
+        let shared = Arc::clone(self.pool.shared());
+        let window = Arc::new(Window::new(shared, self.source, self.pipe, cfg));
+        let job: *const Window<I, P, E> = Arc::as_ptr(&window);
+        let job: *const (dyn Job + 'static) = job;
+        // SAFETY: the window is owned by an `Arc` that `StreamIter` keeps until its `Drop`
+        // has unregistered `job` and waited for every worker that joined to leave; if the
+        // iterator is leaked, the window is leaked with it and stays valid. The window
+        // owns everything it touches (`'static` source and stages).
+        unsafe { window.shared().register_job(job) };
+        StreamIter {
+            pool: self.pool,
+            window,
+            job,
+            current: Vec::new().into_iter(),
+            release: 0,
+            end: None,
+            finished: false,
+        }
+    }
+}
+
+/// The consumer's side of a running stream: yields the outputs on the calling thread.
+/// Dropping it stops the stream (see the [`stream`](self) module docs).
+pub struct StreamIter<'p, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    pool: &'p Pool,
+    window: Arc<Window<I, P, E>>,
+    job: *const (dyn Job + 'static),
+    current: std::vec::IntoIter<P::Out>,
+    /// Source items of the batch being yielded, released when it is done.
+    release: usize,
+    /// The error that ends the stream after `current`.
+    end: Option<RunError<E>>,
+    finished: bool,
+}
+
+// SAFETY: `job` points into `window`, which is `Send + Sync` (all its contents are
+// `Send`, shared parts behind locks and atomics); the pointer is only used to
+// unregister the job, which any thread may do.
+unsafe impl<I, P, E> Send for StreamIter<'_, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+}
+
+impl<I, P, E> std::fmt::Debug for StreamIter<'_, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamIter").field("finished", &self.finished).finish_non_exhaustive()
+    }
+}
+
+/// Counters of a running stream, from [`StreamIter::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StreamStats {
+    /// Source items in batches that went through the stages so far.
+    pub pulled: u64,
+    /// The largest number of source items that were ever pulled (or reserved for
+    /// pulling) and not yet yielded: never above the window.
+    pub max_buffered: usize,
+    /// The window in force, in source items.
+    pub window: usize,
+    /// Batches processed by the consumer's thread while it waited for its next output.
+    pub batches_by_consumer: u64,
+    /// Batches processed by the pool's workers.
+    pub batches_by_workers: u64,
+}
+
+impl<I, P, E> StreamIter<'_, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    /// The stream's counters so far.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut it = pool.stream(0..10_000).window(64).into_iter();
+    /// assert_eq!(it.by_ref().count(), 10_000);
+    /// let stats = it.stats();
+    /// assert_eq!(stats.pulled, 10_000);
+    /// assert!(stats.max_buffered <= 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> StreamStats {
+        let c = self.window.counts();
+        StreamStats {
+            pulled: c.pulled,
+            max_buffered: c.max_outstanding,
+            window: self.window.window(),
+            batches_by_consumer: c.by_consumer,
+            batches_by_workers: c.by_workers,
+        }
+    }
+
+    fn take_batch(&mut self, batch: Batch<P::Out, E>) {
+        self.release = batch.inputs;
+        self.current = batch.outs.into_iter();
+        self.end = batch.end;
+    }
+}
+
+impl<I, P, E> Iterator for StreamIter<'_, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    type Item = Result<P::Out, RunError<E>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(x) = self.current.next() {
+                return Some(Ok(x));
+            }
+            if let Some(e) = self.end.take() {
+                self.finished = true;
+                return Some(Err(e));
+            }
+            if self.finished {
+                return None;
+            }
+            let release = std::mem::take(&mut self.release);
+            match self.window.next_batch(release) {
+                Some(batch) => self.take_batch(batch),
+                None => {
+                    self.finished = true;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl<I, P, E> Drop for StreamIter<'_, I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    fn drop(&mut self) {
+        self.window.stop();
+        self.pool.shared().unregister_job(self.job);
+        // No worker can join any more: wait for those inside to leave.
+        self.window.wait_for_workers();
+    }
+}

@@ -1,0 +1,197 @@
+//! The stages of a stream, fused into one push-based function per batch.
+//!
+//! Every stage wraps the previous one, like iterator adapters do, so a chain of
+//! `map`, `filter`, ... compiles into one monomorphized loop body: no `Box`, no `dyn`
+//! call and no intermediate buffer per stage. An item is pushed through the chain
+//! into a sink; a stage that drops the item (`filter`) simply does not call the sink,
+//! one that expands it (`flat_map`) calls it several times.
+//!
+//! The error type `E` is a parameter of the trait rather than of the stages, so that
+//! every infallible stage works in a stream of any error type, and the first
+//! [`try_map`](super::Stream::try_map) decides it.
+
+use std::marker::PhantomData;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A chain of stages from the source's item type `In` to [`Pipe::Out`], failing with
+/// `E`. Built by [`Stream`](super::Stream)'s stage methods; it cannot be implemented
+/// outside this crate.
+pub trait Pipe<In, E>: sealed::Sealed + Send + Sync + 'static {
+    /// What the last stage produces.
+    type Out: Send + 'static;
+
+    /// Pushes `item` through the chain, calling `sink` for each output.
+    #[doc(hidden)]
+    fn push<S: FnMut(Self::Out) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E>;
+}
+
+/// The empty chain: items pass unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Source;
+
+impl sealed::Sealed for Source {}
+
+impl<T: Send + 'static, E> Pipe<T, E> for Source {
+    type Out = T;
+    #[inline(always)]
+    fn push<S: FnMut(T) -> Result<(), E>>(&self, item: T, sink: &mut S) -> Result<(), E> {
+        sink(item)
+    }
+}
+
+macro_rules! stage {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name<P, F> {
+            prev: P,
+            f: F,
+        }
+
+        impl<P, F> $name<P, F> {
+            pub(super) fn new(prev: P, f: F) -> Self {
+                Self { prev, f }
+            }
+        }
+
+        impl<P, F> sealed::Sealed for $name<P, F> {}
+
+        impl<P, F> std::fmt::Debug for $name<P, F> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(stringify!($name))
+            }
+        }
+    };
+}
+
+stage!(
+    /// The [`Stream::map`](super::Stream::map) stage.
+    Map
+);
+stage!(
+    /// The [`Stream::try_map`](super::Stream::try_map) stage.
+    TryMap
+);
+stage!(
+    /// The [`Stream::filter`](super::Stream::filter) stage.
+    Filter
+);
+stage!(
+    /// The [`Stream::filter_map`](super::Stream::filter_map) stage.
+    FilterMap
+);
+stage!(
+    /// The [`Stream::inspect`](super::Stream::inspect) stage.
+    Inspect
+);
+
+impl<In, E: 'static, P, F, U> Pipe<In, E> for Map<P, F>
+where
+    P: Pipe<In, E>,
+    F: Fn(P::Out) -> U + Send + Sync + 'static,
+    U: Send + 'static,
+{
+    type Out = U;
+    #[inline(always)]
+    fn push<S: FnMut(U) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
+        self.prev.push(item, &mut |x| sink((self.f)(x)))
+    }
+}
+
+impl<In, E: 'static, P, F, U> Pipe<In, E> for TryMap<P, F>
+where
+    P: Pipe<In, E>,
+    F: Fn(P::Out) -> Result<U, E> + Send + Sync + 'static,
+    U: Send + 'static,
+{
+    type Out = U;
+    #[inline(always)]
+    fn push<S: FnMut(U) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
+        self.prev.push(item, &mut |x| sink((self.f)(x)?))
+    }
+}
+
+impl<In, E: 'static, P, F> Pipe<In, E> for Filter<P, F>
+where
+    P: Pipe<In, E>,
+    F: Fn(&P::Out) -> bool + Send + Sync + 'static,
+{
+    type Out = P::Out;
+    #[inline(always)]
+    fn push<S: FnMut(P::Out) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
+        self.prev.push(item, &mut |x| if (self.f)(&x) { sink(x) } else { Ok(()) })
+    }
+}
+
+impl<In, E: 'static, P, F, U> Pipe<In, E> for FilterMap<P, F>
+where
+    P: Pipe<In, E>,
+    F: Fn(P::Out) -> Option<U> + Send + Sync + 'static,
+    U: Send + 'static,
+{
+    type Out = U;
+    #[inline(always)]
+    fn push<S: FnMut(U) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
+        self.prev.push(item, &mut |x| match (self.f)(x) {
+            Some(y) => sink(y),
+            None => Ok(()),
+        })
+    }
+}
+
+impl<In, E: 'static, P, F> Pipe<In, E> for Inspect<P, F>
+where
+    P: Pipe<In, E>,
+    F: Fn(&P::Out) + Send + Sync + 'static,
+{
+    type Out = P::Out;
+    #[inline(always)]
+    fn push<S: FnMut(P::Out) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
+        self.prev.push(item, &mut |x| {
+            (self.f)(&x);
+            sink(x)
+        })
+    }
+}
+
+/// The [`Stream::flat_map`](super::Stream::flat_map) stage.
+pub struct FlatMap<P, F, J> {
+    prev: P,
+    f: F,
+    _out: PhantomData<fn() -> J>,
+}
+
+impl<P, F, J> FlatMap<P, F, J> {
+    pub(super) fn new(prev: P, f: F) -> Self {
+        Self { prev, f, _out: PhantomData }
+    }
+}
+
+impl<P, F, J> sealed::Sealed for FlatMap<P, F, J> {}
+
+impl<P, F, J> std::fmt::Debug for FlatMap<P, F, J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlatMap")
+    }
+}
+
+impl<In, E: 'static, P, F, J> Pipe<In, E> for FlatMap<P, F, J>
+where
+    P: Pipe<In, E>,
+    F: Fn(P::Out) -> J + Send + Sync + 'static,
+    J: IntoIterator + 'static,
+    J::Item: Send + 'static,
+{
+    type Out = J::Item;
+    #[inline(always)]
+    fn push<S: FnMut(J::Item) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
+        self.prev.push(item, &mut |x| {
+            for y in (self.f)(x) {
+                sink(y)?;
+            }
+            Ok(())
+        })
+    }
+}

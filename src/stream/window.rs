@@ -1,0 +1,564 @@
+//! The reorder window: the state a stream's source, its workers and its consumer
+//! share, and the hand-off protocol between them.
+//!
+//! # Protocol
+//!
+//! - **Claim.** Under the `state` lock, a thread *claims* the source (`pulling`) and
+//!   reserves the next batch: up to `batch` items (1, 2, 4, ... up to `max_batch`, and
+//!   about `BATCH_TARGET_NS` of stage work), never beyond `window` items in all, with
+//!   the next batch sequence number (`issued`). Every decision about the source is
+//!   taken under this one lock.
+//! - **Pull.** The claimant pulls the items from the source (its own lock is never
+//!   contended: only the claimant takes it), then releases the claim under the state
+//!   lock. A short pull (the source ended or panicked) gives back the unused
+//!   reservation and fixes `total`, the number of batches.
+//! - **Process.** The claimant runs the stages over the batch with no lock held, then
+//!   **deposits** the outputs (and the first error or panic, if any) into `state`:
+//!   in the slot of its sequence number (ordered), or at the back of a FIFO
+//!   (unordered). Every claim is deposited exactly once, even when empty.
+//! - **Consume.** The consumer takes deposited batches in sequence order (or in
+//!   deposit order), yields their items, and only when it has yielded a whole batch
+//!   *releases* that batch's reservation. When its next batch is not there it claims
+//!   and processes a batch itself if it can; otherwise it registers as waiting (under
+//!   the state lock) and parks until a deposit wakes it.
+//!
+//! # Invariants
+//!
+//! - **Bounded memory.** `outstanding` counts source items claimed whose batch the
+//!   consumer has not finished; it only grows by claims made under the lock when
+//!   `outstanding + n <= window`. So the source is never more than `window` items
+//!   ahead of the consumer, and the window holds at most `window` input items' worth of
+//!   batches (outputs: `window` times a `flat_map`'s expansion).
+//! - **Nothing lost, nothing duplicated.** A batch is claimed by exactly one thread and
+//!   gets exactly one sequence number (both under the state lock), is deposited exactly
+//!   once by that same thread (panics in the source or the stages are caught and
+//!   deposited as the batch's end), and is taken exactly once by the consumer, under
+//!   the state lock, from the slot of `next` (then `next += 1`).
+//! - **No deadlock.** The consumer waits only when it cannot claim: either its next
+//!   batch is already claimed (`issued > next`; ordered: batch `next` itself, since
+//!   claims are numbered in order), so its claimant will deposit it and the deposit of
+//!   `next` wakes the consumer; or nothing is claimed and the source is held, which
+//!   means its holder's claim is batch `next` (nothing claimed means the window has
+//!   room, and the stream has not ended or it would have returned). Workers never wait
+//!   at all: when they cannot claim (window full, source held or finished, stream
+//!   stopped) they leave the job and serve other runs or sleep.
+//! - **No lost wake-up of workers.** Whoever makes claiming possible again (the
+//!   consumer releasing room, a claimant releasing the source) updates the hints
+//!   `has_work` reads and then calls `Sleep::notify_one` (a `SeqCst` fence before
+//!   reading the sleeper count), the publisher's half of the pool's Dekker pair. Even a
+//!   lost wake-up could only cost parallelism, never progress: the consumer claims
+//!   whenever it could.
+//! - **Memory safety.** Workers reach the window through the pool's registry, under
+//!   its lock (`try_join` counts them in `participants`). Dropping the consumer's
+//!   iterator stops claims, unregisters the job and waits for `participants == 0`
+//!   before the shared state can be freed. A leaked (`mem::forget`) iterator leaks the
+//!   state with it, so the registered pointer stays valid; everything workers touch is
+//!   owned by the state (`'static` source and stages), never borrowed from a stack.
+//!
+//! The loom models in `loom-tests/tests/stream.rs` check this hand-off (window 2, one
+//! or two workers and the consumer). An earlier design kept the source's try-lock in
+//! an atomic read outside the state lock; loom found the consumer parked for good at
+//! the end of the source, which is why every source decision is now under one lock.
+
+use super::pipe::Pipe;
+use crate::error::{RunError, panic_message};
+use crate::pool::Shared;
+use crate::run::Job;
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, lock};
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Settings fixed when the stream starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) window: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) ordered: bool,
+    /// The pool's worker count.
+    pub(crate) workers: usize,
+}
+
+/// What a batch should cost, roughly: long enough to make the per-batch locks and
+/// wake-ups negligible, short enough that the last batches of a stream spread over the
+/// threads and that an ordered consumer does not wait for one long batch.
+#[cfg(not(loom))]
+const BATCH_TARGET_NS: u64 = 200_000;
+
+/// Spin rounds (a few microseconds) a consumer watches for a deposit before it parks.
+#[cfg(not(loom))]
+const SPIN_BEFORE_PARK: u32 = 200;
+/// None under loom: the models check the park/wake protocol itself.
+#[cfg(loom)]
+const SPIN_BEFORE_PARK: u32 = 0;
+
+/// A batch that went through the stages, ready for the consumer.
+pub(crate) struct Batch<T, E> {
+    seq: u64,
+    /// Source items the batch holds reserved (released when the consumer is done).
+    pub(crate) inputs: usize,
+    pub(crate) outs: Vec<T>,
+    /// The first error or panic among the batch's items; the stream ends after it.
+    pub(crate) end: Option<RunError<E>>,
+}
+
+struct Pulled<In, E> {
+    seq: u64,
+    /// Sequence number of the batch's first item.
+    first: u64,
+    items: Vec<In>,
+    /// Set when the source itself panicked right after `items`.
+    end: Option<RunError<E>>,
+}
+
+/// A claim on the source: the right to pull `n` items as batch `seq`.
+struct Claim {
+    n: usize,
+    seq: u64,
+    first: u64,
+}
+
+struct State<T, E> {
+    /// Someone holds the source (claimed under this lock, so every decision about the
+    /// source is taken under one lock).
+    pulling: bool,
+    /// The next item's sequence number.
+    next_item: u64,
+    /// Size of the next batch.
+    batch: usize,
+    /// The source returned `None` or panicked: never call it again.
+    finished: bool,
+    /// Source items reserved and not yet released by the consumer (at most `window`).
+    outstanding: usize,
+    /// The largest `outstanding` ever seen (for `StreamStats`).
+    max_outstanding: usize,
+    /// Ordered mode: deposited batches, slot `k` holds batch `next + k`.
+    slots: VecDeque<Option<Batch<T, E>>>,
+    /// Unordered mode: deposited batches in deposit order.
+    ready: VecDeque<Batch<T, E>>,
+    /// Batches handed to the consumer (ordered: the next sequence number it takes).
+    next: u64,
+    /// Batches reserved so far: the next batch sequence number to hand out.
+    issued: u64,
+    /// How many batches the source made in all, once it ended.
+    total: Option<u64>,
+    /// No more pulls: an error, a panic, or the consumer went away.
+    stop: bool,
+    /// The consumer is parked waiting for a deposit.
+    consumer_waiting: bool,
+    /// Source items in deposited batches (for `StreamStats`).
+    pulled: u64,
+    /// Batches deposited so far (mirrored in `Window::deposits`).
+    deposits: u64,
+    /// Deposits by the consumer and by workers (for `StreamStats`).
+    batches_by_consumer: u64,
+    batches_by_workers: u64,
+}
+
+/// The shared state of one stream (see the module docs).
+pub(crate) struct Window<I: Iterator, P: Pipe<I::Item, E>, E> {
+    pool: Arc<Shared>,
+    pipe: P,
+    cfg: Config,
+    /// The source; locked only by the holder of a claim (`State::pulling`), so never
+    /// contended.
+    source: Mutex<I>,
+    state: Mutex<State<P::Out, E>>,
+    /// Hints for `has_work`, read without locks by idle workers. `pulling`: someone
+    /// holds the source lock; `closed`: no pull will ever succeed again; `room`:
+    /// `window - outstanding`. Written under the lock they mirror.
+    pulling: AtomicBool,
+    closed: AtomicBool,
+    room: AtomicUsize,
+    /// The batch size that costs about `BATCH_TARGET_NS`, estimated from the last
+    /// batch processed (a hint: Relaxed, any value in `1..=max_batch` is correct).
+    batch_cap: AtomicUsize,
+    /// `State::deposits`, watched by a consumer about to park.
+    deposits: AtomicU64,
+    /// The consumer dropped its iterator: no worker may join any more.
+    dropped: AtomicBool,
+    /// Workers inside `participate`.
+    participants: AtomicUsize,
+    /// Where the consumer waits (for deposits and for workers to leave).
+    /// Reference-counted so a worker can wake it after its last access to the window.
+    consumer: Arc<Parker>,
+}
+
+/// Counters of a stream, see [`StreamStats`](super::StreamStats).
+pub(crate) struct Counts {
+    pub(crate) pulled: u64,
+    pub(crate) max_outstanding: usize,
+    pub(crate) by_consumer: u64,
+    pub(crate) by_workers: u64,
+}
+
+impl<I, P, E> Window<I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    pub(crate) fn new(pool: Arc<Shared>, iter: I, pipe: P, cfg: Config) -> Self {
+        Self {
+            pool,
+            pipe,
+            cfg,
+            source: Mutex::new(iter),
+            state: Mutex::new(State {
+                pulling: false,
+                next_item: 0,
+                batch: 1,
+                finished: false,
+                outstanding: 0,
+                max_outstanding: 0,
+                slots: VecDeque::new(),
+                ready: VecDeque::new(),
+                next: 0,
+                issued: 0,
+                total: None,
+                stop: false,
+                consumer_waiting: false,
+                pulled: 0,
+                deposits: 0,
+                batches_by_consumer: 0,
+                batches_by_workers: 0,
+            }),
+            pulling: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            room: AtomicUsize::new(cfg.window),
+            batch_cap: AtomicUsize::new(cfg.max_batch),
+            deposits: AtomicU64::new(0),
+            dropped: AtomicBool::new(false),
+            participants: AtomicUsize::new(0),
+            consumer: Arc::new(Parker::new()),
+        }
+    }
+
+    pub(crate) fn window(&self) -> usize {
+        self.cfg.window
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.pool
+    }
+
+    /// Pulls one batch, runs the stages over it and deposits it. Returns `false`
+    /// without waiting when no batch can be pulled now (window full, source busy or
+    /// finished, stream stopped).
+    pub(crate) fn work_one(&self, by_consumer: bool) -> bool {
+        // Relaxed: a hint; `true` is final, a stale `false` is decided under the lock.
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let claim = self.claim(&mut lock(&self.state));
+        match claim {
+            Some(claim) => {
+                let pulled = self.pull(claim);
+                let batch = self.process(pulled);
+                self.deposit(batch, by_consumer);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Claims the source and reserves the next batch, if the source is free, the
+    /// window has room and the stream goes on.
+    fn claim(&self, st: &mut State<P::Out, E>) -> Option<Claim> {
+        if st.pulling || st.stop || st.finished {
+            return None;
+        }
+        let room = self.cfg.window - st.outstanding;
+        // Relaxed: a size hint (see `batch_cap`).
+        let want = st.batch.min(self.batch_cap.load(Ordering::Relaxed)).max(1);
+        let n = want.min(room);
+        if n == 0 {
+            return None;
+        }
+        st.pulling = true;
+        st.outstanding += n;
+        st.max_outstanding = st.max_outstanding.max(st.outstanding);
+        // Every claim is one batch, deposited exactly once (maybe empty).
+        let seq = st.issued;
+        st.issued += 1;
+        st.batch = (st.batch * 2).min(self.cfg.max_batch);
+        // Relaxed: hints for `has_work`; the state lock holds the truth.
+        self.pulling.store(true, Ordering::Relaxed);
+        self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
+        Some(Claim { n, seq, first: st.next_item })
+    }
+
+    /// Pulls the claimed items from the source, then releases the source.
+    fn pull(&self, claim: Claim) -> Pulled<I::Item, E> {
+        let Claim { n, seq, first } = claim;
+        let mut items = Vec::with_capacity(n);
+        let pulled = {
+            let mut iter = lock(&self.source);
+            let iter = &mut *iter;
+            catch_unwind(AssertUnwindSafe(|| {
+                while items.len() < n {
+                    match iter.next() {
+                        Some(x) => items.push(x),
+                        None => break,
+                    }
+                }
+            }))
+        };
+        let end = pulled.err().map(|payload| RunError::Panicked {
+            message: panic_message(&*payload),
+            index: Some((first + items.len() as u64) as usize),
+        });
+        let short = items.len() < n;
+        {
+            let mut st = lock(&self.state);
+            st.pulling = false;
+            st.next_item += items.len() as u64;
+            if short {
+                // The source ended (or panicked): give back what it did not deliver and
+                // say how many batches there are. No claim came after ours (we held the
+                // source), so ours is the last batch.
+                st.finished = true;
+                st.outstanding -= n - items.len();
+                st.total = Some(st.issued);
+                self.closed.store(true, Ordering::Relaxed);
+                self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
+            }
+            self.pulling.store(false, Ordering::Relaxed);
+        }
+        if !short {
+            // The source is free again and may have room: wake a sleeper to pull the
+            // next batch while we process this one.
+            self.pool.sleep().notify_one();
+        }
+        Pulled { seq, first, items, end }
+    }
+
+    /// Runs the stages over a batch; catches a panic and stops at the first error.
+    fn process(&self, pulled: Pulled<I::Item, E>) -> Batch<P::Out, E> {
+        let Pulled { seq, first, items, end: source_end } = pulled;
+        // What the batch keeps reserved: a short batch gave the rest back in `pull`.
+        let inputs = items.len();
+        #[cfg(not(loom))]
+        let start = std::time::Instant::now();
+        let mut outs = Vec::with_capacity(items.len());
+        let mut index = first;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            for item in items {
+                self.pipe.push(item, &mut |y| {
+                    outs.push(y);
+                    Ok(())
+                })?;
+                index += 1;
+            }
+            Ok(())
+        }));
+        #[cfg(not(loom))]
+        {
+            let ns = (start.elapsed().as_nanos() as u64).max(1);
+            let cap = (BATCH_TARGET_NS.saturating_mul(inputs as u64) / ns).clamp(1, self.cfg.max_batch as u64);
+            // Relaxed: a size hint.
+            self.batch_cap.store(cap as usize, Ordering::Relaxed);
+        }
+        let end = match result {
+            Ok(Ok(())) => source_end,
+            Ok(Err(error)) => Some(RunError::Failed { error, index: Some(index as usize) }),
+            Err(payload) => Some(RunError::Panicked { message: panic_message(&*payload), index: Some(index as usize) }),
+        };
+        Batch { seq, inputs, outs, end }
+    }
+
+    fn deposit(&self, batch: Batch<P::Out, E>, by_consumer: bool) {
+        let mut st = lock(&self.state);
+        st.deposits += 1;
+        // Relaxed: a hint for the consumer's spin (see `next_batch`).
+        self.deposits.store(st.deposits, Ordering::Relaxed);
+        st.pulled += batch.inputs as u64;
+        if by_consumer {
+            st.batches_by_consumer += 1;
+        } else {
+            st.batches_by_workers += 1;
+        }
+        if batch.end.is_some() {
+            // Stop at the first error: no more pulls. Batches already pulled finish.
+            st.stop = true;
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        let wake = st.consumer_waiting && (!self.cfg.ordered || batch.seq == st.next || batch.end.is_some());
+        if self.cfg.ordered {
+            let k = (batch.seq - st.next) as usize;
+            while st.slots.len() <= k {
+                st.slots.push_back(None);
+            }
+            st.slots[k] = Some(batch);
+        } else {
+            st.ready.push_back(batch);
+        }
+        if wake {
+            st.consumer_waiting = false;
+            // Unparked under the lock: the consumer's parker outlives this call anyway
+            // (the consumer cannot free the window while we are a participant).
+            self.consumer.unpark();
+        }
+    }
+
+    /// The consumer's step: releases `release` items of its finished batch, then
+    /// returns the next batch, helping or waiting as needed; `None` at the end.
+    pub(crate) fn next_batch(&self, mut release: usize) -> Option<Batch<P::Out, E>> {
+        // Whether we already spun once in this call before deciding to park.
+        let mut spun = false;
+        loop {
+            let freed = release > 0;
+            {
+                let mut st = lock(&self.state);
+                if freed {
+                    st.outstanding -= release;
+                    release = 0;
+                    // Relaxed: a hint for `has_work`, published by `notify_one`'s fence.
+                    self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
+                }
+                let taken = if self.cfg.ordered {
+                    match st.slots.front_mut().and_then(Option::take) {
+                        Some(b) => {
+                            st.slots.pop_front();
+                            Some(b)
+                        }
+                        None => None,
+                    }
+                } else {
+                    st.ready.pop_front()
+                };
+                if let Some(b) = taken {
+                    st.next += 1;
+                    drop(st);
+                    if freed {
+                        // Room was released: a sleeping worker may pull again.
+                        self.pool.sleep().notify_one();
+                    }
+                    return Some(b);
+                }
+                // Batches reserved and not yet taken. Ordered: batch `next` is among
+                // them; unordered: some batch is. Either way its puller will deposit it
+                // and the deposit wakes us.
+                let in_flight = st.issued > st.next;
+                if st.total == Some(st.next) || (st.stop && !in_flight) {
+                    return None;
+                }
+                // Help rather than wait (pull and process a batch ourselves) when the
+                // next batch is not reserved yet; also when it is, if not every worker
+                // is on the stream already. Otherwise wait: if our batch is reserved,
+                // its deposit wakes us; if not, the source is held by someone (else we
+                // could claim it: the window has room, since nothing is reserved), whose
+                // claim is our batch.
+                let claim = if in_flight && self.workers_all_in() { None } else { self.claim(&mut st) };
+                if claim.is_none() && !spun && SPIN_BEFORE_PARK > 0 {
+                    // A batch is usually about to land: watch `deposits` briefly rather
+                    // than pay a park and a wake-up, then look again under the lock.
+                    spun = true;
+                    let seen = st.deposits;
+                    drop(st);
+                    if freed {
+                        self.pool.sleep().notify_one();
+                    }
+                    for _ in 0..SPIN_BEFORE_PARK {
+                        // Relaxed: a hint; what was deposited is read under the lock.
+                        if self.deposits.load(Ordering::Relaxed) != seen {
+                            break;
+                        }
+                        crate::sync::spin_hint();
+                    }
+                    continue;
+                }
+                if claim.is_none() {
+                    st.consumer_waiting = true;
+                }
+                drop(st);
+                if freed {
+                    self.pool.sleep().notify_one();
+                }
+                match claim {
+                    Some(claim) => {
+                        let pulled = self.pull(claim);
+                        let batch = self.process(pulled);
+                        self.deposit(batch, true);
+                    }
+                    None => self.consumer.park(),
+                }
+            }
+        }
+    }
+
+    /// Whether every worker of the pool is working on this stream: the consumer then
+    /// leaves the pulling to them rather than be a third thread on two cores. Workers
+    /// inside `participate` keep pulling until they cannot (window full, source
+    /// finished or busy with another of them), so the consumer's batch is coming.
+    fn workers_all_in(&self) -> bool {
+        // Relaxed: a hint; a stale value only changes who pulls the next batch.
+        self.participants.load(Ordering::Relaxed) >= self.cfg.workers
+    }
+
+    /// The consumer is going away: stop pulling, then (after the job is unregistered)
+    /// wait for every worker to leave.
+    pub(crate) fn stop(&self) {
+        let mut st = lock(&self.state);
+        st.stop = true;
+        self.closed.store(true, Ordering::Relaxed);
+        // Release: orders our stop before a worker's failed `try_join` (no data flows).
+        self.dropped.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn wait_for_workers(&self) {
+        // Acquire: pairs with the Release decrement in `participate`, so every worker
+        // access to the window happens before we free it.
+        while self.participants.load(Ordering::Acquire) != 0 {
+            self.consumer.park();
+        }
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let st = lock(&self.state);
+        Counts {
+            pulled: st.pulled,
+            max_outstanding: st.max_outstanding,
+            by_consumer: st.batches_by_consumer,
+            by_workers: st.batches_by_workers,
+        }
+    }
+}
+
+impl<I, P, E> Job for Window<I, P, E>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+    P: Pipe<I::Item, E>,
+    E: Send + 'static,
+{
+    fn try_join(&self) -> bool {
+        // Acquire: pairs with `stop`; a dropped stream takes no one.
+        if self.dropped.load(Ordering::Acquire) {
+            return false;
+        }
+        // Relaxed: under the registry lock, which the consumer takes (to unregister)
+        // before it waits for this counter to drop to zero.
+        self.participants.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn has_work(&self) -> bool {
+        // Relaxed: hints, ordered after a sleeper's registration by the `SeqCst` fence
+        // in `Sleep::prepare`, and after a publisher's update by the one in
+        // `notify_one`; a stale answer costs one failed `try_lock`, or one wake-up.
+        !self.closed.load(Ordering::Relaxed)
+            && !self.pulling.load(Ordering::Relaxed)
+            && self.room.load(Ordering::Relaxed) > 0
+    }
+
+    fn participate(&self, _worker: usize) {
+        while self.work_one(false) {}
+        let consumer = Arc::clone(&self.consumer);
+        // Release: our accesses to the window happen before the consumer frees it (it
+        // loads with Acquire). After this decrement the window may be gone.
+        if self.participants.fetch_sub(1, Ordering::Release) == 1 {
+            consumer.unpark();
+        }
+    }
+}

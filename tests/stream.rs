@@ -1,0 +1,323 @@
+//! Streams: order under random item costs, the window's memory bound, early drop,
+//! errors (stop or pass through), panics, nesting, leaks; the pool stays usable.
+
+mod common;
+
+use common::Rng;
+use fanout::{Pool, RunError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn pool(threads: usize) -> Pool {
+    Pool::builder().num_threads(threads).pin(false).build().unwrap()
+}
+
+/// About `k` dependent multiply rounds of work.
+fn burn(i: u64, k: u64) -> u64 {
+    let mut x = std::hint::black_box(i) | 1;
+    for _ in 0..k {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    }
+    x
+}
+
+/// A source that counts how many items were pulled from it.
+fn counted<I: Iterator>(iter: I, pulls: &Arc<AtomicU64>) -> impl Iterator<Item = I::Item> + use<I> {
+    let pulls = Arc::clone(pulls);
+    iter.inspect(move |_| {
+        pulls.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
+#[test]
+fn stream_order_is_kept_under_random_item_costs() {
+    for threads in [1, 2, 3] {
+        let pool = pool(threads);
+        for (case, window) in [Some(1), Some(2), Some(7), Some(100), None].into_iter().enumerate() {
+            let seed = (threads * 10 + case) as u64;
+            let mut rng = Rng::new(seed);
+            // Mostly cheap items, a few 100x dearer: dear ones finish late.
+            let costs: Vec<u64> = (0..3000).map(|_| if rng.below(50) == 0 { 20_000 } else { rng.below(200) }).collect();
+            let expected: Vec<u64> = costs.iter().enumerate().map(|(i, &k)| burn(i as u64, k)).collect();
+            let src: Vec<(u64, u64)> = costs.iter().enumerate().map(|(i, &k)| (i as u64, k)).collect();
+            let mut s = pool.stream(src).map(|(i, k)| burn(i, k));
+            if let Some(w) = window {
+                s = s.window(w);
+            }
+            let got: Vec<u64> = s.into_iter().collect::<Result<_, _>>().unwrap();
+            assert_eq!(got, expected, "threads {threads}, window {window:?}, seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn stream_stages_match_sequential_iterators() {
+    let pool = pool(2);
+    let expected: Vec<String> = (0..5000u32)
+        .filter(|x| x % 3 != 0)
+        .map(|x| x * 7)
+        .filter_map(|x| (x % 5 != 0).then_some(x + 1))
+        .flat_map(|x| (0..x % 4).map(move |j| format!("{x}.{j}")))
+        .collect();
+    let seen = Arc::new(AtomicU64::new(0));
+    let s2 = Arc::clone(&seen);
+    let got: Vec<String> = pool
+        .stream(0..5000u32)
+        .window(50)
+        .filter(|x| x % 3 != 0)
+        .map(|x| x * 7)
+        .filter_map(|x| (x % 5 != 0).then_some(x + 1))
+        .inspect(move |_| {
+            s2.fetch_add(1, Ordering::Relaxed);
+        })
+        .flat_map(|x| (0..x % 4).map(move |j| format!("{x}.{j}")))
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, expected);
+    let inspected = (0..5000u32).filter(|x| x % 3 != 0).filter(|x| (x * 7) % 5 != 0).count() as u64;
+    assert_eq!(seen.load(Ordering::Relaxed), inspected);
+}
+
+#[test]
+fn stream_unordered_yields_every_item_once() {
+    let pool = pool(2);
+    let mut rng = Rng::new(7);
+    let costs: Vec<u64> = (0..4000).map(|_| rng.below(500)).collect();
+    let src: Vec<(u64, u64)> = costs.iter().enumerate().map(|(i, &k)| (i as u64, k)).collect();
+    let mut got: Vec<u64> = pool
+        .stream(src)
+        .unordered()
+        .window(64)
+        .map(|(i, k)| {
+            burn(i, k);
+            i
+        })
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    got.sort_unstable();
+    assert!(got.iter().copied().eq(0..4000));
+}
+
+#[test]
+fn stream_never_pulls_more_than_the_window_ahead_of_the_consumer() {
+    for (threads, window, ordered) in [(2, 16, true), (3, 5, true), (2, 1, true), (2, 40, false)] {
+        let pool = pool(threads);
+        let pulls = Arc::new(AtomicU64::new(0));
+        let s = pool.stream(counted(0..2000u64, &pulls)).window(window).map(|i| {
+            // Item 100 is slow: the others run ahead until the window is full.
+            burn(i, if i == 100 { 200_000 } else { 50 })
+        });
+        let mut it = if ordered { s.into_iter() } else { s.unordered().into_iter() };
+        let mut consumed = 0u64;
+        for r in it.by_ref() {
+            r.unwrap();
+            consumed += 1;
+            // A slow consumer: the workers fill the window and must stop there.
+            burn(consumed, 300);
+            let ahead = pulls.load(Ordering::SeqCst) - consumed;
+            assert!(ahead <= window as u64, "pulled {ahead} items ahead of the consumer, window {window}");
+        }
+        assert_eq!(consumed, 2000);
+        let stats = it.stats();
+        assert!(stats.max_buffered <= window, "{stats:?}");
+        assert_eq!(stats.window, window);
+        assert_eq!(stats.pulled, 2000);
+    }
+}
+
+#[test]
+fn stream_memory_is_bounded_for_a_long_input() {
+    // A million items through a window of 256: the buffer never grows with the input.
+    let pool = pool(2);
+    let mut it = pool.stream(0..1_000_000u64).window(256).map(|x| x ^ 1).into_iter();
+    let mut n = 0u64;
+    for r in it.by_ref() {
+        assert_eq!(r.unwrap(), n ^ 1);
+        n += 1;
+    }
+    assert_eq!(n, 1_000_000);
+    assert!(it.stats().max_buffered <= 256);
+}
+
+#[test]
+fn dropping_the_iterator_early_stops_the_source() {
+    for threads in [1, 2, 3] {
+        let pool = pool(threads);
+        for window in [1, 8, 100] {
+            let pulls = Arc::new(AtomicU64::new(0));
+            let taken: Vec<u64> = pool
+                .stream(counted(0u64.., &pulls)) // endless
+                .window(window)
+                .map(|x| burn(x, 100))
+                .into_iter()
+                .take(25)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(taken.len(), 25);
+            // The iterator is dropped: no worker may pull any more.
+            let at_drop = pulls.load(Ordering::SeqCst);
+            assert!(at_drop <= 25 + window as u64, "pulled {at_drop}, consumed 25, window {window}");
+            // Give the workers every chance to (wrongly) pull more.
+            pool.for_each_index(0..10_000, |i| {
+                burn(i as u64, 10);
+            });
+            assert_eq!(pulls.load(Ordering::SeqCst), at_drop, "the source was pulled after the drop");
+        }
+    }
+}
+
+#[test]
+fn first_error_stops_the_stream_in_order() {
+    let pool = pool(2);
+    for window in [1, 4, 64] {
+        let pulls = Arc::new(AtomicU64::new(0));
+        let results: Vec<Result<u64, RunError<String>>> = pool
+            .stream(counted(0..100_000u64, &pulls))
+            .window(window)
+            .try_map(|x| if x >= 300 && x % 7 == 0 { Err(format!("bad {x}")) } else { Ok(x * 2) })
+            .map(|x| x + 1)
+            .into_iter()
+            .collect();
+        // Everything before the first failing item (301), in order, then its error.
+        assert_eq!(results.len(), 302, "window {window}");
+        for (i, r) in results[..301].iter().enumerate() {
+            assert_eq!(*r.as_ref().unwrap(), i as u64 * 2 + 1);
+        }
+        match &results[301] {
+            Err(RunError::Failed { error, index }) => {
+                assert_eq!(error, "bad 301");
+                assert_eq!(*index, Some(301));
+            }
+            other => panic!("expected the first error, got {other:?}"),
+        }
+        // The source stopped: nothing pulled beyond the window after the failing item.
+        let pulled = pulls.load(Ordering::SeqCst);
+        assert!(pulled <= 302 + window as u64, "pulled {pulled}, window {window}");
+    }
+}
+
+#[test]
+fn first_error_via_for_each_and_unordered() {
+    let pool = pool(2);
+    let mut sum = 0u64;
+    let err = pool
+        .stream(0..10_000u64)
+        .try_map(|x| if x == 5000 { Err(x) } else { Ok(x) })
+        .for_each(|x| sum += x)
+        .unwrap_err();
+    assert_eq!(err, RunError::Failed { error: 5000, index: Some(5000) });
+    assert_eq!(sum, (0..5000).sum::<u64>());
+
+    let results: Vec<_> =
+        pool.stream(0..10_000u64).unordered().try_map(|x| if x == 777 { Err(x) } else { Ok(x) }).into_iter().collect();
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+    assert!(matches!(results.last(), Some(Err(RunError::Failed { error: 777, index: Some(777) }))));
+}
+
+#[test]
+fn errors_pass_through_when_returned_as_items() {
+    let pool = pool(2);
+    let got: Vec<Result<u64, String>> = pool
+        .stream(0..1000u64)
+        .map(|x| if x % 10 == 3 { Err(format!("odd {x}")) } else { Ok(x) })
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got.len(), 1000);
+    for (i, r) in got.iter().enumerate() {
+        if i % 10 == 3 {
+            assert_eq!(r.as_ref().unwrap_err(), &format!("odd {i}"));
+        } else {
+            assert_eq!(*r.as_ref().unwrap(), i as u64);
+        }
+    }
+}
+
+#[test]
+fn a_panicking_stage_ends_the_stream_with_its_sequence_number() {
+    for threads in [1, 2] {
+        let pool = pool(threads);
+        for ordered in [true, false] {
+            let s = pool.stream(0..100_000u64).window(32).map(|x| {
+                if x == 4321 {
+                    panic!("stage failed on {x}");
+                }
+                x
+            });
+            let s = if ordered { s } else { s.unordered() };
+            let results: Vec<_> = s.into_iter().collect();
+            let errs: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+            assert_eq!(errs.len(), 1);
+            match results.last() {
+                Some(Err(RunError::Panicked { message, index })) => {
+                    assert_eq!(*index, Some(4321));
+                    assert!(message.contains("stage failed on 4321"), "{message}");
+                }
+                other => panic!("expected a panic error last, got {other:?}"),
+            }
+            if ordered {
+                assert_eq!(results.len(), 4322);
+            }
+        }
+        // The pool is still usable.
+        assert_eq!(pool.map_index(0..100, |i| i * 2)[99], 198);
+    }
+}
+
+#[test]
+fn a_panicking_source_ends_the_stream_with_its_sequence_number() {
+    let pool = pool(2);
+    let source = (0..1000u64).map(|x| if x == 600 { panic!("source broke") } else { x });
+    let results: Vec<_> = pool.stream(source).window(16).into_iter().collect();
+    assert_eq!(results.len(), 601);
+    assert!(matches!(results.last(), Some(Err(RunError::Panicked { index: Some(600), .. }))));
+}
+
+#[test]
+fn a_stream_inside_a_pool_task_does_not_deadlock() {
+    let pool = Arc::new(pool(2));
+    let p2 = Arc::clone(&pool);
+    // Every worker (and the caller) consumes a stream of its own on the same pool.
+    let sums = pool.map_index(0..8, move |k| {
+        p2.stream(0..2000u64)
+            .window(8)
+            .map(move |x| burn(x, 20) % 1000 + k as u64)
+            .into_iter()
+            .map(Result::unwrap)
+            .sum::<u64>()
+    });
+    for (k, s) in sums.iter().enumerate() {
+        let expected: u64 = (0..2000u64).map(|x| burn(x, 20) % 1000 + k as u64).sum();
+        assert_eq!(*s, expected);
+    }
+}
+
+#[test]
+fn a_leaked_iterator_leaves_the_pool_usable() {
+    let pool = pool(2);
+    let pulls = Arc::new(AtomicU64::new(0));
+    let mut it = pool.stream(counted(0u64.., &pulls)).window(4).into_iter();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    // Leaked: the state stays registered and valid; workers fill the window and stop.
+    std::mem::forget(it);
+    assert_eq!(pool.fold_index(0..1000, || 0, |a, i| a + i, |a, b| a + b), 499_500);
+    assert!(pulls.load(Ordering::SeqCst) <= 1 + 4);
+    drop(pool); // joins the workers: none may be stuck in the leaked stream
+}
+
+#[test]
+fn empty_and_tiny_streams() {
+    let pool = pool(2);
+    assert_eq!(pool.stream(std::iter::empty::<u8>()).into_iter().count(), 0);
+    let v: Vec<_> = pool.stream([42]).into_iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(v, [42]);
+    // A stream built and never consumed does nothing.
+    let pulls = Arc::new(AtomicU64::new(0));
+    drop(pool.stream(counted(0..10u64, &pulls)).map(|x| x + 1));
+    assert_eq!(pulls.load(Ordering::SeqCst), 0);
+}
