@@ -88,11 +88,7 @@ impl CancelToken {
 
     /// A child (see [`CancelToken::child`]) that also cancels itself at `deadline`.
     pub(crate) fn child_until(&self, deadline: Option<Instant>) -> Self {
-        let deadline = match (self.0.deadline, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let child = Self::until(deadline);
+        let child = Self::until(earlier(self.0.deadline, deadline));
         let mut children = lock(&self.0.children);
         // Keep the list short: cancelled children need no more cancelling, and children
         // nobody holds any more (only this list does) cannot be observed. Relaxed: a
@@ -159,10 +155,7 @@ impl CancelToken {
     /// assert!(token.wait_timeout(Duration::from_secs(60)), "cancelled: returns at once");
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let end = match (Instant::now().checked_add(timeout), self.0.deadline) {
-            (Some(end), Some(deadline)) => Some(end.min(deadline)),
-            (end, deadline) => end.or(deadline),
-        };
+        let end = earlier(Instant::now().checked_add(timeout), self.0.deadline);
         let mut guard = lock(&self.0.children);
         loop {
             if self.is_cancelled() {
@@ -177,6 +170,14 @@ impl CancelToken {
             };
             guard = wait_timeout(&self.0.wake, guard, left);
         }
+    }
+}
+
+/// The earlier of two optional instants (`None` is "never").
+pub(crate) fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

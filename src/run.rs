@@ -515,19 +515,36 @@ impl<'p, W: Work> Run<'p, W> {
             && (!self.urgent.is_empty() || !self.global.is_empty() || self.slots.iter().any(|s| !s.deque.is_empty()))
     }
 
+    /// Whether the run has a concurrency limit.
+    fn limited(&self) -> bool {
+        self.limit != u32::MAX
+    }
+
+    /// Whether `active` (a value of the `active` word) leaves room for one more.
+    fn below_limit(&self, active: u64) -> bool {
+        (active as u32) < self.limit
+    }
+
+    /// Tells the run's progress watcher, if any, whether participant `me` is working.
+    fn report_active(&self, me: usize, active: bool) {
+        if let Some(p) = &self.progress {
+            p.slot(me).set_active(active);
+        }
+    }
+
     /// Rule 2 of the termination protocol, within the run's limit: counts us active
     /// (and bumps the epoch) unless the limit is reached.
     fn try_activate(&self) -> bool {
         // AcqRel: keeps the increment ordered before our steals (rule 2) and acquires
         // the previous activations and deactivations.
-        if self.limit == u32::MAX {
+        if !self.limited() {
             self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
             return true;
         }
         // Relaxed: only a first guess for the CAS, which does the ordering.
         let mut current = self.active.load(Ordering::Relaxed);
         loop {
-            if current as u32 >= self.limit {
+            if !self.below_limit(current) {
                 return false;
             }
             match self.active.compare_exchange_weak(
@@ -558,8 +575,8 @@ impl<'p, W: Work> Run<'p, W> {
             // idle, and uncounted only once it actually obtains an item, so a failed
             // attempt does not write the demand line that busy threads read.
             let mut in_demand = !active;
-            if active && let Some(p) = &self.progress {
-                p.slot(me).set_active(true);
+            if active {
+                self.report_active(me, true);
             }
             loop {
                 if active {
@@ -568,9 +585,7 @@ impl<'p, W: Work> Run<'p, W> {
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
-                    if let Some(p) = &self.progress {
-                        p.slot(me).set_active(false);
-                    }
+                    self.report_active(me, false);
                     if !in_demand {
                         self.sleep.add_demand();
                         in_demand = true;
@@ -581,7 +596,7 @@ impl<'p, W: Work> Run<'p, W> {
                     if left as u32 == 0 {
                         self.try_finish(left);
                     } else {
-                        if self.limit != u32::MAX && self.work_visible() {
+                        if self.limited() && self.work_visible() {
                             // A worker turned away at the limit may be asleep: our place
                             // is free now.
                             self.sleep.notify_one();
@@ -600,9 +615,7 @@ impl<'p, W: Work> Run<'p, W> {
                 // Join the count *before* taking anything (rule 2), bumping the epoch.
                 if self.work_visible() && self.try_activate() {
                     active = true;
-                    if let Some(p) = &self.progress {
-                        p.slot(me).set_active(true);
-                    }
+                    self.report_active(me, true);
                     continue;
                 }
                 idle_rounds += 1;
@@ -840,7 +853,7 @@ impl<W: Work> Job for Run<'_, W> {
 
     fn has_work(&self) -> bool {
         // Relaxed: a snapshot; `try_activate` enforces the limit.
-        self.work_visible() && (self.limit == u32::MAX || (self.active.load(Ordering::Relaxed) as u32) < self.limit)
+        self.work_visible() && (!self.limited() || self.below_limit(self.active.load(Ordering::Relaxed)))
     }
 
     fn participate(&self, worker: usize) {

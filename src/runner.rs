@@ -2,6 +2,7 @@
 //! deadlines, concurrency limits and first-success races, configured on a [`Runner`].
 
 use crate::api::FollowOn;
+use crate::cancel::earlier;
 use crate::error::{ItemError, RunError, panic_message};
 use crate::fallible::{Failure, TryFold, TryRunFold, cancelled_error, drop_quietly, into_result};
 use crate::range::{Map, Output};
@@ -154,10 +155,7 @@ impl<'p> Runner<'p> {
         };
         let token = self.token.as_ref();
         // The earlier of the runner's deadline and the token's.
-        let deadline = match (self.deadline, token.and_then(CancelToken::deadline)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = earlier(self.deadline, token.and_then(CancelToken::deadline));
         // Already cancelled or past the deadline: run nothing at all.
         let stop = Stop::new(token, deadline);
         if stop.poll_now() {

@@ -91,10 +91,8 @@ impl<'c> Stop<'c> {
 
     /// Checks the token and deadline once, reading the clock now: for run start-up.
     pub(crate) fn poll_now(&self) -> bool {
-        let mut clock = Clock::new();
-        clock.stride = 1;
-        clock.countdown = 1;
-        self.poll(&mut clock)
+        // A new clock reads the time on its first poll.
+        self.poll(&mut Clock::new())
     }
 
     /// Stops the run for `reason`; returns whether it was the first reason claimed.

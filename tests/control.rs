@@ -2,6 +2,9 @@
 //! continue-on-error, cancellation, deadlines, concurrency limits, priorities and
 //! first-success races.
 
+mod common;
+
+use common::Counted;
 use fanout::{CancelToken, ItemError, Pool, RunError};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -68,12 +71,6 @@ fn an_error_stops_new_items() {
 
 #[test]
 fn follow_on_errors_drop_pending_items() {
-    struct Counted<'a>(u32, &'a AtomicUsize);
-    impl Drop for Counted<'_> {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::Relaxed);
-        }
-    }
     let pool = pool(2);
     let made = AtomicUsize::new(1);
     let dropped = AtomicUsize::new(0);
@@ -134,12 +131,6 @@ fn a_panic_becomes_an_error_with_message_and_index() {
 
 #[test]
 fn try_map_drops_exactly_what_it_wrote() {
-    struct Counted<'a>(&'a AtomicUsize);
-    impl Drop for Counted<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
     let pool = pool(2);
     let made = AtomicUsize::new(0);
     let dropped = AtomicUsize::new(0);
@@ -148,7 +139,7 @@ fn try_map_drops_exactly_what_it_wrote() {
             return Err(i);
         }
         made.fetch_add(1, Ordering::Relaxed);
-        Ok(Counted(&dropped))
+        Ok(Counted(i as u32, &dropped))
     });
     assert!(matches!(r, Err(RunError::Failed { error: 33_333, index: Some(33_333) })));
     assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));

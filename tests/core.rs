@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Rng, thread_count};
+use common::{Counted, Rng, thread_count};
 use fanout::{BuildError, Pool};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -153,24 +153,18 @@ fn panic_is_resumed_on_caller_and_pool_survives() {
 #[test]
 fn panic_drops_pending_follow_ons() {
     // Items count their drops: after a panic, every item created is executed or dropped.
-    struct Tracked<'a>(u32, &'a AtomicUsize);
-    impl Drop for Tracked<'_> {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::Relaxed);
-        }
-    }
     let pool = pool(2);
     let created = AtomicUsize::new(0);
     let dropped = AtomicUsize::new(0);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         created.fetch_add(1, Ordering::Relaxed);
-        pool.run([Tracked(0, &dropped)], |item, ctx| {
+        pool.run([Counted(0, &dropped)], |item, ctx| {
             if item.0 == 12 {
                 panic!("stop");
             }
             for _ in 0..3 {
                 created.fetch_add(1, Ordering::Relaxed);
-                ctx.push(Tracked(item.0 + 1, &dropped));
+                ctx.push(Counted(item.0 + 1, &dropped));
             }
         });
     }));

@@ -23,6 +23,16 @@ impl Rng {
     }
 }
 
+/// An item that counts its drops in the counter it borrows (the `u32` is a payload,
+/// such as an id): checks that nothing is lost or dropped twice.
+pub struct Counted<'a>(pub u32, pub &'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Threads of this process, from /proc (Linux; 0 elsewhere).
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
