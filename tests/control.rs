@@ -48,25 +48,34 @@ fn the_first_error_in_time_is_returned() {
 #[test]
 fn an_error_stops_new_items() {
     let pool = pool(2);
-    let failed = AtomicBool::new(false);
-    let started_after = AtomicUsize::new(0);
-    let started = AtomicUsize::new(0);
-    let r = pool.try_for_each_index(0..100_000, |i| {
-        started.fetch_add(1, Ordering::Relaxed);
-        if failed.load(Ordering::SeqCst) {
-            started_after.fetch_add(1, Ordering::Relaxed);
-        }
-        if i == 1000 {
-            failed.store(true, Ordering::SeqCst);
-            return Err("stop");
-        }
-        std::hint::black_box(i);
-        Ok(())
-    });
-    assert!(matches!(r, Err(RunError::Failed { error: "stop", index: Some(1000) })));
-    let after = started_after.into_inner();
-    assert!(after <= 3 * SLACK_PER_THREAD, "{after} items started after the error");
-    assert!(started.into_inner() < 100_000);
+    // The item sets `failed` just before it returns its error, and the run records the
+    // stop just after: a thread preempted in between (3 threads on 2 cores here) lets the
+    // others run on for a while. So judge the median of several runs; an engine that
+    // ignored errors, or checked for a stop rarely, would fail every one of them.
+    let mut afters = Vec::new();
+    for _ in 0..7 {
+        let failed = AtomicBool::new(false);
+        let started_after = AtomicUsize::new(0);
+        let started = AtomicUsize::new(0);
+        let r = pool.try_for_each_index(0..100_000, |i| {
+            started.fetch_add(1, Ordering::Relaxed);
+            if failed.load(Ordering::SeqCst) {
+                started_after.fetch_add(1, Ordering::Relaxed);
+            }
+            if i == 1000 {
+                failed.store(true, Ordering::SeqCst);
+                return Err("stop");
+            }
+            std::hint::black_box(i);
+            Ok(())
+        });
+        assert!(matches!(r, Err(RunError::Failed { error: "stop", index: Some(1000) })));
+        assert!(started.into_inner() < 100_000, "the run did not stop");
+        afters.push(started_after.into_inner());
+    }
+    afters.sort_unstable();
+    let median = afters[afters.len() / 2];
+    assert!(median <= 3 * SLACK_PER_THREAD, "items started after the error: {afters:?}");
 }
 
 #[test]
