@@ -12,7 +12,8 @@
 # target-loom-mutant/ (the flags differ, so sharing a directory would rebuild every
 # time):
 #   --cfg fanout_mutant_deque  drops the SeqCst fences of the deque's pop/steal pair;
-#   --cfg fanout_mutant_sleep  drops the SeqCst fences of prepare/notify_one.
+#   --cfg fanout_mutant_sleep  drops the SeqCst fences of prepare/notify_one, and
+#                              those of the stream stage gate's enter/leave.
 # Each model listed below must then FAIL under loom. Each model runs in a process of
 # its own, because after a failure loom can abort the whole test binary while
 # unwinding.
@@ -27,6 +28,7 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 # tests/deque_idle.rs are left out, since they do not depend on the fences).
 readonly DEQUE_CATCHERS=(owner_vs_one_thief owner_vs_two_thieves steal_batch_and_pop_vs_owner)
 readonly SLEEP_CATCHERS=(no_lost_wakeup no_lost_wakeup_two_workers)
+readonly GATE_CATCHERS=(gate_of_one_three_threads gate_of_one_two_threads_twice gate_of_two_three_threads)
 
 run_suite() {
     local start build_secs status=0
@@ -86,6 +88,7 @@ run_mutants() {
     local start=$SECONDS status=0
     check_mutant fanout_mutant_deque deque "${DEQUE_CATCHERS[@]}" || status=1
     check_mutant fanout_mutant_sleep sleep "${SLEEP_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_sleep gate "${GATE_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

@@ -49,8 +49,10 @@ pub enum RunError<E> {
         /// Items that had completed (indices, for slice and index-range runs).
         completed: u64,
     },
-    /// [`Runner::limit`](crate::Runner::limit) was given 0: a run with no item allowed
-    /// in flight could never finish, so it is refused before it starts.
+    /// [`Runner::limit`](crate::Runner::limit) or
+    /// [`Stream::parallelism`](crate::Stream::parallelism) was given 0: a run (or a stage)
+    /// with no item allowed in flight could never finish, so it is refused before it
+    /// starts.
     ZeroLimit,
 }
 

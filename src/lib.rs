@@ -71,6 +71,11 @@ pub mod __loom {
     /// Capacity of each run slot's deque under loom (see `run::DEQUE_CAPACITY`).
     pub const DEQUE_CAPACITY: usize = crate::run::DEQUE_CAPACITY;
     pub use crate::sleep::Sleep;
+
+    /// A stage gate letting `limit` threads in at once (see `stream::gate`).
+    pub fn gate(limit: usize) -> crate::stream::Gate {
+        crate::stream::Gate::new(limit)
+    }
 }
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -321,3 +321,166 @@ fn empty_and_tiny_streams() {
     drop(pool.stream(counted(0..10u64, &pulls)).map(|x| x + 1));
     assert_eq!(pulls.load(Ordering::SeqCst), 0);
 }
+
+/// Counts threads inside a stage and remembers the most at once.
+#[derive(Default)]
+struct Occupancy {
+    inside: AtomicU64,
+    most: AtomicU64,
+}
+
+impl Occupancy {
+    fn visit(&self, work: impl FnOnce()) {
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        work();
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_limited_stage_never_runs_on_more_threads_than_its_limit() {
+    // Two workers and the consumer: three threads could be in any stage at once.
+    let pool = pool(2);
+    for limit in [1, 2] {
+        for ordered in [true, false] {
+            let limited = Arc::new(Occupancy::default());
+            let (l, pulls) = (Arc::clone(&limited), Arc::new(AtomicU64::new(0)));
+            let stream = pool
+                .stream(counted(0..300u64, &pulls))
+                .window(32)
+                .map(move |x| {
+                    l.visit(|| std::thread::sleep(std::time::Duration::from_micros(50)));
+                    x * 3
+                })
+                .parallelism(limit)
+                .filter(|x| x % 2 == 0)
+                .map(|x| burn(x, 100) ^ burn(x, 100) ^ x);
+            let stream = if ordered { stream.ordered() } else { stream.unordered() };
+            let mut out: Vec<u64> = stream.into_iter().collect::<Result<_, _>>().unwrap();
+            if !ordered {
+                out.sort_unstable();
+            }
+            let expected: Vec<u64> = (0..300u64).map(|x| x * 3).filter(|x| x % 2 == 0).collect();
+            assert_eq!(out, expected, "limit {limit}, ordered {ordered}");
+            let most = limited.most.load(Ordering::SeqCst);
+            assert!(most <= limit as u64, "limit {limit}: {most} threads were in the stage at once");
+            assert_eq!(pulls.load(Ordering::SeqCst), 300);
+        }
+    }
+}
+
+#[test]
+fn every_stage_kind_can_be_limited() {
+    let pool = pool(2);
+    let occupancy: Vec<Arc<Occupancy>> = (0..6).map(|_| Arc::new(Occupancy::default())).collect();
+    let o = occupancy.clone();
+    let spin = |x: u64| std::hint::black_box(burn(x, 200));
+    let out: Vec<u64> = pool
+        .stream(0..2000u64)
+        .map(move |x| {
+            o[0].visit(|| {
+                spin(x);
+            });
+            x
+        })
+        .parallelism(1)
+        .filter({
+            let o = occupancy[1].clone();
+            move |x| {
+                o.visit(|| {
+                    spin(*x);
+                });
+                x % 5 != 0
+            }
+        })
+        .parallelism(1)
+        .filter_map({
+            let o = occupancy[2].clone();
+            move |x| {
+                o.visit(|| {
+                    spin(x);
+                });
+                (x % 7 != 0).then_some(x)
+            }
+        })
+        .parallelism(1)
+        .inspect({
+            let o = occupancy[3].clone();
+            move |x| {
+                o.visit(|| {
+                    spin(*x);
+                })
+            }
+        })
+        .parallelism(1)
+        .flat_map({
+            let o = occupancy[4].clone();
+            move |x| {
+                o.visit(|| {
+                    spin(x);
+                });
+                [x, x + 1]
+            }
+        })
+        .parallelism(1)
+        .try_map({
+            let o = occupancy[5].clone();
+            move |x| {
+                o.visit(|| {
+                    spin(x);
+                });
+                Ok::<_, ()>(x * 2)
+            }
+        })
+        .parallelism(1)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<u64> =
+        (0..2000u64).filter(|x| x % 5 != 0 && x % 7 != 0).flat_map(|x| [x, x + 1]).map(|x| x * 2).collect();
+    assert_eq!(out, expected);
+    for (stage, o) in occupancy.iter().enumerate() {
+        assert_eq!(o.most.load(Ordering::SeqCst), 1, "stage {stage} ran on several threads at once");
+    }
+}
+
+#[test]
+fn a_parallelism_of_zero_yields_zero_limit_and_pulls_nothing() {
+    let pool = pool(2);
+    let pulls = Arc::new(AtomicU64::new(0));
+    let mut it = pool.stream(counted(0..100u64, &pulls)).map(|x| x + 1).parallelism(0).into_iter();
+    assert!(matches!(it.next(), Some(Err(RunError::ZeroLimit))));
+    assert!(it.next().is_none());
+    drop(it);
+    assert_eq!(pulls.load(Ordering::SeqCst), 0, "the source was pulled");
+    // The same through `for_each`.
+    let r = pool.stream(0..10u64).filter(|_| true).parallelism(0).for_each(|_| panic!("no item may come out"));
+    assert!(matches!(r, Err(RunError::ZeroLimit)));
+}
+
+#[test]
+fn a_panic_in_a_limited_stage_ends_the_stream_and_frees_the_stage() {
+    let pool = pool(2);
+    for _ in 0..5 {
+        let mut it = pool
+            .stream(0..10_000u64)
+            .window(16)
+            .map(|x| {
+                if x == 500 {
+                    panic!("stage failed at {x}");
+                }
+                burn(x, 50)
+            })
+            .parallelism(1)
+            .into_iter();
+        let ok = it.by_ref().take_while(|r| r.is_ok()).count();
+        assert_eq!(ok, 500, "the items before the panic come out, in order");
+        assert!(it.next().is_none(), "the stream ended after the panic");
+        // Dropping returns: every thread that waited at the stage got through it.
+        drop(it);
+    }
+    // The pool still runs streams with limited stages.
+    let n = pool.stream(0..1000u64).map(|x| x).parallelism(1).into_iter().count();
+    assert_eq!(n, 1000);
+}

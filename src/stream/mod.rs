@@ -5,7 +5,9 @@
 //! lines of a file, records from a socket) into a parallel stream. Stages (`map`,
 //! `filter`, `filter_map`, `flat_map`, `inspect`, `try_map`) are fused into one function
 //! per batch; the consumer gets an [`Iterator`] on the calling thread
-//! ([`Stream::into_iter`]) or drives a sink ([`Stream::for_each`]).
+//! ([`Stream::into_iter`]) or drives a sink ([`Stream::for_each`]). Every thread that
+//! works on the stream runs every stage; [`Stream::parallelism`] caps how many run one
+//! stage at once (for a stage that holds a scarce resource).
 //!
 //! ```
 //! let pool = fanout::Pool::builder().num_threads(2).build()?;
@@ -58,10 +60,12 @@
 //! waits for the workers to let go of the stream (it never waits for the source to be
 //! exhausted).
 
+mod gate;
 mod pipe;
 mod window;
 
-pub use pipe::{Filter, FilterMap, FlatMap, Inspect, Map, Pipe, Source, TryMap};
+pub use gate::{Free, Gate, StageGate};
+pub use pipe::{Filter, FilterMap, FlatMap, Inspect, Limit, Map, Pipe, Source, TryMap};
 
 use crate::Pool;
 use crate::error::RunError;
@@ -86,6 +90,8 @@ pub struct Stream<'p, I, P, E> {
     pipe: P,
     window: Option<usize>,
     ordered: bool,
+    /// A stage was given a parallelism of 0: the stream yields `ZeroLimit` and stops.
+    zero_parallelism: bool,
     _err: PhantomData<fn() -> E>,
 }
 
@@ -116,7 +122,15 @@ impl Pool {
         S::IntoIter: Send + 'static,
         S::Item: Send + 'static,
     {
-        Stream { pool: self, source: source.into_iter(), pipe: Source, window: None, ordered: true, _err: PhantomData }
+        Stream {
+            pool: self,
+            source: source.into_iter(),
+            pipe: Source,
+            window: None,
+            ordered: true,
+            zero_parallelism: false,
+            _err: PhantomData,
+        }
     }
 }
 
@@ -276,6 +290,56 @@ where
         self.stage(|p| Inspect::new(p, f))
     }
 
+    /// Lets at most `n` threads run the stage just added at the same time, like a
+    /// semaphore around its function; the other stages stay as parallel as the pool.
+    ///
+    /// For stages that hold a scarce resource (connections, a device, file handles),
+    /// or that are not worth running on every core. A thread that finds the stage full
+    /// spins briefly, then sleeps until a thread leaving the stage wakes it, holding its
+    /// batch meanwhile (while it waits, a pool worker serves no other run). Entering
+    /// and leaving cost a few shared atomic operations per item, so give a limited
+    /// stage items of a microsecond or more. A limit of the pool's thread count plus
+    /// one (the consumer) or more changes nothing. For a `flat_map`, the limit covers
+    /// the call that makes the iterable, not the walk over it. Like any semaphore, a
+    /// limited stage must not wait for work that needs the same stage.
+    ///
+    /// `n == 0` would never let an item through: the stream then yields
+    /// [`RunError::ZeroLimit`] and pulls nothing. The bare source cannot be limited
+    /// (one thread pulls it at a time already), nor a stage twice: both fail to
+    /// compile.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    /// let (i, m) = (Arc::clone(&inside), Arc::clone(&most));
+    /// let out: Vec<u64> = pool
+    ///     .stream(0..200u64)
+    ///     .map(move |x| {
+    ///         // Say this stage holds the one connection we have.
+    ///         m.fetch_max(i.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+    ///         i.fetch_sub(1, Ordering::SeqCst);
+    ///         x + 1
+    ///     })
+    ///     .parallelism(1)
+    ///     .map(|x| x * x) // runs on every thread
+    ///     .into_iter()
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(out[9], 100);
+    /// assert_eq!(most.load(Ordering::SeqCst), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parallelism(self, n: usize) -> Stream<'p, I, P::Limited, E>
+    where
+        P: Limit,
+    {
+        let zero = n == 0;
+        let mut s = self.stage(|p| p.limit(Gate::new(n.max(1))));
+        s.zero_parallelism |= zero;
+        s
+    }
+
     /// Runs the stream, calling `sink` on the calling thread for every output, in order
     /// (or completion order for unordered streams). Returns the error or panic that
     /// ended the stream, if any; `sink` may borrow from the caller.
@@ -311,6 +375,7 @@ impl<'p, I, P, E> Stream<'p, I, P, E> {
             pipe: make(self.pipe),
             window: self.window,
             ordered: self.ordered,
+            zero_parallelism: self.zero_parallelism,
             _err: PhantomData,
         }
     }
@@ -342,6 +407,10 @@ where
         let cfg = self.config();
         let shared = Arc::clone(self.pool.shared());
         let window = Arc::new(Window::new(shared, self.source, self.pipe, cfg));
+        if self.zero_parallelism {
+            // Before registering: no worker may ever join, so no item is pulled.
+            window.stop();
+        }
         let job: *const Window<I, P, E> = Arc::as_ptr(&window);
         let job: *const (dyn Job + 'static) = job;
         // SAFETY: the window is owned by an `Arc` that `StreamIter` keeps until its `Drop`
@@ -355,7 +424,7 @@ where
             job,
             current: Vec::new().into_iter(),
             release: 0,
-            end: None,
+            end: self.zero_parallelism.then_some(RunError::ZeroLimit),
             finished: false,
         }
     }

@@ -10,6 +10,7 @@
 //! every infallible stage works in a stream of any error type, and the first
 //! [`try_map`](super::Stream::try_map) decides it.
 
+use super::gate::{Free, Gate, StageGate};
 use std::marker::PhantomData;
 
 mod sealed {
@@ -45,25 +46,45 @@ impl<T: Send + 'static, E> Pipe<T, E> for Source {
 macro_rules! stage {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        pub struct $name<P, F> {
+        ///
+        /// `G` is [`Free`] or, after [`Stream::parallelism`](super::Stream::parallelism),
+        /// the [`Gate`] that caps how many threads run the stage's function at once.
+        pub struct $name<P, F, G = Free> {
             prev: P,
             f: F,
+            gate: G,
         }
 
         impl<P, F> $name<P, F> {
             pub(super) fn new(prev: P, f: F) -> Self {
-                Self { prev, f }
+                Self { prev, f, gate: Free }
             }
         }
 
-        impl<P, F> sealed::Sealed for $name<P, F> {}
+        impl<P, F, G> sealed::Sealed for $name<P, F, G> {}
 
-        impl<P, F> std::fmt::Debug for $name<P, F> {
+        impl<P, F> Limit for $name<P, F> {
+            type Limited = $name<P, F, Gate>;
+            fn limit(self, gate: Gate) -> Self::Limited {
+                $name { prev: self.prev, f: self.f, gate }
+            }
+        }
+
+        impl<P, F, G> std::fmt::Debug for $name<P, F, G> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(stringify!($name))
             }
         }
     };
+}
+
+/// A stage whose function can be given a parallelism limit (every stage, once; not
+/// the bare source, which one thread pulls at a time anyway). Sealed.
+pub trait Limit: sealed::Sealed {
+    /// The same stage, with its function run through a [`Gate`].
+    type Limited;
+    #[doc(hidden)]
+    fn limit(self, gate: Gate) -> Self::Limited;
 }
 
 stage!(
@@ -87,7 +108,7 @@ stage!(
     Inspect
 );
 
-impl<In, E: 'static, P, F, U> Pipe<In, E> for Map<P, F>
+impl<In, E: 'static, P, F, U, G: StageGate> Pipe<In, E> for Map<P, F, G>
 where
     P: Pipe<In, E>,
     F: Fn(P::Out) -> U + Send + Sync + 'static,
@@ -96,11 +117,11 @@ where
     type Out = U;
     #[inline(always)]
     fn push<S: FnMut(U) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
-        self.prev.push(item, &mut |x| sink((self.f)(x)))
+        self.prev.push(item, &mut |x| sink(self.gate.run(|| (self.f)(x))))
     }
 }
 
-impl<In, E: 'static, P, F, U> Pipe<In, E> for TryMap<P, F>
+impl<In, E: 'static, P, F, U, G: StageGate> Pipe<In, E> for TryMap<P, F, G>
 where
     P: Pipe<In, E>,
     F: Fn(P::Out) -> Result<U, E> + Send + Sync + 'static,
@@ -109,11 +130,11 @@ where
     type Out = U;
     #[inline(always)]
     fn push<S: FnMut(U) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
-        self.prev.push(item, &mut |x| sink((self.f)(x)?))
+        self.prev.push(item, &mut |x| sink(self.gate.run(|| (self.f)(x))?))
     }
 }
 
-impl<In, E: 'static, P, F> Pipe<In, E> for Filter<P, F>
+impl<In, E: 'static, P, F, G: StageGate> Pipe<In, E> for Filter<P, F, G>
 where
     P: Pipe<In, E>,
     F: Fn(&P::Out) -> bool + Send + Sync + 'static,
@@ -121,11 +142,11 @@ where
     type Out = P::Out;
     #[inline(always)]
     fn push<S: FnMut(P::Out) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
-        self.prev.push(item, &mut |x| if (self.f)(&x) { sink(x) } else { Ok(()) })
+        self.prev.push(item, &mut |x| if self.gate.run(|| (self.f)(&x)) { sink(x) } else { Ok(()) })
     }
 }
 
-impl<In, E: 'static, P, F, U> Pipe<In, E> for FilterMap<P, F>
+impl<In, E: 'static, P, F, U, G: StageGate> Pipe<In, E> for FilterMap<P, F, G>
 where
     P: Pipe<In, E>,
     F: Fn(P::Out) -> Option<U> + Send + Sync + 'static,
@@ -134,14 +155,14 @@ where
     type Out = U;
     #[inline(always)]
     fn push<S: FnMut(U) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
-        self.prev.push(item, &mut |x| match (self.f)(x) {
+        self.prev.push(item, &mut |x| match self.gate.run(|| (self.f)(x)) {
             Some(y) => sink(y),
             None => Ok(()),
         })
     }
 }
 
-impl<In, E: 'static, P, F> Pipe<In, E> for Inspect<P, F>
+impl<In, E: 'static, P, F, G: StageGate> Pipe<In, E> for Inspect<P, F, G>
 where
     P: Pipe<In, E>,
     F: Fn(&P::Out) + Send + Sync + 'static,
@@ -150,34 +171,46 @@ where
     #[inline(always)]
     fn push<S: FnMut(P::Out) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
         self.prev.push(item, &mut |x| {
-            (self.f)(&x);
+            self.gate.run(|| (self.f)(&x));
             sink(x)
         })
     }
 }
 
 /// The [`Stream::flat_map`](super::Stream::flat_map) stage.
-pub struct FlatMap<P, F, J> {
+///
+/// `G` is [`Free`] or, after [`Stream::parallelism`](super::Stream::parallelism), the
+/// [`Gate`] that caps how many threads call the stage's function at once (the gate
+/// covers the call that makes the iterable, not the walk over it).
+pub struct FlatMap<P, F, J, G = Free> {
     prev: P,
     f: F,
+    gate: G,
     _out: PhantomData<fn() -> J>,
 }
 
 impl<P, F, J> FlatMap<P, F, J> {
     pub(super) fn new(prev: P, f: F) -> Self {
-        Self { prev, f, _out: PhantomData }
+        Self { prev, f, gate: Free, _out: PhantomData }
     }
 }
 
-impl<P, F, J> sealed::Sealed for FlatMap<P, F, J> {}
+impl<P, F, J, G> sealed::Sealed for FlatMap<P, F, J, G> {}
 
-impl<P, F, J> std::fmt::Debug for FlatMap<P, F, J> {
+impl<P, F, J> Limit for FlatMap<P, F, J> {
+    type Limited = FlatMap<P, F, J, Gate>;
+    fn limit(self, gate: Gate) -> Self::Limited {
+        FlatMap { prev: self.prev, f: self.f, gate, _out: PhantomData }
+    }
+}
+
+impl<P, F, J, G> std::fmt::Debug for FlatMap<P, F, J, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FlatMap")
     }
 }
 
-impl<In, E: 'static, P, F, J> Pipe<In, E> for FlatMap<P, F, J>
+impl<In, E: 'static, P, F, J, G: StageGate> Pipe<In, E> for FlatMap<P, F, J, G>
 where
     P: Pipe<In, E>,
     F: Fn(P::Out) -> J + Send + Sync + 'static,
@@ -188,7 +221,7 @@ where
     #[inline(always)]
     fn push<S: FnMut(J::Item) -> Result<(), E>>(&self, item: In, sink: &mut S) -> Result<(), E> {
         self.prev.push(item, &mut |x| {
-            for y in (self.f)(x) {
+            for y in self.gate.run(|| (self.f)(x)) {
                 sink(y)?;
             }
             Ok(())
