@@ -1,7 +1,9 @@
 //! Streaming map benchmark: ordered parallel map of `tiny(i)` over a plain range
 //! iterator, against the sequential loop and three references (pariter's ordered
 //! `parallel_map`, a hand-written crossbeam-channel tag-and-reorder pipeline, rayon's
-//! unordered `par_bridge`), plus ~1 us items (`mix`) against sequential.
+//! unordered `par_bridge`), plus ~1 us items (`mix`) against sequential; and the cost
+//! of a stage gate (`parallelism`): never full on tiny items, limits 1 and 2 on ~1 us
+//! items.
 //!
 //! `cargo bench --bench stream` (add `-- --quick` for a short run). The variants run
 //! interleaved, round after round, and the table shows medians; ratios are against the
@@ -107,11 +109,16 @@ fn main() {
         ("pariter parallel_map (ordered)", n_ref, vec![]),
         ("crossbeam tag-and-reorder", n_ref, vec![]),
         ("rayon par_bridge (unordered)", n_ref, vec![]),
+        ("fanout ordered, map gated (never full)", n_ref, vec![]),
     ];
     let mut w2: Vec<(&str, u64, Vec<f64>)> = vec![
         ("sequential loop", n_us, vec![]),
         ("fanout stream ordered", n_us, vec![]),
         ("pariter parallel_map (ordered)", n_us, vec![]),
+        ("fanout ordered, parallelism(1)", n_us, vec![]),
+        ("fanout ordered, parallelism(2)", n_us, vec![]),
+        ("fanout ordered, std Mutex in map", n_us, vec![]),
+        ("fanout fold_index (no stream)", n_us, vec![]),
     ];
     let mut max_buffered = (0usize, 0usize, 0usize);
     for _ in 0..rounds {
@@ -155,6 +162,13 @@ fn main() {
             assert_eq!(acc, expected_ref);
             acc
         }));
+        // The gate's own cost: a limit no thread can reach (workers + consumer).
+        t[6].2.push(time(n_ref, || {
+            let mut acc = 0u64;
+            pool.stream(0..n_ref).map(tiny).parallelism(THREADS + 1).for_each(|x| acc = acc.wrapping_add(x)).unwrap();
+            assert_eq!(acc, expected_ref);
+            acc
+        }));
         // ~1 us items.
         let mut seq_acc = 0u64;
         w2[0].2.push(time(n_us, || {
@@ -171,6 +185,36 @@ fn main() {
         }));
         w2[2].2.push(time(n_us, || {
             let acc = (0..n_us).parallel_map_custom(|b| b.threads(THREADS), mix_k).fold(0, u64::wrapping_add);
+            assert_eq!(acc, seq_acc);
+            acc
+        }));
+        for (row, limit) in [(3, 1), (4, 2)] {
+            w2[row].2.push(time(n_us, || {
+                let mut acc = 0u64;
+                pool.stream(0..n_us).map(mix_k).parallelism(limit).for_each(|x| acc = acc.wrapping_add(x)).unwrap();
+                assert_eq!(acc, seq_acc);
+                acc
+            }));
+        }
+        // The same items without a stream: the pool's ceiling for this workload.
+        w2[6].2.push(time(n_us, || {
+            let acc =
+                pool.fold_index(0..n_us as usize, || 0u64, |a, i| a.wrapping_add(mix_k(i as u64)), u64::wrapping_add);
+            assert_eq!(acc, seq_acc);
+            acc
+        }));
+        // What a user would write by hand for a limit of 1.
+        let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+        w2[5].2.push(time(n_us, || {
+            let mut acc = 0u64;
+            let lock = std::sync::Arc::clone(&lock);
+            pool.stream(0..n_us)
+                .map(move |i| {
+                    let _one_at_a_time = lock.lock().unwrap();
+                    mix_k(i)
+                })
+                .for_each(|x| acc = acc.wrapping_add(x))
+                .unwrap();
             assert_eq!(acc, seq_acc);
             acc
         }));

@@ -57,3 +57,10 @@ fn gate_of_one_two_threads_twice() {
 fn gate_of_two_three_threads() {
     gate_model("gate::gate_of_two_three_threads", 2, 3, 1, Bound::Exactly(3));
 }
+
+/// One permit, three threads passing twice each: wake-up tokens pile up while the
+/// holder barges back in (preemption bound 2: this one is costly).
+#[test]
+fn gate_of_one_three_threads_twice() {
+    gate_model("gate::gate_of_one_three_threads_twice", 1, 3, 2, Bound::AtMost(2));
+}

@@ -9,22 +9,33 @@
 //!
 //! # Protocol (no lost wake-up)
 //!
-//! - *Enter*: CAS `active` from `n < limit` to `n + 1`. On the slow path the thread
-//!   takes `lock`, increments `waiters`, and only then retries the CAS, waiting on
-//!   `cond` (which releases `lock`) after each failure.
-//! - *Leave*: decrement `active`, then read `waiters`; if it is not zero, take `lock`
-//!   and notify one waiter.
+//! One atomic word holds both the threads inside (`active`, low half) and the
+//! *counted* waiters (high half), so entering, leaving and waiting are read-modify-
+//! writes of one location, ordered by its modification order: no fence is needed.
 //!
-//! `waiters += 1; fence; read active` against `active -= 1; fence; read waiters` is a
-//! Dekker pair with `SeqCst` fences: either the leaver sees the waiter (and notifies it
-//! under the lock, which the waiter holds from its increment until it is inside
-//! `wait`, so the notification cannot fall between its check and its sleep), or the
-//! waiter's retry comes after the leaver's fence and sees the free permit. A waiter
-//! that loses the freed permit to a thread on the fast path waits again; that thread's
-//! own leave will see it. Modelled in `loom-tests/tests/gate.rs`, including a mutant
-//! without the fences (built with `--cfg fanout_mutant_sleep`).
+//! - *Enter*: CAS the word from `active < limit` to `active + 1`. On the slow path the
+//!   thread takes `lock`, counts itself as a waiter (`+ ONE_WAITER`), retries, and
+//!   waits on `cond` (which releases `lock`) after each failure.
+//! - *Leave*: decrement `active`. If the value it replaced counted waiters, take
+//!   `lock`, and if waiters are still counted, turn one count into a wake-up *token*;
+//!   then unlock and notify one waiter.
+//! - A waiter that wakes and finds a token takes it and counts itself again before it
+//!   retries; one that wakes without a token (spuriously) is still counted. So at any
+//!   time `counted waiters + tokens` equals the threads on the slow path, and a retry
+//!   always runs counted, under the lock.
+//!
+//! Either a leaver's decrement comes after a waiter's count in the word's order, and
+//! it sees the count and wakes someone (under the lock, which the waiter holds from
+//! its count until it is inside `wait`, so the wake-up cannot fall between its retry
+//! and its sleep), or it comes before, and the waiter's retry, which reads the word
+//! after its own count, sees the free permit. Leavers do not wake a thread for every
+//! leave: once every waiter holds a token, further leaves skip the lock, and a holder
+//! that re-enters at once keeps the stage busy without a sleep/wake per item. A
+//! waiter that loses the permit to such a thread counts itself and waits again.
+//! Modelled in `loom-tests/tests/gate.rs`, with a mutant that forgets to count
+//! (built with `--cfg fanout_mutant_sleep`).
 
-use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock, spin_hint};
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering, lock, spin_hint};
 use crossbeam_utils::CachePadded;
 
 /// Rounds a thread retries a full gate before it sleeps (a few microseconds).
@@ -62,15 +73,20 @@ impl StageGate for Free {
 /// [`Stream::parallelism`](super::Stream::parallelism): at most `limit` threads run
 /// its function at once.
 pub struct Gate {
-    limit: usize,
-    /// Threads inside the gate. Padded: every thread entering or leaving writes it,
-    /// and it must not share a line with the stage's read-only function.
-    active: CachePadded<AtomicUsize>,
-    /// Threads sleeping (or about to sleep) for a permit; changed under `lock`.
-    waiters: AtomicUsize,
-    lock: Mutex<()>,
+    limit: u64,
+    /// Threads inside (low 32 bits) and counted waiters (high 32 bits). Padded: every
+    /// thread entering or leaving writes it, and it must not share a line with the
+    /// stage's read-only function.
+    state: CachePadded<AtomicU64>,
+    /// Wake-up tokens: waiters un-counted by a leaver and not yet woken.
+    tokens: Mutex<u64>,
     cond: Condvar,
 }
+
+/// One counted waiter in `Gate::state`.
+const ONE_WAITER: u64 = 1 << 32;
+/// The threads-inside half of `Gate::state`.
+const ACTIVE: u64 = ONE_WAITER - 1;
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,34 +116,35 @@ impl Drop for Leave<'_> {
 }
 
 impl Gate {
-    /// A gate that lets `limit` threads in at once (`limit >= 1`).
+    /// A gate that lets `limit` threads in at once (`1 <= limit < 2^32`, clamped).
     pub(crate) fn new(limit: usize) -> Self {
         debug_assert!(limit >= 1, "a gate of 0 would never open");
         Self {
-            limit,
-            active: CachePadded::new(AtomicUsize::new(0)),
-            waiters: AtomicUsize::new(0),
-            lock: Mutex::new(()),
+            limit: (limit as u64).clamp(1, ACTIVE),
+            state: CachePadded::new(AtomicU64::new(0)),
+            tokens: Mutex::new(0),
             cond: Condvar::new(),
         }
     }
 
     /// The most threads allowed in at once.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit as usize
     }
 
     /// Takes a permit if one is free.
     fn try_enter(&self) -> bool {
-        // Relaxed: a first look; the CAS decides.
-        let mut n = self.active.load(Ordering::Relaxed);
-        while n < self.limit {
+        // Relaxed: a first look; the CAS decides. On the slow path this load comes
+        // after the waiter's own count in program order, so it reads the word no
+        // older than that count (read-read coherence on one location).
+        let mut s = self.state.load(Ordering::Relaxed);
+        while s & ACTIVE < self.limit {
             // Acquire: pairs with the Release decrement in `leave`, so what the previous
             // holder wrote in the stage happens before we run it (a stage limited to 1
             // may rely on mutual exclusion).
-            match self.active.compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed) {
+            match self.state.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
-                Err(now) => n = now,
+                Err(now) => s = now,
             }
         }
         false
@@ -143,45 +160,59 @@ impl Gate {
                 return;
             }
         }
-        let mut guard = lock(&self.lock);
-        // Relaxed: ordered before the retry by the fence below.
-        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let mut tokens = lock(&self.tokens);
+        // Relaxed: a read-modify-write of the one word leavers decrement; its place in
+        // that word's order is all the protocol needs (see the module docs).
+        #[cfg(not(fanout_mutant_sleep))]
+        self.state.fetch_add(ONE_WAITER, Ordering::Relaxed);
         loop {
-            // SeqCst fence: the waiter's half of the Dekker pair with `leave`. Either
-            // its fence comes first and the leaver reads our increment, or ours does
-            // and the retry reads its decrement.
-            #[cfg(not(fanout_mutant_sleep))]
-            fence(Ordering::SeqCst);
             if self.try_enter() {
-                break;
+                // Relaxed: as above. We were counted (a retry always is).
+                #[cfg(not(fanout_mutant_sleep))]
+                self.state.fetch_sub(ONE_WAITER, Ordering::Relaxed);
+                return;
             }
             #[cfg(not(loom))]
             {
-                guard = self.cond.wait(guard).unwrap_or_else(|e| e.into_inner());
+                tokens = self.cond.wait(tokens).unwrap_or_else(|e| e.into_inner());
             }
             #[cfg(loom)]
             {
-                guard = self.cond.wait(guard).unwrap();
+                tokens = self.cond.wait(tokens).unwrap();
+            }
+            if *tokens > 0 {
+                // A leaver un-counted a waiter to wake it: take that turn and count
+                // ourselves again before the retry.
+                *tokens -= 1;
+                #[cfg(not(fanout_mutant_sleep))]
+                self.state.fetch_add(ONE_WAITER, Ordering::Relaxed);
             }
         }
-        // Relaxed: under the lock; a leaver that still reads the old count only
-        // notifies needlessly.
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
-        drop(guard);
     }
 
     pub(crate) fn leave(&self) {
         // Release: pairs with the Acquire CAS of the next thread to enter.
-        self.active.fetch_sub(1, Ordering::Release);
-        // SeqCst fence: the leaver's half of the Dekker pair (see `enter`).
-        #[cfg(not(fanout_mutant_sleep))]
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered after our decrement by the fence.
-        if self.waiters.load(Ordering::Relaxed) != 0 {
-            // Under the lock: a waiter holds it from its increment until it sleeps, so
-            // the notification cannot fall between its retry and its sleep.
-            let _guard = lock(&self.lock);
-            self.cond.notify_one();
+        let before = self.state.fetch_sub(1, Ordering::Release);
+        if before >= ONE_WAITER {
+            let mut tokens = lock(&self.tokens);
+            // Under the lock, so no waiter is between its count and its sleep; the
+            // waiter half can only have dropped since (waiters that got in).
+            let mut s = self.state.load(Ordering::Relaxed);
+            while s >= ONE_WAITER {
+                // Relaxed: a read-modify-write of the same word (see `enter`).
+                match self.state.compare_exchange_weak(s, s - ONE_WAITER, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => {
+                        *tokens += 1;
+                        // The token is recorded under the lock; notifying after
+                        // unlocking spares the woken thread a wait for the lock. A
+                        // waiter that wakes in between takes the token itself.
+                        drop(tokens);
+                        self.cond.notify_one();
+                        return;
+                    }
+                    Err(now) => s = now,
+                }
+            }
         }
     }
 }
@@ -222,8 +253,8 @@ mod tests {
             });
             let max = max.into_inner();
             assert!(max <= limit, "limit {limit}: {max} threads were inside at once");
-            assert_eq!(gate.active.load(Ordering::SeqCst), 0);
-            assert_eq!(gate.waiters.load(Ordering::SeqCst), 0);
+            assert_eq!(gate.state.load(Ordering::SeqCst), 0, "threads or waiters still counted");
+            assert_eq!(*gate.tokens.lock().unwrap(), 0, "a wake-up token was left over");
         }
     }
 }

@@ -297,8 +297,12 @@ where
     /// or that are not worth running on every core. A thread that finds the stage full
     /// spins briefly, then sleeps until a thread leaving the stage wakes it, holding its
     /// batch meanwhile (while it waits, a pool worker serves no other run). Entering
-    /// and leaving cost a few shared atomic operations per item, so give a limited
-    /// stage items of a microsecond or more. A limit of the pool's thread count plus
+    /// and leaving cost two shared atomic operations per item (30-40 ns when
+    /// never full, measured on 2 cores), so give a limited stage items of a
+    /// microsecond or more. When every thread contends for a stage limited to 1, each
+    /// hand-over wakes a sleeping thread, as a contended `Mutex` would: on 2 cores,
+    /// 5 us items ran at 0.7x their sequential speed (a `std::sync::Mutex` taken in
+    /// the closure: 0.8x) and 20 us items at 0.9x. A limit of the pool's thread count plus
     /// one (the consumer) or more changes nothing. For a `flat_map`, the limit covers
     /// the call that makes the iterable, not the walk over it. Like any semaphore, a
     /// limited stage must not wait for work that needs the same stage.
