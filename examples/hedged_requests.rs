@@ -50,7 +50,11 @@ fn main() {
 
     // When every replica is down, every error comes back, in replica order.
     let down = io_pool.runner().first_ok(replicas.len(), |i, _| Err::<(), _>(format!("{}: down", replicas[i].name)));
-    if let Err(fanout::RunError::Failed { error, .. }) = down {
-        println!("all down: {} errors, first: {}", error.len(), error[0].1);
+    match down {
+        Err(fanout::RunError::Failed { error, .. }) => {
+            assert_eq!(error.errors.len(), replicas.len());
+            println!("all down: {error}");
+        }
+        other => panic!("expected every replica's error, got {other:?}"),
     }
 }

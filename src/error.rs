@@ -161,3 +161,44 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         "<non-string panic payload>".to_owned()
     }
 }
+
+/// Every alternative of a [`Runner::first_ok`](crate::Runner::first_ok) race failed:
+/// their errors, in index order. It displays them all, so the race's `RunError` can
+/// be printed or passed on with `?` like any other error.
+///
+/// ```
+/// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+/// let err = pool.runner().first_ok(2, |i, _| Err::<(), _>(format!("replica {i} down"))).unwrap_err();
+/// assert_eq!(err.to_string(), "an item failed: 2 alternatives failed: #0: replica 0 down; #1: replica 1 down");
+/// if let fanout::RunError::Failed { error, .. } = err {
+///     assert_eq!(error.errors[1], (1, "replica 1 down".to_string()));
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllFailed<E> {
+    /// `(index, error)` of every alternative that ran and failed, in index order.
+    pub errors: Vec<(usize, E)>,
+}
+
+impl<E: fmt::Display> fmt::Display for AllFailed<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Errors spelled out; the rest are counted.
+        const SHOWN: usize = 8;
+        write!(f, "{} alternatives failed", self.errors.len())?;
+        for (n, (index, error)) in self.errors.iter().take(SHOWN).enumerate() {
+            let sep = if n == 0 { ": " } else { "; " };
+            write!(f, "{sep}#{index}: {error}")?;
+        }
+        if self.errors.len() > SHOWN {
+            write!(f, "; and {} more", self.errors.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for AllFailed<E> {
+    /// The first alternative's error.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.errors.first().map(|(_, e)| e as &(dyn std::error::Error + 'static))
+    }
+}

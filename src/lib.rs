@@ -56,7 +56,7 @@ mod sync;
 
 pub use cancel::CancelToken;
 pub use deque::{Deque, Steal};
-pub use error::{ItemError, RunError};
+pub use error::{AllFailed, ItemError, RunError};
 pub use pool::{BuildError, MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder};
 pub use progress::{Progress, ProgressSnapshot};
 pub use run::Ctx;

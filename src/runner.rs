@@ -3,7 +3,7 @@
 
 use crate::api::FollowOn;
 use crate::cancel::earlier;
-use crate::error::{ItemError, RunError, panic_message};
+use crate::error::{AllFailed, ItemError, RunError, panic_message};
 use crate::fallible::{Failure, TryFold, TryRunFold, cancelled_error, drop_quietly, into_result};
 use crate::range::{Map, Output};
 use crate::run::{Control, Ctx};
@@ -439,8 +439,8 @@ impl<'p> Runner<'p> {
     /// Returns, in this order of precedence: the winner; [`RunError::Panicked`] if an
     /// alternative panicked (that ends the race); [`RunError::Cancelled`] or
     /// [`RunError::TimedOut`] if the runner's token or deadline ended it; otherwise
-    /// [`RunError::Failed`] with every alternative's error and index, in index order
-    /// (empty for zero alternatives).
+    /// [`RunError::Failed`] with [`AllFailed`]: every alternative's error and index, in
+    /// index order (none for zero alternatives).
     ///
     /// At most as many alternatives run at once as the pool has threads (plus the
     /// caller); for hedging slow I/O, use a pool with a thread per alternative.
@@ -460,9 +460,7 @@ impl<'p> Runner<'p> {
     /// }).unwrap();
     /// assert_eq!((winner, value), (1, 5));
     /// ```
-    // The full type says what comes back: the winner, or every alternative's error.
-    #[allow(clippy::type_complexity)]
-    pub fn first_ok<R, E, F>(&self, alternatives: usize, f: F) -> Result<(usize, R), RunError<Vec<(usize, E)>>>
+    pub fn first_ok<R, E, F>(&self, alternatives: usize, f: F) -> Result<(usize, R), RunError<AllFailed<E>>>
     where
         R: Send,
         E: Send,
@@ -538,7 +536,7 @@ impl<'p> Runner<'p> {
             }
             return Err(RunError::TimedOut { completed });
         }
-        Err(RunError::Failed { error: errors, index: None })
+        Err(RunError::Failed { error: AllFailed { errors }, index: None })
     }
 }
 

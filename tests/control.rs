@@ -368,7 +368,7 @@ fn first_ok_returns_the_fastest_success_and_cancels_the_rest() {
     match r {
         Err(RunError::Failed { error, index: None }) => {
             assert_eq!(
-                error,
+                error.errors,
                 vec![(0, "replica 0 down".into()), (1, "replica 1 down".into()), (2, "replica 2 down".into())]
             );
         }
@@ -512,7 +512,9 @@ fn first_ok_obeys_the_runners_token_and_deadline_and_panics() {
     );
 
     // No alternatives: nothing succeeded, no errors.
-    assert!(matches!(pool.runner().first_ok(0, slow), Err(RunError::Failed { ref error, .. }) if error.is_empty()));
+    assert!(
+        matches!(pool.runner().first_ok(0, slow), Err(RunError::Failed { ref error, .. }) if error.errors.is_empty())
+    );
 }
 
 #[test]
