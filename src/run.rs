@@ -520,6 +520,16 @@ impl<'p, W: Work> Run<'p, W> {
         self.limit != u32::MAX
     }
 
+    /// Whether another participant could join now: always for unlimited runs. Sharing
+    /// work with a hungry pool is pointless while a limited run is full, since every
+    /// thread it wakes would be turned away.
+    #[inline]
+    fn has_room(&self) -> bool {
+        // Relaxed: a hint; a stale value costs one needless or one late publish, and
+        // the participant that frees a place wakes a sleeper itself if work is visible.
+        !self.limited() || self.below_limit(self.active.load(Ordering::Relaxed))
+    }
+
     /// Whether `active` (a value of the `active` word) leaves room for one more.
     fn below_limit(&self, active: u64) -> bool {
         (active as u32) < self.limit
@@ -699,7 +709,7 @@ impl<'p, W: Work> Run<'p, W> {
                         pace.countdown = 1;
                         continue;
                     }
-                    if stack.len() >= 2 && self.sleep.has_demand() {
+                    if stack.len() >= 2 && self.sleep.has_demand() && self.has_room() {
                         self.publish(deque, stack, stats);
                     }
                 }
