@@ -484,3 +484,22 @@ fn a_panic_in_a_limited_stage_ends_the_stream_and_frees_the_stage() {
     let n = pool.stream(0..1000u64).map(|x| x).parallelism(1).into_iter().count();
     assert_eq!(n, 1000);
 }
+
+#[test]
+fn a_limited_stage_may_run_nested_pool_work() {
+    // The stage holds the only permit while it runs a nested run on the same pool;
+    // the threads waiting at the gate cannot help it, so its caller must be able to
+    // finish the nested run alone.
+    let pool = Arc::new(pool(2));
+    let inner = Arc::clone(&pool);
+    let out: Vec<u64> = pool
+        .stream(0..64u64)
+        .window(8)
+        .map(move |x| inner.fold_index(0..1000, || 0u64, |a, i| a + i as u64 * x, |a, b| a + b))
+        .parallelism(1)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<u64> = (0..64u64).map(|x| 499_500 * x).collect();
+    assert_eq!(out, expected);
+}
