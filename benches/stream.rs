@@ -109,7 +109,7 @@ fn main() {
         ("pariter parallel_map (ordered)", n_ref, vec![]),
         ("crossbeam tag-and-reorder", n_ref, vec![]),
         ("rayon par_bridge (unordered)", n_ref, vec![]),
-        ("fanout ordered, map gated (never full)", n_ref, vec![]),
+        ("fanout ordered, gate never full", n_ref, vec![]),
     ];
     let mut w2: Vec<(&str, u64, Vec<f64>)> = vec![
         ("sequential loop", n_us, vec![]),

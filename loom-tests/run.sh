@@ -13,7 +13,7 @@
 # time):
 #   --cfg fanout_mutant_deque  drops the SeqCst fences of the deque's pop/steal pair;
 #   --cfg fanout_mutant_sleep  drops the SeqCst fences of prepare/notify_one, and
-#                              those of the stream stage gate's enter/leave.
+#                              makes the stream stage gate forget to count waiters.
 # Each model listed below must then FAIL under loom. Each model runs in a process of
 # its own, because after a failure loom can abort the whole test binary while
 # unwinding.
@@ -28,7 +28,7 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 # tests/deque_idle.rs are left out, since they do not depend on the fences).
 readonly DEQUE_CATCHERS=(owner_vs_one_thief owner_vs_two_thieves steal_batch_and_pop_vs_owner)
 readonly SLEEP_CATCHERS=(no_lost_wakeup no_lost_wakeup_two_workers)
-readonly GATE_CATCHERS=(gate_of_one_three_threads gate_of_one_two_threads_twice gate_of_two_three_threads)
+readonly GATE_CATCHERS=(gate_of_one_three_threads gate_of_one_two_threads_twice gate_of_two_three_threads gate_of_one_three_threads_twice)
 
 run_suite() {
     local start build_secs status=0

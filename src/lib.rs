@@ -79,6 +79,11 @@ pub mod __loom {
     pub fn gate(limit: usize) -> crate::stream::Gate {
         crate::stream::Gate::new(limit)
     }
+
+    /// Whether `gate` is at rest: nobody inside, no waiter counted, no token left.
+    pub fn gate_at_rest(gate: &crate::stream::Gate) -> bool {
+        gate.at_rest()
+    }
 }
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -1,8 +1,9 @@
 #![cfg(loom)]
 //! Model checks of the gate behind `Stream::parallelism`: threads entering a stage
 //! limited to `limit` at once. Each model asserts that no more than `limit` threads
-//! are ever inside, that every thread gets through exactly once, and that nothing
-//! sleeps forever (a waiter that misses its wake-up is a loom deadlock).
+//! are ever inside, that every thread gets through exactly once, that nothing sleeps
+//! forever (a waiter that misses its wake-up is a loom deadlock), and that the gate
+//! ends at rest (no permit, waiter count or wake-up token left over).
 
 use fanout::stream::StageGate;
 use fanout_loom_tests::{Bound, model};
@@ -36,6 +37,7 @@ fn gate_model(name: &str, limit: usize, threads: usize, rounds: usize, bound: Bo
             t.join().unwrap();
         }
         assert_eq!(passed.load(Ordering::Relaxed), threads * rounds, "a pass was lost");
+        assert!(fanout::__loom::gate_at_rest(&gate), "a permit, a waiter count or a token was left over");
     });
 }
 

@@ -24,21 +24,28 @@
 //!   time `counted waiters + tokens` equals the threads on the slow path, and a retry
 //!   always runs counted, under the lock.
 //!
-//! Either a leaver's decrement comes after a waiter's count in the word's order, and
-//! it sees the count and wakes someone (under the lock, which the waiter holds from
-//! its count until it is inside `wait`, so the wake-up cannot fall between its retry
-//! and its sleep), or it comes before, and the waiter's retry, which reads the word
-//! after its own count, sees the free permit. Leavers do not wake a thread for every
-//! leave: once every waiter holds a token, further leaves skip the lock, and a holder
-//! that re-enters at once keeps the stage busy without a sleep/wake per item. A
-//! waiter that loses the permit to such a thread counts itself and waits again.
-//! Modelled in `loom-tests/tests/gate.rs`, with a mutant that forgets to count
-//! (built with `--cfg fanout_mutant_sleep`).
+//! No lost wake-up, in two steps. First, either a leaver's decrement comes after a
+//! waiter's count in the word's order, and the leaver sees a counted waiter and makes
+//! a token (under the lock, which a waiter holds from its count until it is inside
+//! `wait`, so the token cannot fall between a retry and a sleep); or it comes before,
+//! and the waiter's retry, which reads the word after its own count, sees the free
+//! permit. (If another leaver turned that count into a token first, that token stands
+//! for the waiter instead.) Second, every token is picked up: tokens are made only
+//! while no waiter is between its retry and its sleep, and each one is followed by a
+//! notify, so a token either has a notify still coming or a woken thread that will
+//! take the lock and find it; a thread that takes a token retries.
+//!
+//! Leavers do not wake a thread for every leave: once every waiter holds a token,
+//! further leaves skip the lock, and a holder that re-enters at once keeps the stage
+//! busy without a sleep/wake per item. A waiter that loses the permit to such a thread
+//! counts itself and waits again (the gate is not fair: a thread may re-enter many
+//! times while a woken one loses). Modelled in `loom-tests/tests/gate.rs`, with a
+//! mutant that forgets to count waiters (built with `--cfg fanout_mutant_sleep`).
 
 use crate::sync::{AtomicU64, Condvar, Mutex, Ordering, lock, spin_hint};
 use crossbeam_utils::CachePadded;
 
-/// Rounds a thread retries a full gate before it sleeps (a few microseconds).
+/// Rounds a thread retries a full gate before it sleeps (a brief spin).
 #[cfg(not(loom))]
 const SPIN_BEFORE_SLEEP: u32 = 64;
 /// None under loom: the model checks the sleep/wake protocol itself.
@@ -69,9 +76,9 @@ impl StageGate for Free {
     }
 }
 
-/// A stage with a parallelism limit, set by
+/// The semaphore of a stage with a parallelism limit, set by
 /// [`Stream::parallelism`](super::Stream::parallelism): at most `limit` threads run
-/// its function at once.
+/// the stage's function at once.
 pub struct Gate {
     limit: u64,
     /// Threads inside (low 32 bits) and counted waiters (high 32 bits). Padded: every
@@ -127,11 +134,6 @@ impl Gate {
         }
     }
 
-    /// The most threads allowed in at once.
-    pub fn limit(&self) -> usize {
-        self.limit as usize
-    }
-
     /// Takes a permit if one is free.
     fn try_enter(&self) -> bool {
         // Relaxed: a first look; the CAS decides. On the slow path this load comes
@@ -139,9 +141,11 @@ impl Gate {
         // older than that count (read-read coherence on one location).
         let mut s = self.state.load(Ordering::Relaxed);
         while s & ACTIVE < self.limit {
-            // Acquire: pairs with the Release decrement in `leave`, so what the previous
-            // holder wrote in the stage happens before we run it (a stage limited to 1
-            // may rely on mutual exclusion).
+            // Acquire: pairs with the Release decrement in `leave` (the relaxed waiter
+            // counts and token conversions in between are read-modify-writes, which
+            // continue its release sequence), so what the previous holder wrote in the
+            // stage happens before we run it (a stage limited to 1 may rely on mutual
+            // exclusion).
             match self.state.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => s = now,
@@ -195,8 +199,9 @@ impl Gate {
         let before = self.state.fetch_sub(1, Ordering::Release);
         if before >= ONE_WAITER {
             let mut tokens = lock(&self.tokens);
-            // Under the lock, so no waiter is between its count and its sleep; the
-            // waiter half can only have dropped since (waiters that got in).
+            // Under the lock, so no waiter is between its count and its sleep. The
+            // waiter half may have changed since our decrement (waiters that got in,
+            // new ones, another leaver's token): look again.
             let mut s = self.state.load(Ordering::Relaxed);
             while s >= ONE_WAITER {
                 // Relaxed: a read-modify-write of the same word (see `enter`).
@@ -217,6 +222,15 @@ impl Gate {
     }
 }
 
+/// For the loom models: whether the gate is back at rest (nobody inside, no waiter
+/// counted, no token left).
+#[cfg(loom)]
+impl Gate {
+    pub(crate) fn at_rest(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == 0 && *lock(&self.tokens) == 0
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -229,6 +243,32 @@ mod tests {
         let r = catch_unwind(AssertUnwindSafe(|| gate.run(|| panic!("stage failed"))));
         assert!(r.is_err());
         assert!(gate.try_enter(), "the permit was kept by the panicking stage");
+    }
+
+    #[test]
+    fn the_limit_is_reached() {
+        // Two threads inside a gate of two at once: each waits, inside, for the other.
+        // A gate that let only one in would fail here (after the timeout), not hang.
+        let gate = Gate::new(2);
+        let inside = StdAtomicUsize::new(0);
+        let met = StdAtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    gate.run(|| {
+                        inside.fetch_add(1, Ordering::SeqCst);
+                        let start = std::time::Instant::now();
+                        while inside.load(Ordering::SeqCst) < 2 && start.elapsed().as_secs() < 10 {
+                            std::thread::yield_now();
+                        }
+                        if inside.load(Ordering::SeqCst) == 2 {
+                            met.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                });
+            }
+        });
+        assert_eq!(met.into_inner(), 2, "a gate of 2 never had both threads inside");
     }
 
     #[test]

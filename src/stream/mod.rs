@@ -293,24 +293,39 @@ where
     /// Lets at most `n` threads run the stage just added at the same time, like a
     /// semaphore around its function; the other stages stay as parallel as the pool.
     ///
-    /// For stages that hold a scarce resource (connections, a device, file handles),
-    /// or that are not worth running on every core. A thread that finds the stage full
-    /// spins briefly, then sleeps until a thread leaving the stage wakes it, holding its
-    /// batch meanwhile (while it waits, a pool worker serves no other run). Entering
-    /// and leaving cost two shared atomic operations per item (30-40 ns when
-    /// never full, measured on 2 cores), so give a limited stage items of a
-    /// microsecond or more. When every thread contends for a stage limited to 1, each
-    /// hand-over wakes a sleeping thread, as a contended `Mutex` would: on 2 cores,
-    /// 5 us items ran at 0.7x their sequential speed (a `std::sync::Mutex` taken in
-    /// the closure: 0.8x) and 20 us items at 0.9x. A limit of the pool's thread count plus
-    /// one (the consumer) or more changes nothing. For a `flat_map`, the limit covers
-    /// the call that makes the iterable, not the walk over it. Like any semaphore, a
-    /// limited stage must not wait for work that needs the same stage.
+    /// For stages that use a scarce resource (connections, a device, file handles),
+    /// or that are not worth running on every core. The limit covers the call of the
+    /// stage's function only: a resource must be used up and let go inside it, not
+    /// returned in the output (for a `flat_map`, not walked lazily by the iterable it
+    /// returns; collect inside the function if the resource is needed while
+    /// iterating).
+    ///
+    /// A thread that finds the stage full spins briefly, then sleeps until a thread
+    /// leaving the stage wakes it, holding its batch meanwhile (while it waits, a pool
+    /// worker serves no other run). Entering and leaving cost two shared atomic
+    /// operations per item (30-45 ns when never full, measured on 2 cores), so give a
+    /// limited stage items of a microsecond or more. When every thread contends for a
+    /// stage limited to 1, each hand-over wakes a sleeping thread, as a contended
+    /// `Mutex` would: on 2 cores, 5 us items ran at 0.7x their sequential speed (a
+    /// `std::sync::Mutex` taken in the closure: 0.8x) and 20 us items at 0.9x. A limit
+    /// of the pool's thread count plus one (the consumer) or more changes nothing.
+    /// Like any semaphore, a limited stage must not wait for work that needs the same
+    /// stage.
     ///
     /// `n == 0` would never let an item through: the stream then yields
     /// [`RunError::ZeroLimit`] and pulls nothing. The bare source cannot be limited
     /// (one thread pulls it at a time already), nor a stage twice: both fail to
     /// compile.
+    ///
+    /// ```compile_fail
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let _ = pool.stream(0..10).parallelism(1); // no stage to limit
+    /// ```
+    ///
+    /// ```compile_fail
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let _ = pool.stream(0..10).map(|x| x + 1).parallelism(1).parallelism(2); // twice
+    /// ```
     ///
     /// ```
     /// use std::sync::Arc;
