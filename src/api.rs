@@ -121,7 +121,7 @@ impl Pool {
         if start >= end {
             return RunStats::default();
         }
-        self.execute(ForEach(|i| f(start + i)), std::iter::once(0..end - start)).1
+        self.execute(ForEach(&f), std::iter::once(start..end)).1
     }
 
     /// Calls `f(&item)` for every item of `items`, in parallel.
@@ -230,8 +230,8 @@ impl Pool {
         if start >= end {
             return identity();
         }
-        let work = Fold { identity: &identity, fold: |a, i| fold(a, start + i), _acc: PhantomData };
-        let (accs, _) = self.execute(work, std::iter::once(0..end - start));
+        let work = Fold { identity: &identity, fold: &fold, _acc: PhantomData };
+        let (accs, _) = self.execute(work, std::iter::once(start..end));
         accs.into_iter().flatten().reduce(reduce).unwrap_or_else(identity)
     }
 

@@ -12,11 +12,50 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::{ControlFlow, Range};
 
-/// Most indices executed between two looks at the demand signal: enough that the look
-/// (one relaxed load) is noise for 1 ns items. Blocks start at one index and double up
-/// to this, so a range of slow items (say, blocking calls) offers its first split after
-/// one item rather than after sixteen.
-const MAX_BLOCK: usize = 16;
+/// Blocks start at one index and double up to this without reading the clock, so a
+/// range of slow items (say, blocking calls) offers its first split after one item,
+/// and short ranges never read the clock at all.
+const RAMP_BLOCK: usize = 16;
+
+/// The most indices in one block, whatever the clock says: a bound on what a thread
+/// may still start after the run stopped.
+const MAX_BLOCK: usize = 4096;
+
+/// Beyond the ramp, blocks are sized by time: doubled while a block takes less than
+/// this, halved when it takes more than twice this. Long enough that the clock read
+/// and the looks between blocks are noise for 1 ns items; short enough that an idle
+/// thread, a stop or a cancel is answered within microseconds.
+#[cfg(not(loom))]
+fn block_target() -> std::time::Duration {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+    static TARGET: OnceLock<Duration> = OnceLock::new();
+    *TARGET.get_or_init(|| {
+        // 128 clock reads' worth, and at least 4 us: a slow clock source (some VMs)
+        // then gets longer blocks rather than a large overhead.
+        let start = Instant::now();
+        let mut last = start;
+        for _ in 0..64 {
+            last = std::hint::black_box(Instant::now());
+        }
+        let per_read = (last - start) / 64;
+        (per_read * 128).max(Duration::from_micros(4))
+    })
+}
+
+/// The size of the block after one of `block` indices that took `took`.
+#[cfg(not(loom))]
+#[inline]
+fn next_block(block: usize, took: std::time::Duration) -> usize {
+    let target = block_target();
+    if took < target {
+        (block * 2).min(MAX_BLOCK)
+    } else if took > target * 2 {
+        (block / 2).max(1)
+    } else {
+        block
+    }
+}
 
 /// Walks `range`, splitting off halves on demand; returns the state and the end of the
 /// part this call executed (`range.start..end`). A body that breaks ends the walk at
@@ -31,9 +70,16 @@ pub(crate) fn walk<S>(
 ) -> (Option<S>, usize) {
     let (mut i, mut end) = (range.start, range.end);
     let mut block = 1;
+    // When the current block started, once past the ramp (never under loom, whose
+    // models must not depend on time).
+    #[cfg(not(loom))]
+    let mut block_began: Option<std::time::Instant> = None;
     while i < end {
         let stop = end.min(i + block);
-        block = (block * 2).min(MAX_BLOCK);
+        #[cfg(not(loom))]
+        if block >= RAMP_BLOCK && block_began.is_none() {
+            block_began = Some(std::time::Instant::now());
+        }
         let block_start = i;
         while i < stop {
             state = match body(state, i) {
@@ -46,6 +92,19 @@ pub(crate) fn walk<S>(
             i += 1;
         }
         ctx.report_completed(i - block_start);
+        #[cfg(not(loom))]
+        match block_began {
+            Some(began) => {
+                let now = std::time::Instant::now();
+                block = next_block(block, now - began);
+                block_began = Some(now);
+            }
+            None => block = (block * 2).min(RAMP_BLOCK),
+        }
+        #[cfg(loom)]
+        {
+            block = (block * 2).min(RAMP_BLOCK);
+        }
         if end - i >= 2 && ctx.should_split() {
             let mid = i + (end - i) / 2;
             ctx.share(mid..end);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// deadline.
 ///
 /// Cancellation is cooperative: the token and the deadline are looked at between items
-/// (every 8 items, or every block of at most 16 indices, per thread), so no new item
+/// (every 8 items, or every block of indices: about 4 us of work, per thread), so no new item
 /// starts after they fire while items already running finish. Looking costs one
 /// relaxed load per batch, and the deadline's clock is read only every so often (more
 /// often when items are slow), so neither costs anything measurable.
@@ -298,6 +298,7 @@ impl<'p> Runner<'p> {
     {
         let Range { start, end } = range;
         let control = self.control(Some(end.saturating_sub(start) as u64))?;
+        // `map_range` works on output positions; errors name the index itself.
         map_range(
             self.pool,
             control,
@@ -305,6 +306,7 @@ impl<'p> Runner<'p> {
             |i| f(start + i),
             OnStop::Fail { resume_panics: false },
         )
+        .map_err(|e| e.shift_index(start))
     }
 
     /// Returns `items.map(f)` in input order, or the first error (or panic) with its index.
@@ -351,13 +353,9 @@ impl<'p> Runner<'p> {
         if start >= end {
             return Ok(identity());
         }
-        let work = TryFold {
-            identity: &identity,
-            fold: |a, i| fold(a, start + i),
-            failure: Failure::new(),
-            _acc: PhantomData,
-        };
-        let seeds = range_seeds(end - start, control.share_seeds);
+        // The walk runs over the indices themselves, so errors name them.
+        let work = TryFold { identity: &identity, fold: &fold, failure: Failure::new(), _acc: PhantomData };
+        let seeds = range_seeds(start..end, control.share_seeds);
         let outcome = self.pool.execute_catching(&work, control, seeds);
         let completed = |accs: &[(Option<A>, u64)], _: &RunStats| accs.iter().map(|a| a.1).sum();
         let (accs, _) = into_result(outcome, &work.failure, false, completed)?;
@@ -542,9 +540,10 @@ impl<'p> Runner<'p> {
 
 /// The seeds of a run over `0..len`: the whole range, split lazily; or, when the seeds
 /// are shared up front, one single-index range per index.
-fn range_seeds(len: usize, one_each: bool) -> impl Iterator<Item = Range<usize>> {
-    let seeds = if one_each { len } else { 1 };
-    (0..seeds).map(move |i| if one_each { i..i + 1 } else { 0..len })
+fn range_seeds(range: Range<usize>, one_each: bool) -> impl Iterator<Item = Range<usize>> {
+    let Range { start, end } = range;
+    let seeds = if one_each { end - start } else { 1 };
+    (0..seeds).map(move |k| if one_each { start + k..start + k + 1 } else { start..end })
 }
 
 /// One alternative's outcome in a `first_ok` race, once it has run.
@@ -593,7 +592,7 @@ where
         return Ok(out);
     }
     let work = Map { f, out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()), failure: Failure::new() };
-    let seeds = range_seeds(len, control.share_seeds);
+    let seeds = range_seeds(0..len, control.share_seeds);
     let outcome = pool.execute_catching(&work, control, seeds);
     if outcome.stopped.is_none() {
         debug_assert_eq!(outcome.accs.iter().flatten().map(|r| r.len()).sum::<usize>(), len);
