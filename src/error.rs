@@ -21,9 +21,9 @@ use std::fmt;
 #[non_exhaustive]
 pub enum RunError<E> {
     /// A task returned `Err(error)`. The failing thread started no new item; the
-    /// others stopped at their next check (after at most 8 follow-on items, or one
-    /// block of indices: about 4 us of work, at most 16 slow or 4096 fast indices);
-    /// items already running finished.
+    /// others stopped at their next check (after at most 8 follow-on items, or the
+    /// rest of a block of indices: 4-8 us of work, longer on a slow clock source, and
+    /// never more than 4096 indices); items already running finished.
     Failed {
         /// The task's error.
         error: E,

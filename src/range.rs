@@ -1,4 +1,5 @@
-//! Index-range fan-outs: `for_each`, `map` and `fold` over `0..n`, with lazy splitting.
+//! Index-range fan-outs: `for_each`, `map` and `fold` over a range of indices, with lazy
+//! splitting.
 //!
 //! A range run starts as one item, the whole range, on the caller. Whoever executes a
 //! range walks it in small blocks; between blocks, if some thread is idle and our
@@ -19,27 +20,35 @@ const RAMP_BLOCK: usize = 16;
 
 /// The most indices in one block, whatever the clock says: a bound on what a thread
 /// may still start after the run stopped.
+#[cfg(not(loom))]
 const MAX_BLOCK: usize = 4096;
 
 /// Beyond the ramp, blocks are sized by time: doubled while a block takes less than
-/// this, halved when it takes more than twice this. Long enough that the clock read
-/// and the looks between blocks are noise for 1 ns items; short enough that an idle
-/// thread, a stop or a cancel is answered within microseconds.
+/// this, halved when it takes more than twice this (so a steady block lasts one to two
+/// targets). Long enough that the clock read and the looks between blocks are noise
+/// for 1 ns items; short enough that an idle thread, a stop or a cancel is answered
+/// within microseconds.
 #[cfg(not(loom))]
 fn block_target() -> std::time::Duration {
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};
     static TARGET: OnceLock<Duration> = OnceLock::new();
     *TARGET.get_or_init(|| {
-        // 128 clock reads' worth, and at least 4 us: a slow clock source (some VMs)
-        // then gets longer blocks rather than a large overhead.
-        let start = Instant::now();
-        let mut last = start;
-        for _ in 0..64 {
-            last = std::hint::black_box(Instant::now());
-        }
-        let per_read = (last - start) / 64;
-        (per_read * 128).max(Duration::from_micros(4))
+        // 128 clock reads' worth, at least 4 us and at most 50 us: a slow clock source
+        // (some VMs) then gets longer blocks rather than a large overhead. The fastest
+        // of a few samples, so that a preemption during one does not count.
+        let per_read = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                let mut last = start;
+                for _ in 0..32 {
+                    last = std::hint::black_box(Instant::now());
+                }
+                (last - start) / 32
+            })
+            .min()
+            .unwrap_or_default();
+        (per_read * 128).clamp(Duration::from_micros(4), Duration::from_micros(50))
     })
 }
 
@@ -75,7 +84,8 @@ pub(crate) fn walk<S>(
     #[cfg(not(loom))]
     let mut block_began: Option<std::time::Instant> = None;
     while i < end {
-        let stop = end.min(i + block);
+        // Not `i + block`, which could overflow for a range ending near `usize::MAX`.
+        let stop = i + block.min(end - i);
         #[cfg(not(loom))]
         if block >= RAMP_BLOCK && block_began.is_none() {
             block_began = Some(std::time::Instant::now());
@@ -109,6 +119,11 @@ pub(crate) fn walk<S>(
             let mid = i + (end - i) / 2;
             ctx.share(mid..end);
             end = mid;
+            // The wake-up that sharing cost belongs to no block.
+            #[cfg(not(loom))]
+            if block_began.is_some() {
+                block_began = Some(std::time::Instant::now());
+            }
         } else if i < end && ctx.should_step_back() {
             ctx.share(i..end);
             end = i;

@@ -520,12 +520,11 @@ impl<'p, W: Work> Run<'p, W> {
         self.limit != u32::MAX
     }
 
-    /// Whether another participant could join now: always for unlimited runs. Sharing
-    /// work with a hungry pool is pointless while a limited run is full, since every
-    /// thread it wakes would be turned away.
+    /// Whether another participant could join now: always for unlimited runs. Waking
+    /// a thread is pointless while a limited run is full, since it would be turned away.
     #[inline]
     fn has_room(&self) -> bool {
-        // Relaxed: a hint; a stale value costs one needless or one late publish, and
+        // Relaxed: a hint; a stale value costs one needless or one missed wake-up, and
         // the participant that frees a place wakes a sleeper itself if work is visible.
         !self.limited() || self.below_limit(self.active.load(Ordering::Relaxed))
     }
@@ -709,7 +708,7 @@ impl<'p, W: Work> Run<'p, W> {
                         pace.countdown = 1;
                         continue;
                     }
-                    if stack.len() >= 2 && self.sleep.has_demand() && self.has_room() {
+                    if stack.len() >= 2 && self.sleep.has_demand() {
                         self.publish(deque, stack, stats);
                     }
                 }
@@ -792,7 +791,12 @@ impl<'p, W: Work> Run<'p, W> {
             unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };
         }
         stats.published += count as u64;
-        self.sleep.notify_one();
+        // A full limited run shares without waking anyone: every thread woken would
+        // be turned away. Whoever frees a place finds the items in our deque at once
+        // (and wakes a sleeper itself when it goes idle, since work is visible).
+        if self.has_room() {
+            self.sleep.notify_one();
+        }
     }
 
     /// Looks for work outside our own slot: the global queue, then the other deques.

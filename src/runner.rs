@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// deadline.
 ///
 /// Cancellation is cooperative: the token and the deadline are looked at between items
-/// (every 8 items, or every block of indices: about 4 us of work, per thread), so no new item
+/// (every 8 items, or every block of indices: 4-8 us of work, per thread), so no new item
 /// starts after they fire while items already running finish. Looking costs one
 /// relaxed load per batch, and the deadline's clock is read only every so often (more
 /// often when items are slow), so neither costs anything measurable.
@@ -538,7 +538,7 @@ impl<'p> Runner<'p> {
     }
 }
 
-/// The seeds of a run over `0..len`: the whole range, split lazily; or, when the seeds
+/// The seeds of a run over `range`: the whole range, split lazily; or, when the seeds
 /// are shared up front, one single-index range per index.
 fn range_seeds(range: Range<usize>, one_each: bool) -> impl Iterator<Item = Range<usize>> {
     let Range { start, end } = range;

@@ -19,8 +19,8 @@ fn pool(n: usize) -> Pool {
 /// past the 16 indices of the ramp (or 8 follow-on items).
 const SLACK_PER_THREAD: usize = 16;
 
-/// The same when items take nanoseconds: blocks are sized by time (about 4 us each),
-/// at most 4096 indices.
+/// The same when items take nanoseconds: blocks are sized by time (4-8 us each), at
+/// most 4096 indices.
 const FAST_SLACK_PER_THREAD: usize = 4096;
 
 #[test]
@@ -56,26 +56,29 @@ fn an_error_stops_new_items() {
     // The item sets `failed` just before it returns its error, and the run records the
     // stop just after: a thread preempted in between (3 threads on 2 cores here) lets the
     // others run on for a while. So judge the median of several runs; an engine that
-    // ignored errors, or checked for a stop rarely, would fail every one of them.
+    // ignored errors, or checked for a stop rarely, would fail every one of them. The
+    // error comes late in a long range, once every thread is busy on its own part.
+    const N: usize = 1_000_000;
+    const FAIL_AT: usize = 100_000;
     let mut afters = Vec::new();
     for _ in 0..7 {
         let failed = AtomicBool::new(false);
         let started_after = AtomicUsize::new(0);
         let started = AtomicUsize::new(0);
-        let r = pool.try_for_each_index(0..100_000, |i| {
+        let r = pool.try_for_each_index(0..N, |i| {
             started.fetch_add(1, Ordering::Relaxed);
             if failed.load(Ordering::SeqCst) {
                 started_after.fetch_add(1, Ordering::Relaxed);
             }
-            if i == 1000 {
+            if i == FAIL_AT {
                 failed.store(true, Ordering::SeqCst);
                 return Err("stop");
             }
             std::hint::black_box(i);
             Ok(())
         });
-        assert!(matches!(r, Err(RunError::Failed { error: "stop", index: Some(1000) })));
-        assert!(started.into_inner() < 100_000, "the run did not stop");
+        assert!(matches!(r, Err(RunError::Failed { error: "stop", index: Some(FAIL_AT) })));
+        assert!(started.into_inner() < N, "the run did not stop");
         afters.push(started_after.into_inner());
     }
     afters.sort_unstable();
@@ -582,4 +585,38 @@ fn errors_name_the_index_itself_for_ranges_not_starting_at_zero() {
     seen.sort_unstable();
     assert_eq!(seen, [3, 4, 5]);
     assert_eq!(pool.map_index(3..6, |i| i * 2), [6, 8, 10]);
+}
+
+#[test]
+fn ranges_anywhere_in_usize_run_each_index_once() {
+    let pool = pool(2);
+    for range in [usize::MAX - 10_000..usize::MAX, 1 << 40..(1 << 40) + 100_000, usize::MAX - 1..usize::MAX] {
+        let len = range.end - range.start;
+        let count = AtomicUsize::new(0);
+        let sum = pool.fold_index(
+            range.clone(),
+            || 0usize,
+            |a, i| {
+                count.fetch_add(1, Ordering::Relaxed);
+                a.wrapping_add(i - range.start)
+            },
+            usize::wrapping_add,
+        );
+        assert_eq!(count.into_inner(), len, "{range:?}");
+        assert_eq!(sum, len * (len - 1) / 2, "{range:?}");
+        let out = pool.map_index(range.clone(), |i| i - range.start);
+        assert!(out.iter().copied().eq(0..len), "{range:?}");
+    }
+    // Blocking runs share one seed per index, from the range's own start.
+    let seen = Mutex::new(Vec::new());
+    pool.runner()
+        .blocking()
+        .try_for_each_index(1000..1010, |i| {
+            seen.lock().unwrap().push(i);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    let mut seen = seen.into_inner().unwrap();
+    seen.sort_unstable();
+    assert!(seen.iter().copied().eq(1000..1010));
 }
