@@ -13,9 +13,9 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::{ControlFlow, Range};
 
-/// Blocks start at one index and double up to this without reading the clock, so a
-/// range of slow items (say, blocking calls) offers its first split after one item,
-/// and short ranges never read the clock at all.
+/// When the first index shows fast items, blocks double up to this without reading the
+/// clock (a short range of fast items reads it twice in all); beyond it, and from the
+/// start for slow items, blocks are sized by time.
 const RAMP_BLOCK: usize = 16;
 
 /// The most indices in one block, whatever the clock says: a bound on what a thread
@@ -79,17 +79,15 @@ pub(crate) fn walk<S>(
 ) -> (Option<S>, usize) {
     let (mut i, mut end) = (range.start, range.end);
     let mut block = 1;
-    // When the current block started, once past the ramp (never under loom, whose
-    // models must not depend on time).
+    // When the current block began, while blocks are sized by time: from the first
+    // index on, so that slow items (a blocking call, say) keep blocks of one index and
+    // a stop or an idle thread is seen after every item. Never under loom, whose models
+    // must not depend on time.
     #[cfg(not(loom))]
-    let mut block_began: Option<std::time::Instant> = None;
+    let mut block_began: Option<std::time::Instant> = Some(std::time::Instant::now());
     while i < end {
         // Not `i + block`, which could overflow for a range ending near `usize::MAX`.
         let stop = i + block.min(end - i);
-        #[cfg(not(loom))]
-        if block >= RAMP_BLOCK && block_began.is_none() {
-            block_began = Some(std::time::Instant::now());
-        }
         let block_start = i;
         while i < stop {
             state = match body(state, i) {
@@ -104,12 +102,23 @@ pub(crate) fn walk<S>(
         ctx.report_completed(i - block_start);
         #[cfg(not(loom))]
         match block_began {
+            // A one-index block well under the target: fast items, which ramp up
+            // without the clock until blocks are worth timing.
+            Some(began) if block == 1 && (began.elapsed() * RAMP_BLOCK as u32) < block_target() => {
+                block = 2;
+                block_began = None;
+            }
             Some(began) => {
                 let now = std::time::Instant::now();
                 block = next_block(block, now - began);
                 block_began = Some(now);
             }
-            None => block = (block * 2).min(RAMP_BLOCK),
+            None => {
+                block = (block * 2).min(RAMP_BLOCK);
+                if block == RAMP_BLOCK {
+                    block_began = Some(std::time::Instant::now());
+                }
+            }
         }
         #[cfg(loom)]
         {

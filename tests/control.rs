@@ -15,8 +15,8 @@ fn pool(n: usize) -> Pool {
 }
 
 /// Items a thread may still start after the run stopped, when items are slow (a
-/// millisecond, say): the rest of its current block, which for slow items never grows
-/// past the 16 indices of the ramp (or 8 follow-on items).
+/// millisecond, say): the rest of its current block, which for slow items is one
+/// index, or 8 follow-on items; with room to spare.
 const SLACK_PER_THREAD: usize = 16;
 
 /// The same when items take nanoseconds: blocks are sized by time (4-8 us each), at
@@ -619,4 +619,35 @@ fn ranges_anywhere_in_usize_run_each_index_once() {
     let mut seen = seen.into_inner().unwrap();
     seen.sort_unstable();
     assert!(seen.iter().copied().eq(1000..1010));
+}
+
+#[test]
+fn slow_range_items_are_stopped_after_the_current_one() {
+    // Items of 200 us: blocks of one index, so after the error each other thread
+    // finishes the item it is running and starts no other (blocks of a few indices,
+    // as a count-based ramp would give, fail this).
+    let pool = pool(2);
+    let mut afters = Vec::new();
+    for _ in 0..5 {
+        let failed = AtomicBool::new(false);
+        let started_after = AtomicUsize::new(0);
+        let r = pool.try_for_each_index(0..2000, |i| {
+            if failed.load(Ordering::SeqCst) {
+                started_after.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            if i == 30 {
+                failed.store(true, Ordering::SeqCst);
+                return Err(i);
+            }
+            Ok(())
+        });
+        assert!(matches!(r, Err(RunError::Failed { error: 30, .. })));
+        afters.push(started_after.into_inner());
+    }
+    afters.sort_unstable();
+    // Three threads (two workers and the caller), at most one item each, judged by the
+    // median of five runs (a thread preempted between the item's flag and the run's
+    // stop lets the others start one more item each).
+    assert!(afters[afters.len() / 2] <= 3, "items started after the error: {afters:?}");
 }
