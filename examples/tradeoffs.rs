@@ -454,7 +454,7 @@ fn main() {
         },
         Workload {
             id: "W5",
-            title: format!("{W5_N} items that block ~50 us each (I/O-like); x{many} = {many} threads"),
+            title: format!("{W5_N} items that block ~50 us each (I/O-like); x8 = 8 threads per core ({many} threads)"),
             items: W5_N,
             rounds: r(7, 3),
             variants: vec![

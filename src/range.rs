@@ -60,7 +60,10 @@ fn next_block(block: usize, took: std::time::Duration) -> usize {
     if took < target {
         (block * 2).min(MAX_BLOCK)
     } else if took > target * 2 {
-        (block / 2).max(1)
+        // In proportion, so that items that suddenly got much slower are looked
+        // after within one block again.
+        let scaled = block as u128 * target.as_nanos() / took.as_nanos().max(1);
+        (scaled as usize).clamp(1, (block / 2).max(1))
     } else {
         block
     }
@@ -85,6 +88,9 @@ pub(crate) fn walk<S>(
     // must not depend on time.
     #[cfg(not(loom))]
     let mut block_began: Option<std::time::Instant> = Some(std::time::Instant::now());
+    // Only the first index decides whether the walk ramps up without the clock.
+    #[cfg(not(loom))]
+    let mut first = true;
     while i < end {
         // Not `i + block`, which could overflow for a range ending near `usize::MAX`.
         let stop = i + block.min(end - i);
@@ -102,13 +108,15 @@ pub(crate) fn walk<S>(
         ctx.report_completed(i - block_start);
         #[cfg(not(loom))]
         match block_began {
-            // A one-index block well under the target: fast items, which ramp up
-            // without the clock until blocks are worth timing.
-            Some(began) if block == 1 && (began.elapsed() * RAMP_BLOCK as u32) < block_target() => {
+            // A first index well under the target: fast items, which ramp up without
+            // the clock until blocks are worth timing.
+            Some(began) if first && (began.elapsed() * RAMP_BLOCK as u32) < block_target() => {
+                first = false;
                 block = 2;
                 block_began = None;
             }
             Some(began) => {
+                first = false;
                 let now = std::time::Instant::now();
                 block = next_block(block, now - began);
                 block_began = Some(now);

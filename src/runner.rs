@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 /// deadline.
 ///
 /// Cancellation is cooperative: the token and the deadline are looked at between items
-/// (every 8 items, or every block of indices: 4-8 us of work, per thread), so no new item
-/// starts after they fire while items already running finish. Looking costs one
-/// relaxed load per batch, and the deadline's clock is read only every so often (more
-/// often when items are slow), so neither costs anything measurable.
+/// (every 8 items, or every block of indices: a few microseconds of work or one index,
+/// per thread), so no new item starts after they fire while items already running
+/// finish. Looking costs one relaxed load per batch, and the deadline's clock is read
+/// only every so often (more often when items are slow), so neither costs anything
+/// measurable.
 ///
 /// ```
 /// use std::time::Duration;

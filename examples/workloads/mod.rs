@@ -1,4 +1,4 @@
-//! The benchmark workloads W1–W4, shared by `examples/tradeoffs.rs` and `benches/core.rs`.
+//! The benchmark workloads W1–W5, shared by `examples/tradeoffs.rs` and `benches/core.rs`.
 #![allow(dead_code)]
 
 use std::hint::black_box;
