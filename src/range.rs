@@ -88,9 +88,6 @@ pub(crate) fn walk<S>(
     // must not depend on time.
     #[cfg(not(loom))]
     let mut block_began: Option<std::time::Instant> = Some(std::time::Instant::now());
-    // Only the first index decides whether the walk ramps up without the clock.
-    #[cfg(not(loom))]
-    let mut first = true;
     while i < end {
         // Not `i + block`, which could overflow for a range ending near `usize::MAX`.
         let stop = i + block.min(end - i);
@@ -108,15 +105,14 @@ pub(crate) fn walk<S>(
         ctx.report_completed(i - block_start);
         #[cfg(not(loom))]
         match block_began {
-            // A first index well under the target: fast items, which ramp up without
-            // the clock until blocks are worth timing.
-            Some(began) if first && (began.elapsed() * RAMP_BLOCK as u32) < block_target() => {
-                first = false;
+            // A first index (only the walk's first block starts at its start) well
+            // under the target: fast items, which ramp up without the clock until
+            // blocks are worth timing.
+            Some(began) if block_start == range.start && (began.elapsed() * RAMP_BLOCK as u32) < block_target() => {
                 block = 2;
                 block_began = None;
             }
             Some(began) => {
-                first = false;
                 let now = std::time::Instant::now();
                 block = next_block(block, now - began);
                 block_began = Some(now);
