@@ -20,7 +20,7 @@ bash loom-tests/run.sh
 section "loom mutants (each must be caught)"
 bash loom-tests/run.sh --mutants
 
-section "Miri (unsafe core: deque and pool unit tests)"
+section "Miri (unsafe core: deque, private stack and pool unit tests)"
 if ! command -v rustup >/dev/null 2>&1 || ! rustup toolchain list | grep -q '^nightly'; then
     echo "SKIP miri: no nightly toolchain on this machine (Miri needs nightly)"
 else
@@ -30,7 +30,7 @@ else
     fi
     if cargo +nightly miri --version >/dev/null 2>&1; then
         start=$(date +%s)
-        MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test --target-dir target-miri --lib -- deque:: api::
+        MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test --target-dir target-miri --lib -- deque:: api:: stack::
         echo "miri: passed in $(( $(date +%s) - start )) s"
     else
         echo "SKIP miri: the miri component could not be installed for nightly"

@@ -51,6 +51,7 @@ mod range;
 mod run;
 mod runner;
 mod sleep;
+mod stack;
 mod stats;
 mod stop;
 pub mod strategy;

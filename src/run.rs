@@ -1,7 +1,7 @@
 //! The run engine: one typed fan-out, its participants, and the termination protocol.
 //!
 //! A run owns one *slot* per possible participant (each pool worker, plus the caller).
-//! A slot has a private stack (plain `Vec`, touched only by its owner), a stealable
+//! A slot has a private stack (`PrivateStack`, touched only by its owner), a stealable
 //! [`Deque`], a private accumulator and private statistics. Follow-on items go to the
 //! private stack; they are moved to the deque only when the pool reports *demand*
 //! (some thread is idle), so a busy run pays no atomic per item.
@@ -48,6 +48,7 @@ use crate::deque::{Deque, Steal};
 use crate::global::GlobalQueue;
 use crate::progress::{Counters, SlotProgress};
 use crate::sleep::Sleep;
+use crate::stack::PrivateStack;
 use crate::stats::{RunStats, SlotStats};
 use crate::stop::{Clock, Stop, StopReason};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
@@ -143,7 +144,7 @@ impl<W: Work> Work for &W {
 /// assert_eq!(total.into_inner(), (0..15).sum::<u64>());
 /// ```
 pub struct Ctx<'a, T> {
-    stack: &'a mut Vec<T>,
+    stack: &'a mut PrivateStack<T>,
     stats: &'a mut SlotStats,
     pace: &'a mut Pace,
     deque: &'a Deque<T>,
@@ -190,7 +191,7 @@ impl<T> Ctx<'_, T> {
     pub fn push_high(&mut self, item: T) {
         self.urgent.push(item);
         // Look at the urgent queue right after this task, not a few items later.
-        self.pace.countdown = 1;
+        self.pace.look_now = true;
         if self.sleep.has_demand() {
             self.sleep.notify_one();
         }
@@ -223,7 +224,7 @@ impl<T> Ctx<'_, T> {
     /// run's first stop (the one the run reports).
     pub(crate) fn stop_for(&mut self, reason: StopReason) -> bool {
         // Look right after this task: no new item starts on this thread.
-        self.pace.countdown = 1;
+        self.pace.look_now = true;
         self.stop.claim(reason)
     }
 
@@ -259,7 +260,9 @@ impl<T> std::fmt::Debug for Ctx<'_, T> {
 /// A participant's between-items bookkeeping while it drains: when it next looks at the
 /// stop state and the urgent queue, and its deadline clock.
 pub(crate) struct Pace {
-    countdown: u32,
+    /// Set by a task that needs the checks right after it returns (it failed, or pushed
+    /// a high-priority item); cleared by the checks.
+    look_now: bool,
     clock: Clock,
 }
 
@@ -283,6 +286,13 @@ impl<T> Urgent<T> {
         self.used.store(true, Ordering::Relaxed);
     }
 
+    /// Whether anything was ever pushed here (a hint, as in `maybe_pop`).
+    #[inline(always)]
+    fn in_use(&self) -> bool {
+        // Relaxed: see `push`.
+        self.used.load(Ordering::Relaxed)
+    }
+
     #[inline(always)]
     fn maybe_pop(&self) -> Option<T> {
         // Relaxed: see `push`.
@@ -294,9 +304,19 @@ impl<T> Urgent<T> {
     }
 }
 
+/// Why `Run::burst` returned.
+enum BurstEnd {
+    /// The private stack is empty.
+    Empty,
+    /// An item asked for the between-items checks (see `Run::burst`).
+    Look,
+    /// A task panicked.
+    Panic(Box<dyn Any + Send>),
+}
+
 /// What only the slot's owner touches.
 struct Local<W: Work> {
-    stack: Vec<W::Item>,
+    stack: PrivateStack<W::Item>,
     acc: Option<W::Acc>,
     stats: SlotStats,
 }
@@ -382,7 +402,11 @@ impl<'p, W: Work> Run<'p, W> {
             .map(|_| {
                 CachePadded::new(Slot {
                     deque: Deque::new(DEQUE_CAPACITY),
-                    local: UnsafeCell::new(Local { stack: Vec::new(), acc: None, stats: SlotStats::default() }),
+                    local: UnsafeCell::new(Local {
+                        stack: PrivateStack::new(),
+                        acc: None,
+                        stats: SlotStats::default(),
+                    }),
                 })
             })
             .collect();
@@ -398,7 +422,7 @@ impl<'p, W: Work> Run<'p, W> {
             seeds.reverse();
             seed_count = seeds.len() as u64;
             // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
-            slots[workers].local.with_mut(|p| unsafe { (*p).stack = seeds });
+            slots[workers].local.with_mut(|p| unsafe { (*p).stack = PrivateStack::from_vec(seeds) });
         }
         Self {
             work,
@@ -643,13 +667,10 @@ impl<'p, W: Work> Run<'p, W> {
     fn drain(&self, me: usize, local: &mut Local<W>, step_back: bool, in_demand: &mut bool) -> bool {
         let deque = &self.slots[me].deque;
         let Local { stack: slot_stack, acc: acc_slot, stats } = local;
-        // Work on a stack held in this frame: the optimizer then knows that growing it
-        // cannot touch the counters, and keeps those in registers.
         let mut own_stack = std::mem::take(slot_stack);
         let progress = self.progress.as_deref().map(|p| p.slot(me));
         let result = catch_unwind(AssertUnwindSafe(|| {
-            // The hot state is declared in here, not captured: whatever the closure
-            // captures by reference lives in memory for the whole loop.
+            // The per-item loop is `burst`; this loop does what comes between bursts.
             let stack = &mut own_stack;
             let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
             let step_back_on = step_back.then_some(&*self.participants);
@@ -658,38 +679,41 @@ impl<'p, W: Work> Run<'p, W> {
             // The stop state, the urgent queue, demand and (for the caller of a follow-on
             // run) the step back are looked at every CHECK_EVERY items: they are hints,
             // and the loads would otherwise sit on every item.
-            let mut pace = Pace { countdown: CHECK_EVERY, clock: Clock::new() };
+            let mut countdown = CHECK_EVERY;
+            let mut pace = Pace { look_now: false, clock: Clock::new() };
             let stepped_back = 'drain: loop {
-                while let Some(item) = stack.pop() {
-                    let mut ctx = Ctx {
-                        stack: &mut *stack,
-                        stats: &mut *stats,
-                        pace: &mut pace,
+                loop {
+                    // Run private items out of line, where the register allocator sees
+                    // only the hot loop, until one asks for a look or none is left.
+                    let end;
+                    (acc, countdown, end) = self.burst(
+                        stack,
+                        acc,
+                        countdown,
+                        &mut executed,
+                        &mut pace,
+                        stats,
                         deque,
-                        global: &self.global,
-                        urgent: &self.urgent,
-                        sleep: self.sleep,
-                        stop: &self.stop,
                         progress,
-                        step_back: step_back_on,
-                    };
-                    self.work.execute(item, &mut ctx, &mut acc);
-                    executed += 1;
-                    pace.countdown -= 1;
-                    // A range item that stepped back has just shared its remainder,
-                    // which the caller must not pop again: range runs look every item.
-                    let look = pace.countdown == 0 || (!W::FOLLOW_ON && step_back);
-                    if !look {
-                        continue;
+                        step_back_on,
+                    );
+                    match end {
+                        BurstEnd::Look => {}
+                        BurstEnd::Empty => break,
+                        BurstEnd::Panic(payload) => {
+                            self.record_panic(payload);
+                            break 'drain false;
+                        }
                     }
                     if step_back && worker_joined(&self.participants) {
                         self.hand_off(deque, stack, stats);
                         break 'drain true;
                     }
-                    if pace.countdown != 0 {
+                    if countdown != 0 && !pace.look_now {
                         continue;
                     }
-                    pace.countdown = CHECK_EVERY;
+                    countdown = CHECK_EVERY;
+                    pace.look_now = false;
                     if let Some(p) = progress {
                         if W::FOLLOW_ON {
                             p.add_completed(executed - reported);
@@ -705,7 +729,7 @@ impl<'p, W: Work> Run<'p, W> {
                         // Next in line, ahead of every private item; look again right
                         // after it, in case more high-priority items are waiting.
                         stack.push(item);
-                        pace.countdown = 1;
+                        pace.look_now = true;
                         continue;
                     }
                     if stack.len() >= 2 && self.sleep.has_demand() {
@@ -737,8 +761,9 @@ impl<'p, W: Work> Run<'p, W> {
                     None => break false,
                 }
             };
-            // On a panic these are lost with the closure: a panicking run reports
-            // neither its accumulators nor its counts.
+            // A task's panic is caught in `burst`; only a panic outside tasks (a queue
+            // allocation) loses these with the closure. A panicking run reports
+            // neither its accumulators nor its counts anyway.
             *acc_slot = Some(acc);
             stats.executed += executed;
             if let Some(p) = progress {
@@ -766,30 +791,113 @@ impl<'p, W: Work> Run<'p, W> {
         stepped_back
     }
 
+    /// Pops and executes private items until the stack is empty ([`BurstEnd::Empty`]),
+    /// a task panics, or an item leaves something to look at ([`BurstEnd::Look`]): the
+    /// countdown reached 0, a task set `look_now`, or this is a range run's caller that
+    /// may step back.
+    ///
+    /// Out of line, so the register allocator sees only this loop; the stack and the
+    /// accumulator are moved into locals and a panic is caught per item, so nothing
+    /// here needs their address or has to keep them in memory for unwinding. A
+    /// follow-on pushed by one task then reaches the next without a trip through
+    /// memory.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn burst(
+        &self,
+        stack_slot: &mut PrivateStack<W::Item>,
+        mut acc: W::Acc,
+        mut countdown: u32,
+        executed: &mut u64,
+        pace: &mut Pace,
+        stats: &mut SlotStats,
+        deque: &Deque<W::Item>,
+        progress: Option<&SlotProgress>,
+        step_back: Option<&AtomicUsize>,
+    ) -> (W::Acc, u32, BurstEnd) {
+        let mut stack = std::mem::take(stack_slot);
+        // Items executed are counted as countdown laps, so no counter is bumped per item.
+        let start = countdown;
+        let mut laps = 0u64;
+        let end = loop {
+            let Some(item) = stack.pop() else { break BurstEnd::Empty };
+            let mut ctx = Ctx {
+                stack: &mut stack,
+                stats: &mut *stats,
+                pace: &mut *pace,
+                deque,
+                global: &self.global,
+                urgent: &self.urgent,
+                sleep: self.sleep,
+                stop: &self.stop,
+                progress,
+                step_back,
+            };
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut ctx, &mut acc))) {
+                break BurstEnd::Panic(payload);
+            }
+            countdown -= 1;
+            if countdown == 0 {
+                // The between-items checks, reduced to their loads: go back to `drain`
+                // only if one of them has something to do.
+                if self.needs_look(stack.len(), deque, progress, step_back) {
+                    break BurstEnd::Look;
+                }
+                countdown = CHECK_EVERY;
+                laps += 1;
+            }
+            // A range item that stepped back has just shared its remainder, which the
+            // caller must not pop again: range runs look after every item there.
+            if pace.look_now || (!W::FOLLOW_ON && step_back.is_some()) {
+                break BurstEnd::Look;
+            }
+        };
+        *stack_slot = stack;
+        *executed += laps * u64::from(CHECK_EVERY) + u64::from(start) - u64::from(countdown);
+        (acc, countdown, end)
+    }
+
+    /// Whether the between-items checks have something to do (`Run::burst` looks every
+    /// `CHECK_EVERY` items): loads only, out of line so the loop keeps its registers.
+    #[inline(never)]
+    fn needs_look(
+        &self,
+        private: usize,
+        deque: &Deque<W::Item>,
+        progress: Option<&SlotProgress>,
+        step_back: Option<&AtomicUsize>,
+    ) -> bool {
+        progress.is_some()
+            || self.stop.needs_poll()
+            || self.urgent.in_use()
+            || (private >= 2 && self.sleep.has_demand() && deque.is_empty())
+            || step_back.is_some_and(worker_joined)
+    }
+
     /// Moves every private item of the caller to its deque (overflow to the global
     /// queue) so the workers can take them.
     #[cold]
-    fn hand_off(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, stats: &mut SlotStats) {
+    fn hand_off(&self, deque: &Deque<W::Item>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
         stats.published += stack.len() as u64;
-        for item in stack.drain(..) {
+        stack.drain_all(|item| {
             // SAFETY: we own this slot's deque (see `participate_in`).
             unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };
-        }
+        });
         self.sleep.notify_one();
     }
 
     /// Shares the older half of the private stack with hungry threads.
     #[cold]
-    fn publish(&self, deque: &Deque<W::Item>, stack: &mut Vec<W::Item>, stats: &mut SlotStats) {
+    fn publish(&self, deque: &Deque<W::Item>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
         if !deque.is_empty() {
             // What we shared last time has not been taken yet.
             return;
         }
         let count = (stack.len() / 2).min(deque.capacity() / 2);
-        for item in stack.drain(..count) {
+        stack.drain_oldest(count, |item| {
             // SAFETY: we own this slot's deque (see `participate_in`).
             unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };
-        }
+        });
         stats.published += count as u64;
         // A full limited run shares without waking anyone: every thread woken would
         // be turned away. Whoever frees a place finds the items in our deque at once

@@ -65,6 +65,13 @@ impl<'c> Stop<'c> {
         self.is_set() || ((self.token.is_some() || self.deadline.is_some()) && self.poll_outside(clock))
     }
 
+    /// Whether [`Stop::poll`] could return true: the flag is set, or the run has a
+    /// token or a deadline to look at. (Relaxed loads and field reads only.)
+    #[inline(always)]
+    pub(crate) fn needs_poll(&self) -> bool {
+        self.is_set() || self.token.is_some() || self.deadline.is_some()
+    }
+
     /// Like [`Stop::poll`] but without the deadline: for `&self` views of the run.
     #[inline]
     pub(crate) fn is_set_or_cancelled(&self) -> bool {
