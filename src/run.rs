@@ -257,8 +257,8 @@ impl<T> std::fmt::Debug for Ctx<'_, T> {
     }
 }
 
-/// A participant's between-items bookkeeping while it drains: when it next looks at the
-/// stop state and the urgent queue, and its deadline clock.
+/// What a task can ask of the between-items checks of its thread: a look right after it
+/// returns; and the thread's deadline clock.
 pub(crate) struct Pace {
     /// Set by a task that needs the checks right after it returns (it failed, or pushed
     /// a high-priority item); cleared by the checks.
@@ -761,9 +761,10 @@ impl<'p, W: Work> Run<'p, W> {
                     None => break false,
                 }
             };
-            // A task's panic is caught in `burst`; only a panic outside tasks (a queue
-            // allocation) loses these with the closure. A panicking run reports
-            // neither its accumulators nor its counts anyway.
+            // A task's panic is caught in `burst`, so these survive it (a panicking run
+            // hands no accumulator to its caller; its counts include the items run
+            // before the panic). Only a panic outside tasks (the identity closure of
+            // `new_acc`) loses them with the closure.
             *acc_slot = Some(acc);
             stats.executed += executed;
             if let Some(p) = progress {
@@ -793,14 +794,15 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// Pops and executes private items until the stack is empty ([`BurstEnd::Empty`]),
     /// a task panics, or an item leaves something to look at ([`BurstEnd::Look`]): the
-    /// countdown reached 0, a task set `look_now`, or this is a range run's caller that
-    /// may step back.
+    /// countdown reached 0 and `needs_look` says so, a task set `look_now`, or this is a
+    /// range run's caller that may step back (after every item).
     ///
-    /// Out of line, so the register allocator sees only this loop; the stack and the
-    /// accumulator are moved into locals and a panic is caught per item, so nothing
-    /// here needs their address or has to keep them in memory for unwinding. A
-    /// follow-on pushed by one task then reaches the next without a trip through
-    /// memory.
+    /// Out of line, so the register allocator sees only this loop. The stack and the
+    /// accumulator are moved into locals, growing the stack passes plain values, and a
+    /// panic is caught per item, so once the task's closure is inlined here nothing
+    /// keeps them in memory, for a call or for unwinding. A follow-on pushed by one
+    /// task can then reach the next in a register (when the closure leaves registers
+    /// to spare).
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn burst(

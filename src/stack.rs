@@ -4,10 +4,11 @@
 //! A `Vec` used as a stack sends every item through memory: a task pushes its child
 //! and the next `pop` loads it straight back, so a chain of follow-ons waits on a
 //! store-to-load forwarding per item. Here the newest item lives in the `top` field,
-//! which the optimizer keeps in registers in the run's loop. A push writes the old top
-//! into the buffer and takes the new item's place; a pop hands out the top and reloads
-//! the next one from the buffer. The buffer traffic is still there, but the item that
-//! runs next no longer waits for it.
+//! which the optimizer can keep in a register in the run's loop (when the task's
+//! closure is inlined there and leaves it registers to spare). A push writes the old
+//! top into the buffer and takes the new item's place; a pop hands out the top and
+//! reloads the next one from the buffer. The buffer traffic is still there, but the
+//! item that runs next no longer waits for it.
 //!
 //! Both paths are branch-free apart from the capacity and emptiness checks a `Vec` has
 //! too: slot 0 of the buffer is scratch, written by a push onto an empty stack (the
@@ -159,10 +160,11 @@ impl<T> Drop for DropOnExit<T> {
 
 impl<T> Drop for PrivateStack<T> {
     fn drop(&mut self) {
-        self.clear();
         // SAFETY: `buf` and `cap` are the raw parts of a `Vec` (see `from_parts` and
-        // `grow`), given back exactly once; its length 0 drops no element.
-        drop(unsafe { Vec::from_raw_parts(self.buf.as_ptr(), 0, self.cap) });
+        // `grow`), given back exactly once; its length 0 drops no element. Rebuilt
+        // first, so the buffer is freed even if an item's `Drop` panics below.
+        let _buffer = unsafe { Vec::from_raw_parts(self.buf.as_ptr(), 0, self.cap) };
+        self.clear();
     }
 }
 
