@@ -88,6 +88,11 @@ impl<T> PrivateStack<T> {
         // below, so it is not read twice.
         let item = unsafe { self.top.assume_init_read() };
         self.len -= 1;
+        // SAFETY: `len <= cap` always holds (a push grows before it would write slot
+        // `cap`), so after the decrement `len < cap`. Telling the optimizer lets it drop
+        // the capacity check, and the call to `grow`, from a push that follows a pop:
+        // a chain of follow-ons then runs without a call in its loop.
+        unsafe { std::hint::assert_unchecked(self.len < self.cap) };
         // SAFETY: slot `len` was written by the push that made the stack `len + 1`
         // long, and `len < capacity`. It holds the next item when `len > 0` (moving it
         // to `top` leaves the slot logically empty) and scratch when `len == 0`.
