@@ -101,27 +101,25 @@ impl<T> PrivateStack<T> {
     }
 
     /// Removes the `count` oldest items (`count < len`) and gives them to `f`, oldest
-    /// first. If `f` panics, every item still held is leaked (never dropped twice).
+    /// first. If `f` panics, the items it has not received stay in the stack, in order.
     pub(crate) fn drain_oldest(&mut self, count: usize, mut f: impl FnMut(T)) {
         assert!(count < self.len, "drain_oldest must leave the top item");
         let old_len = self.len;
-        // Nothing is reachable while the slots are being moved: a panic in `f` then
-        // leaks what is left instead of exposing slots already read.
+        // Nothing is reachable while slots are being read out; the guard closes the
+        // gap and sets the length when it drops, normally or while unwinding.
         self.len = 0;
-        let base = self.buf.as_ptr();
-        for i in 1..=count {
-            // SAFETY: `i < old_len`, so slot `i` holds an item; it is read exactly
-            // once.
-            f(unsafe { base.add(i).read().assume_init() });
+        let mut rest = CloseGap { stack: self, next: 1, old_len };
+        while rest.next <= count {
+            // SAFETY: `next <= count < old_len`, so slot `next` holds an item; it is
+            // read exactly once, since `next` moves past it before `f` can panic.
+            let item = unsafe { rest.stack.buf.as_ptr().add(rest.next).read().assume_init() };
+            rest.next += 1;
+            f(item);
         }
-        // SAFETY: slots `count + 1 .. old_len` hold the remaining buffered items;
-        // they move down to start at slot 1 (the ranges may overlap: `copy`).
-        unsafe { std::ptr::copy(base.add(count + 1), base.add(1), old_len - 1 - count) };
-        self.len = old_len - count;
     }
 
-    /// Removes every item and gives it to `f`, oldest first (leaks the rest if `f`
-    /// panics).
+    /// Removes every item and gives it to `f`, oldest first (if `f` panics, what it
+    /// has not received stays in the stack).
     pub(crate) fn drain_all(&mut self, mut f: impl FnMut(T)) {
         if self.len == 0 {
             return;
@@ -150,6 +148,27 @@ impl<T> PrivateStack<T> {
             std::ptr::drop_in_place(rest);
             drop(top);
         }
+    }
+}
+
+/// The end of `drain_oldest`: slots `next..old_len` still hold items (the rest of the
+/// buffer; `top` holds the newest); moves them down to slot 1 and sets the length.
+struct CloseGap<'s, T> {
+    stack: &'s mut PrivateStack<T>,
+    next: usize,
+    old_len: usize,
+}
+
+impl<T> Drop for CloseGap<'_, T> {
+    fn drop(&mut self) {
+        let base = self.stack.buf.as_ptr();
+        let remaining = self.old_len - self.next;
+        // SAFETY: slots `next .. old_len` hold the items not yet read out, slots
+        // `1 .. next` have been read (their contents are moved-from), and all of them
+        // are inside the buffer. `copy` allows the overlap.
+        unsafe { std::ptr::copy(base.add(self.next), base.add(1), remaining) };
+        // The buffered items plus the top.
+        self.stack.len = remaining + 1;
     }
 }
 
@@ -281,6 +300,35 @@ mod tests {
         }
         drop(s);
         assert_eq!(drops.get(), 57);
+    }
+
+    #[test]
+    fn a_panic_while_draining_keeps_the_rest() {
+        let drops = Rc::new(Cell::new(0));
+        let mut s = PrivateStack::new();
+        for i in 0..6u32 {
+            s.push((i, Counted(drops.clone())));
+        }
+        let mut taken = Vec::new();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.drain_oldest(3, |(i, c)| {
+                assert!(i != 1, "planned");
+                taken.push((i, c));
+            })
+        }));
+        assert!(r.is_err());
+        // Item 0 was handed over, item 1 was dropped by the panicking callback, and
+        // items 2..6 are still there, in order.
+        assert_eq!(taken.len(), 1);
+        assert_eq!(drops.get(), 1);
+        assert_eq!(s.len(), 4);
+        let mut rest = Vec::new();
+        while let Some((i, _)) = s.pop() {
+            rest.push(i);
+        }
+        assert_eq!(rest, [5, 4, 3, 2]);
+        drop(taken);
+        assert_eq!(drops.get(), 6);
     }
 
     #[test]
