@@ -426,6 +426,7 @@ impl<T> std::fmt::Debug for Deque<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::test_util::Counted;
     use std::cell::{Cell, RefCell};
     use std::collections::VecDeque;
     use std::marker::PhantomData;
@@ -886,15 +887,6 @@ mod tests {
             expected.sort_unstable();
             assert_eq!(dropped, expected, "every item dropped exactly once");
             assert_eq!(Rc::strong_count(&log), 1, "no item leaked");
-        }
-    }
-
-    /// Counts its drops in a shared counter.
-    struct Counted(Rc<Cell<usize>>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.set(self.0.get() + 1);
         }
     }
 

@@ -57,6 +57,8 @@ mod stop;
 pub mod strategy;
 pub mod stream;
 mod sync;
+#[cfg(test)]
+mod test_util;
 
 pub use cancel::CancelToken;
 pub use deque::{Deque, Steal};

@@ -217,6 +217,7 @@ fn grow<T>(buf: NonNull<MaybeUninit<T>>, cap: usize) -> (NonNull<MaybeUninit<T>>
 #[cfg(test)]
 mod tests {
     use super::PrivateStack;
+    use crate::test_util::Counted;
     use std::cell::Cell;
     use std::rc::Rc;
 
@@ -272,14 +273,6 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 100);
-    }
-
-    /// Counts drops, to check every item is dropped exactly once.
-    struct Counted(Rc<Cell<usize>>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.set(self.0.get() + 1);
-        }
     }
 
     #[test]
