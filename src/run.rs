@@ -732,7 +732,7 @@ impl<'p, W: Work> Run<'p, W> {
                         pace.look_now = true;
                         continue;
                     }
-                    if stack.len() >= 2 && self.sleep.has_demand() {
+                    if self.should_publish(stack.len(), deque) {
                         self.publish(deque, stack, stats);
                     }
                 }
@@ -872,8 +872,15 @@ impl<'p, W: Work> Run<'p, W> {
         progress.is_some()
             || self.stop.needs_poll()
             || self.urgent.in_use()
-            || (private >= 2 && self.sleep.has_demand() && deque.is_empty())
+            || self.should_publish(private, deque)
             || step_back.is_some_and(worker_joined)
+    }
+
+    /// Whether sharing private items now would feed a hungry thread: at least two
+    /// (one stays here), some thread idle, and what we shared last time already taken.
+    #[inline(always)]
+    fn should_publish(&self, private: usize, deque: &Deque<W::Item>) -> bool {
+        private >= 2 && self.sleep.has_demand() && deque.is_empty()
     }
 
     /// Moves every private item of the caller to its deque (overflow to the global
@@ -888,13 +895,10 @@ impl<'p, W: Work> Run<'p, W> {
         self.sleep.notify_one();
     }
 
-    /// Shares the older half of the private stack with hungry threads.
+    /// Shares the older half of the private stack with hungry threads (when
+    /// `should_publish`).
     #[cold]
     fn publish(&self, deque: &Deque<W::Item>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
-        if !deque.is_empty() {
-            // What we shared last time has not been taken yet.
-            return;
-        }
         let count = (stack.len() / 2).min(deque.capacity() / 2);
         stack.drain_oldest(count, |item| {
             // SAFETY: we own this slot's deque (see `participate_in`).
@@ -976,8 +980,8 @@ impl<W: Work> Job for Run<'_, W> {
     }
 
     fn has_work(&self) -> bool {
-        // Relaxed: a snapshot; `try_activate` enforces the limit.
-        self.work_visible() && (!self.limited() || self.below_limit(self.active.load(Ordering::Relaxed)))
+        // A snapshot; `try_activate` enforces the limit.
+        self.work_visible() && self.has_room()
     }
 
     fn participate(&self, worker: usize) {
