@@ -1,7 +1,7 @@
 //! Cancellation tokens: a shared flag that runs look at between items, and that long
 //! tasks can wait on.
 
-use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, arc_into_inner, get_mut, lock};
 use std::time::{Duration, Instant};
 
 /// A cheap, clonable cancellation flag, shared by every clone.
@@ -33,7 +33,8 @@ struct Inner {
     /// Past this instant the token counts as cancelled.
     deadline: Option<Instant>,
     /// Tokens to cancel with this one ([`CancelToken::child`]). The lock also serves
-    /// the wait/notify hand-shake of `wait_timeout`.
+    /// the wait/notify hand-shake of `wait_timeout`. Chains of children can be
+    /// arbitrarily deep, so nothing walks them by recursion (`cancel`, `Drop`).
     children: Mutex<Vec<CancelToken>>,
     wake: Condvar,
 }
@@ -91,10 +92,7 @@ impl CancelToken {
     pub(crate) fn child_until(&self, deadline: Option<Instant>) -> Self {
         let child = Self::until(earlier(self.0.deadline, deadline));
         let mut children = lock(&self.0.children);
-        // Keep the list short: cancelled children need no more cancelling, and children
-        // nobody holds any more (only this list does) cannot be observed. Relaxed: a
-        // stale "not cancelled" only keeps an entry a little longer.
-        children.retain(|c| !c.flag().load(Ordering::Relaxed) && Arc::strong_count(&c.0) > 1);
+        tidy(&mut children);
         // Under the lock: either `cancel` already stored the flag (we see it here) or
         // it has yet to take the lock (and will find the child in the list).
         // Relaxed: the lock orders it.
@@ -110,16 +108,26 @@ impl CancelToken {
     /// Cancels the token, its clones and its children. Idempotent; wakes every thread
     /// in [`wait_timeout`](CancelToken::wait_timeout).
     pub fn cancel(&self) {
+        // A work list rather than recursion, for deep chains of children. A child is
+        // dropped here with an empty list, so its drop is shallow.
+        let mut pending = self.cancel_alone();
+        while let Some(child) = pending.pop() {
+            pending.append(&mut child.cancel_alone());
+        }
+    }
+
+    /// Cancels this token but not its children, which it hands back.
+    fn cancel_alone(&self) -> Vec<CancelToken> {
         // Release: whatever the canceller did before is visible to a thread that sees
         // the flag with Acquire (`is_cancelled`); runs only use the flag as a hint.
         self.0.cancelled.store(true, Ordering::Release);
         // Taking the lock orders the store before any waiter's check-then-wait, so a
-        // waiter either sees the flag or is already waiting when we notify.
+        // waiter either sees the flag or is already waiting when we notify; and before
+        // `child_until`'s look at the flag, so a child made meanwhile is either in the
+        // list we take or sees the flag.
         let children = std::mem::take(&mut *lock(&self.0.children));
         self.0.wake.notify_all();
-        for child in children {
-            child.cancel();
-        }
+        children
     }
 
     /// Whether [`cancel`](CancelToken::cancel) has been called on this token, a clone or
@@ -170,6 +178,41 @@ impl CancelToken {
                 None => Duration::from_secs(3600),
             };
             guard = wait_timeout(&self.0.wake, guard, left);
+        }
+    }
+}
+
+/// Keeps a child list short, under its lock: cancelled children need no more
+/// cancelling, and a child only this list holds can be neither cancelled nor observed
+/// by itself, so it is replaced by its own children (which someone may still hold).
+fn tidy(children: &mut Vec<CancelToken>) {
+    let mut i = 0;
+    while i < children.len() {
+        // Relaxed: a stale "not cancelled" only keeps an entry (or its children) longer.
+        if children[i].flag().load(Ordering::Relaxed) {
+            children.swap_remove(i);
+        } else if let Some(unheld) = Arc::get_mut(&mut children[i].0) {
+            // Only this list reaches the child, and we hold its lock: nobody can clone
+            // it meanwhile. Its children are looked at in turn, later in this loop.
+            let mut adopted = std::mem::take(get_mut(&mut unheld.children));
+            children.swap_remove(i);
+            children.append(&mut adopted);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Plain field drops would recurse once per level of a chain of children. Take
+        // the list apart instead: a child whose last handle this is hands its own
+        // children to the work list, then drops with an empty one.
+        let mut pending = std::mem::take(get_mut(&mut self.children));
+        while let Some(child) = pending.pop() {
+            if let Some(mut last) = arc_into_inner(child.0) {
+                pending.append(get_mut(&mut last.children));
+            }
         }
     }
 }

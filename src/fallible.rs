@@ -50,7 +50,11 @@ impl<E> Failure<E> {
 /// Drops `value`, swallowing a panic from its `Drop` (a task's error or panic payload
 /// that nobody will read must not unwind through the engine or the caller).
 pub(crate) fn drop_quietly<T>(value: T) {
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        // That panic's payload may panic when dropped too, and so on: leak it (the hook
+        // has printed its message) rather than loop or let it unwind from here.
+        std::mem::forget(payload);
+    }
 }
 
 /// Walks `range` like [`walk`], with a body that may fail: an `Err` or a panic stops

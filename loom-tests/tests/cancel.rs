@@ -51,3 +51,27 @@ fn a_child_cancel_stays_below() {
         assert!(!parent.is_cancelled() && !b.is_cancelled(), "a child's cancel went up or sideways");
     });
 }
+
+/// A middle token nobody holds is tidied out of its parent's list (its child moves up)
+/// while the parent is being cancelled: the grandchild must still be cancelled, and
+/// the chain dropped once, whichever thread lets go of it last.
+#[test]
+fn tidying_an_unheld_child_during_a_cancel() {
+    model("cancel::tidying_an_unheld_child_during_a_cancel", Bound::Exactly(3), None, || {
+        let parent = CancelToken::new();
+        let grandchild = parent.child().child();
+        let canceller = {
+            let parent = parent.clone();
+            thread::spawn(move || parent.cancel())
+        };
+        let sibling = parent.child();
+        let watcher = {
+            let grandchild = grandchild.clone();
+            thread::spawn(move || assert!(grandchild.wait_timeout(Duration::from_secs(3600)), "no cancel seen"))
+        };
+        canceller.join().unwrap();
+        drop(parent);
+        watcher.join().unwrap();
+        assert!(grandchild.is_cancelled() && sibling.is_cancelled(), "the cancel missed a token");
+    });
+}
