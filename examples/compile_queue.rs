@@ -9,9 +9,15 @@
 //! ```
 //!
 //! The files are read and parsed with `syn` up front (fanned out with `Pool::map`, not
-//! part of the timed compile). The compile then runs once on a plain `Vec` stack and
-//! once on a `fanout::Pool` with `run_fold` (per-thread totals, no shared counter);
-//! both must count exactly the same, or the program exits with status 1.
+//! part of the timed compile). The compile then runs, interleaved in a new order every
+//! repetition, on a plain `Vec` stack, on a `fanout::Pool` with `run_fold` (per-thread
+//! totals, no shared counter), with `rayon::scope` (one `spawn` per unit), and as a
+//! static split (the seeds dealt out to freshly spawned threads, each keeping its own
+//! follow-ons). Each timed run starts from parked pools (10 ms idle before it). All
+//! must count exactly the same, or the program exits with status 1.
+//!
+//! A large real corpus: the crate sources cargo has downloaded, e.g.
+//! `cargo run --release --example compile_queue -- ~/.cargo/registry/src`.
 //!
 //! syn's syntax trees are not `Send` (their tokens hold an `Rc`), so an item carries
 //! the tokens of its own function or closure as text; compiling it parses that text
@@ -184,6 +190,46 @@ fn parallel(pool: &Pool, seeds: Vec<Unit>) -> Totals {
     pool.run_fold(seeds, Totals::default, |t, u, ctx| compile(&u, t, &mut |child| ctx.push(child)), Totals::add)
 }
 
+/// The queue with `rayon::scope`: every unit and follow-on is a spawned task.
+fn rayon_scope(pool: &rayon::ThreadPool, seeds: Vec<Unit>) -> Totals {
+    fn go<'s>(s: &rayon::Scope<'s>, total: &'s std::sync::Mutex<Totals>, u: Unit) {
+        let mut t = Totals::default();
+        let mut children = Vec::new();
+        compile(&u, &mut t, &mut |child| children.push(child));
+        let mut sum = total.lock().unwrap();
+        *sum = sum.add(t);
+        drop(sum);
+        for child in children {
+            s.spawn(move |s| go(s, total, child));
+        }
+    }
+    let total = std::sync::Mutex::new(Totals::default());
+    pool.install(|| {
+        rayon::scope(|s| {
+            for u in seeds {
+                let total = &total;
+                s.spawn(move |s| go(s, total, u));
+            }
+        })
+    });
+    total.into_inner().unwrap()
+}
+
+/// The static split: the seeds dealt out round-robin to `threads` threads spawned for
+/// this run (the caller is one), each running the sequential queue on its share.
+fn static_split(threads: usize, seeds: Vec<Unit>) -> Totals {
+    let mut shares: Vec<Vec<Unit>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, u) in seeds.into_iter().enumerate() {
+        shares[i % threads].push(u);
+    }
+    std::thread::scope(|s| {
+        let mut shares = shares.into_iter();
+        let mine = shares.next().unwrap_or_default();
+        let handles: Vec<_> = shares.map(|share| s.spawn(move || sequential(share))).collect();
+        handles.into_iter().fold(sequential(mine), |acc, h| acc.add(h.join().unwrap()))
+    })
+}
+
 /// All `.rs` files under `dir`, skipping hidden and `target*` directories, sorted.
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -229,26 +275,37 @@ fn main() {
     let parsed = per_file.iter().filter(|f| f.is_some()).count();
     let seeds: Vec<Unit> = per_file.into_iter().flatten().flatten().collect();
 
-    // Interleave the two runs so that machine noise hits both alike; check every pair.
-    let (mut seq_times, mut par_times) = (Vec::new(), Vec::new());
+    // Interleave the variants, in a new order every repetition, so that machine noise
+    // hits them alike; check every result.
+    let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(pool.num_threads()).build().expect("rayon pool");
+    let threads = pool.num_threads();
+    let names = ["sequential Vec stack", "fanout run_fold", "rayon::scope", "static split"];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
     let mut expected = None;
-    for _ in 0..reps {
-        let s = seeds.clone();
-        let t0 = Instant::now();
-        let seq = sequential(s);
-        seq_times.push(t0.elapsed());
-        let s = seeds.clone();
-        let t0 = Instant::now();
-        let par = parallel(&pool, s);
-        par_times.push(t0.elapsed());
-        if seq != par || expected.is_some_and(|e| e != seq) {
-            eprintln!("MISMATCH: sequential {seq:?}\n           pool       {par:?}");
-            std::process::exit(1);
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    for rep in 0..reps {
+        order.rotate_left(1 + rep % (names.len() - 1));
+        for &v in &order {
+            let s = seeds.clone();
+            std::thread::sleep(Duration::from_millis(10));
+            let t0 = Instant::now();
+            let got = match v {
+                0 => sequential(s),
+                1 => parallel(&pool, s),
+                2 => rayon_scope(&rayon_pool, s),
+                _ => static_split(threads, s),
+            };
+            times[v].push(t0.elapsed());
+            if expected.is_some_and(|e| e != got) {
+                eprintln!("MISMATCH: {} counted {got:?}\n  expected {expected:?}", names[v]);
+                std::process::exit(1);
+            }
+            expected = Some(got);
         }
-        expected = Some(seq);
     }
     let t = expected.expect("at least one repetition");
-    let (seq, par) = (median(seq_times), median(par_times));
+    let medians: Vec<Duration> = times.into_iter().map(median).collect();
+    let seq = medians[0];
 
     println!("compile_queue: {dir}");
     println!("  files            {} found, {parsed} parsed with syn ({} failed)", paths.len(), paths.len() - parsed);
@@ -258,12 +315,12 @@ fn main() {
     println!("  units compiled   {} ({} failed to re-parse)", t.units, t.errors);
     println!("  statements       {}", t.stmts);
     println!("  expressions      {} ({} macro bodies parsed as expressions)", t.exprs, t.macro_bodies);
-    println!("  compile, median of {reps} interleaved runs (each unit re-parses its own tokens, then is walked):");
-    println!("    sequential Vec stack    {seq:>10.2?}");
     println!(
-        "    fanout run_fold ({} thr) {par:>10.2?}   {:.2}x",
-        pool.num_threads(),
-        seq.as_secs_f64() / par.as_secs_f64()
+        "  compile, median of {reps} interleaved runs from parked pools, {threads} threads \
+         (each unit re-parses its own tokens, then is walked):"
     );
-    println!("  totals identical in all {reps} pairs of runs: yes");
+    for (name, time) in names.iter().zip(&medians) {
+        println!("    {name:<22} {time:>10.2?}   {:.2}x", seq.as_secs_f64() / time.as_secs_f64());
+    }
+    println!("  totals identical in all {} runs: yes", reps * names.len());
 }

@@ -8,12 +8,17 @@
 //! cargo run --release --example tradeoffs -- --threads 4 --workload W1,W4
 //! ```
 //!
-//! Variants are interleaved round by round, in a new (seeded, shuffled) order every
-//! round, and each cell reports the median, so that a noisy machine shifts all
-//! variants alike. Variants shorter than 50 ms are timed right after an untimed run of
-//! their own, so that they are measured in steady state: their threads awake, and the
-//! previous variant's threads (which may spin for a while after their work) quiet. Every variant's result
-//! is checked against the sequential one.
+//! Every variant is timed in three pool states, because a program meets all three:
+//!
+//! - *parked*: after 10 ms of idleness, nothing warmed (a program's runs between
+//!   phases, between files); the headline figure;
+//! - *after others*: right after another runtime's threads ran (a short rayon run
+//!   before fanout, static-split and strategy variants; a short fanout run before rayon);
+//! - *hot*: right after an untimed run of the variant itself (back-to-back runs).
+//!
+//! Variants and states are interleaved round by round, in a new (seeded, shuffled)
+//! order every round, and each cell reports the median, so that a noisy machine shifts
+//! all variants alike. Every variant's result is checked against the sequential one.
 
 mod workloads;
 
@@ -177,27 +182,66 @@ fn parse_args() -> Result<Options, String> {
                 opts.workloads = v.split(',').map(|w| w.trim().to_uppercase()).collect();
             }
             "-h" | "--help" => {
-                println!("usage: tradeoffs [--quick] [--json] [--threads N] [--workload W1,W2,W3,W4,W5]");
+                println!("usage: tradeoffs [--quick] [--json] [--threads N] [--workload W1,W2,W3,W4,W5,W6]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option {other} (try --help)")),
         }
     }
     for w in &opts.workloads {
-        if !["W1", "W2", "W3", "W4", "W5"].contains(&w.as_str()) {
-            return Err(format!("unknown workload {w}; known: W1, W2, W3, W4, W5"));
+        if !["W1", "W2", "W3", "W4", "W5", "W6"].contains(&w.as_str()) {
+            return Err(format!("unknown workload {w}; known: W1, W2, W3, W4, W5, W6"));
         }
     }
     Ok(opts)
 }
 
-/// Variants faster than this get an untimed run before each timed one (see `measure`).
-const SHORT_RUN: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long the pool idles before a *parked* run: well past every runtime's spinning.
+const PARK_TIME: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The pool state a variant is timed in (see the module docs).
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    Parked,
+    AfterOthers,
+    Hot,
+}
+
+const STATES: [State; 3] = [State::Parked, State::AfterOthers, State::Hot];
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Parked => "parked",
+            State::AfterOthers => "after others",
+            State::Hot => "hot",
+        }
+    }
+}
 
 /// One way of running a workload; returns a checksum compared across variants.
 struct Variant<'a> {
     name: &'static str,
     run: Box<dyn Fn() -> u64 + 'a>,
+}
+
+/// What puts the machine in a state before a timed run: short runs of other runtimes.
+struct Others<'a> {
+    pool: &'a Pool,
+    rayon: &'a rayon::ThreadPool,
+}
+
+impl Others<'_> {
+    /// Runs another runtime than `variant`'s for a moment (about 50 us of work).
+    fn run_before(&self, variant: &str) {
+        let n = 1u64 << 16;
+        let sum = if variant.starts_with("rayon") {
+            self.pool.fold_index(0..n as usize, || 0u64, |a, i| a.wrapping_add(tiny(i as u64)), u64::wrapping_add)
+        } else {
+            self.rayon.install(|| (0..n).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))
+        };
+        std::hint::black_box(sum);
+    }
 }
 
 struct Workload<'a> {
@@ -211,6 +255,7 @@ struct Workload<'a> {
 struct Cell {
     workload: &'static str,
     variant: &'static str,
+    state: State,
     median_ns: f64,
     ns_per_item: f64,
     speedup: f64,
@@ -223,21 +268,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-fn measure(w: &Workload<'_>, progress: &mut Progress) -> Vec<Cell> {
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); w.variants.len()];
+fn measure(w: &Workload<'_>, others: &Others<'_>, progress: &mut Progress) -> Vec<Cell> {
+    let runs: Vec<(usize, State)> =
+        STATES.iter().flat_map(|&state| (0..w.variants.len()).map(move |v| (v, state))).collect();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    // One untimed round, which also checks every variant's result.
     let mut reference: Option<u64> = None;
-    // One warm-up round, not recorded; it also tells which variants are short.
-    let mut short = vec![false; w.variants.len()];
-    for (i, v) in w.variants.iter().enumerate() {
-        let start = Instant::now();
+    for v in &w.variants {
         let sum = (v.run)();
-        short[i] = start.elapsed() < SHORT_RUN;
         match reference {
             None => reference = Some(sum),
             Some(r) => assert_eq!(sum, r, "{} {}: wrong result", w.id, v.name),
         }
     }
-    let mut order: Vec<usize> = (0..w.variants.len()).collect();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..w.rounds {
         // A new order every round (a seeded shuffle), so that no variant always follows
@@ -248,39 +292,44 @@ fn measure(w: &Workload<'_>, progress: &mut Progress) -> Vec<Cell> {
             seed ^= seed << 17;
             order.swap(k, (seed % (k as u64 + 1)) as usize);
         }
-        for &i in &order {
+        for &r in &order {
+            let (i, state) = runs[r];
             let v = &w.variants[i];
-            // Short variants get an untimed run first: their own threads are then awake,
-            // and the previous variant's threads (rayon's and the strategies' spin for a
-            // while after their work; an idle core's vCPU may be halted) have gone
-            // quiet, so the timed run measures this variant alone, in steady state. On
-            // longer runs these effects are noise.
-            if short[i] {
-                (v.run)();
+            match state {
+                State::Parked => std::thread::sleep(PARK_TIME),
+                State::AfterOthers => others.run_before(v.name),
+                State::Hot => {
+                    (v.run)();
+                }
             }
             let start = Instant::now();
             let sum = (v.run)();
-            samples[i].push(start.elapsed().as_nanos() as f64);
+            samples[r].push(start.elapsed().as_nanos() as f64);
             assert_eq!(Some(sum), reference, "{} {}: wrong result", w.id, v.name);
         }
         progress.step();
     }
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
-    let seq = medians[0];
-    let mut order: Vec<usize> = (0..medians.len()).collect();
-    order.sort_by(|&a, &b| medians[a].total_cmp(&medians[b]));
-    w.variants
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Cell {
-            workload: w.id,
-            variant: v.name,
-            median_ns: medians[i],
-            ns_per_item: medians[i] / w.items as f64,
-            speedup: seq / medians[i],
-            rank: order.iter().position(|&o| o == i).unwrap() + 1,
-        })
-        .collect()
+    let mut cells = Vec::new();
+    for &state in &STATES {
+        let of_state: Vec<usize> = (0..runs.len()).filter(|&r| runs[r].1 == state).collect();
+        // Variant 0 is the sequential baseline, timed in the same state.
+        let seq = medians[of_state[0]];
+        let mut ranked = of_state.clone();
+        ranked.sort_by(|&a, &b| medians[a].total_cmp(&medians[b]));
+        for &r in &of_state {
+            cells.push(Cell {
+                workload: w.id,
+                variant: w.variants[runs[r].0].name,
+                state,
+                median_ns: medians[r],
+                ns_per_item: medians[r] / w.items as f64,
+                speedup: seq / medians[r],
+                rank: ranked.iter().position(|&o| o == r).unwrap() + 1,
+            });
+        }
+    }
+    cells
 }
 
 struct Progress {
@@ -316,6 +365,7 @@ fn main() {
     let pool = Pool::builder().num_threads(threads).build().expect("fanout pool");
     let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
     let k = calibrate_mix(1000.0);
+    let k20 = calibrate_mix(20.0);
     let r = |full: usize, quick: usize| if opts.quick { quick } else { full };
     let channel = ChannelPool::new(threads).expect("threads > 0");
     let mutex = MutexQueue::new(threads, 1).expect("threads > 0");
@@ -335,7 +385,7 @@ fn main() {
             id: "W1",
             title: format!("sum of tiny(i), {W1_N} items (~1 ns each; strategies get items of {W1_CHUNK})"),
             items: W1_N,
-            rounds: r(31, 11),
+            rounds: r(21, 7),
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| (0..W1_N).map(tiny).fold(0, u64::wrapping_add)) },
                 Variant {
@@ -376,7 +426,7 @@ fn main() {
             id: "W2",
             title: format!("sum of mix(i, {k}), {W2_N} items (~1 us each)"),
             items: W2_N,
-            rounds: r(11, 5),
+            rounds: r(7, 3),
             variants: vec![
                 Variant {
                     name: "sequential",
@@ -408,7 +458,7 @@ fn main() {
             id: "W3",
             title: format!("W2 with the first 5% of items 50x dearer, {W2_N} items"),
             items: W2_N,
-            rounds: r(7, 3),
+            rounds: r(5, 3),
             variants: vec![
                 Variant {
                     name: "sequential",
@@ -439,7 +489,7 @@ fn main() {
             id: "W4",
             title: format!("follow-on tree, 4 children to depth {W4_DEPTH}, {W4_TASKS} tasks"),
             items: W4_TASKS,
-            rounds: r(31, 11),
+            rounds: r(21, 7),
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| w4_recursive(0, 0)) },
                 Variant { name: "fanout", run: Box::new(|| w4_fanout(pool)) },
@@ -453,10 +503,25 @@ fn main() {
             ],
         },
         Workload {
+            id: "W6",
+            title: format!("wide fan-out: one task pushes {W6_N} follow-ons of mix(i, {k20}) (~20 ns each)"),
+            items: W6_N,
+            rounds: r(11, 5),
+            variants: vec![
+                Variant {
+                    name: "sequential",
+                    run: Box::new(move || (0..W6_N).map(|i| mix(i, k20)).fold(0, u64::wrapping_add)),
+                },
+                Variant { name: "fanout", run: Box::new(move || w6_fanout(pool, k20)) },
+                Variant { name: "rayon scope", run: Box::new(move || rp.install(|| w6_rayon_scope(k20))) },
+                static_split(threads, W6_N, move |i| mix(i, k20)),
+            ],
+        },
+        Workload {
             id: "W5",
             title: format!("{W5_N} items that block ~50 us each (I/O-like); x8 = 8 threads per core ({many} threads)"),
             items: W5_N,
-            rounds: r(7, 3),
+            rounds: r(5, 3),
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| (0..W5_N).map(blocking).fold(0, u64::wrapping_add)) },
                 Variant {
@@ -492,8 +557,8 @@ fn main() {
                 Variant {
                     name: "fanout x8 blocking",
                     run: Box::new(|| {
-                        // `blocking()` shares every item up front instead of splitting
-                        // lazily, so all threads start at once.
+                        // `blocking()` keeps every index not yet started stealable
+                        // instead of splitting lazily, so all threads start at once.
                         pool_many
                             .runner()
                             .blocking()
@@ -519,29 +584,55 @@ fn main() {
     let mut progress = Progress { done: 0, total, enabled: !opts.json };
     let started = Instant::now();
     let mut cells = Vec::new();
+    let others = Others { pool, rayon: rp };
     for w in &all {
-        cells.extend(measure(w, &mut progress));
+        cells.extend(measure(w, &others, &mut progress));
     }
 
     if opts.json {
         for c in &cells {
             println!(
-                "{{\"workload\":\"{}\",\"variant\":\"{}\",\"threads\":{},\"median_ns\":{:.0},\"ns_per_item\":{:.4},\"speedup\":{:.4},\"rank\":{}}}",
-                c.workload, c.variant, threads, c.median_ns, c.ns_per_item, c.speedup, c.rank
+                "{{\"workload\":\"{}\",\"variant\":\"{}\",\"state\":\"{}\",\"threads\":{},\"median_ns\":{:.0},\"ns_per_item\":{:.4},\"speedup\":{:.4},\"rank\":{}}}",
+                c.workload,
+                c.variant,
+                c.state.name(),
+                threads,
+                c.median_ns,
+                c.ns_per_item,
+                c.speedup,
+                c.rank
             );
         }
         return;
     }
     println!(
-        "fanout tradeoffs: {threads} worker threads ({} pinned), {} cores; medians of interleaved rounds",
+        "fanout tradeoffs: {threads} worker threads ({} pinned), {} cores; medians of interleaved rounds; \
+         speedup over sequential in the same state",
         pool.pinned_workers(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     for w in &all {
         println!("\n{}  {}", w.id, w.title);
-        println!("  {:<18} {:>10} {:>10} {:>5}", "variant", "ns/item", "speedup", "rank");
-        for c in cells.iter().filter(|c| c.workload == w.id) {
-            println!("  {:<18} {:>10.3} {:>9.2}x {:>5}", c.variant, c.ns_per_item, c.speedup, c.rank);
+        println!(
+            "  {:<18} {:>10} {:>8} {:>5} {:>13} {:>8}",
+            "variant", "ns/item", "parked", "rank", "after others", "hot"
+        );
+        for c in cells.iter().filter(|c| c.workload == w.id && c.state == State::Parked) {
+            let other = |state| {
+                cells
+                    .iter()
+                    .find(|o| o.workload == w.id && o.variant == c.variant && o.state == state)
+                    .map_or(0.0, |o| o.speedup)
+            };
+            println!(
+                "  {:<18} {:>10.3} {:>7.2}x {:>5} {:>12.2}x {:>7.2}x",
+                c.variant,
+                c.ns_per_item,
+                c.speedup,
+                c.rank,
+                other(State::AfterOthers),
+                other(State::Hot)
+            );
         }
     }
     println!();
@@ -552,10 +643,13 @@ fn main() {
 }
 
 /// Plain-language conclusions drawn from this run's numbers only.
-fn verdicts(cells: &[Cell]) -> Vec<String> {
-    let get = |w: &str, v: &str| cells.iter().find(|c| c.workload == w && c.variant == v);
+fn verdicts(all_cells: &[Cell]) -> Vec<String> {
+    let parked: Vec<&Cell> = all_cells.iter().filter(|c| c.state == State::Parked).collect();
+    let cells = &parked[..];
+    let get = |w: &str, v: &str| cells.iter().copied().find(|c| c.workload == w && c.variant == v);
     let mut out = Vec::new();
-    for w in ["W1", "W2", "W3", "W4", "W5"] {
+    out.push("Pool parked (10 ms idle, nothing warmed) unless a line says otherwise:".into());
+    for w in ["W1", "W2", "W3", "W4", "W6", "W5"] {
         let Some(best) = cells.iter().filter(|c| c.workload == w).min_by(|a, b| a.median_ns.total_cmp(&b.median_ns))
         else {
             continue;
@@ -565,6 +659,22 @@ fn verdicts(cells: &[Cell]) -> Vec<String> {
             "- {w}: fastest is {} ({:.2}x sequential); fanout runs at {:.2}x sequential.",
             best.variant, best.speedup, ours
         ));
+    }
+    let in_state = |w: &str, v: &str, state: State| {
+        all_cells.iter().find(|c| c.workload == w && c.variant == v && c.state == state).map_or(0.0, |c| c.speedup)
+    };
+    for w in ["W4", "W6"] {
+        if get(w, "fanout").is_some() {
+            let ours: Vec<String> =
+                STATES.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "fanout", st))).collect();
+            let split: Vec<String> =
+                STATES.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "static split", st))).collect();
+            out.push(format!(
+                "- {w} by pool state: fanout {}; the static split (threads spawned per run) {}.",
+                ours.join(", "),
+                split.join(", ")
+            ));
+        }
     }
     if let (Some(f), Some(j), Some(c), Some(m), Some(mb)) = (
         get("W4", "fanout"),
@@ -609,7 +719,7 @@ fn verdicts(cells: &[Cell]) -> Vec<String> {
             "- Blocking items (W5): threads beyond the core count pay off: {} reaches {:.1}x sequential, while a \
              one-per-core pool reaches {:.1}x. Here a channel's per-item cost is noise next to the wait, so channels \
              are a fine choice; give blocking work its own oversized pool rather than the pinned one, and run it \
-             with `runner().blocking()` (every item shared up front: {:.1}x) rather than lazy splitting ({:.1}x), \
+             with `runner().blocking()` (every index stealable while one blocks: {:.1}x) rather than lazy splitting ({:.1}x), \
              which reaches the threads one split at a time.",
             best.variant, best.speedup, fan, eager, lazy
         ));

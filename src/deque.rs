@@ -71,6 +71,23 @@ fn distance(from: u32, to: u32) -> i32 {
     to.wrapping_sub(from) as i32
 }
 
+/// `capacity` empty slots, allocated without visiting each one (a run builds a deque
+/// per participant, so this is on the path of every small run).
+#[cfg(not(loom))]
+fn empty_slots<T>(capacity: usize) -> Box<[UnsafeCell<MaybeUninit<T>>]> {
+    let slots: Box<[MaybeUninit<UnsafeCell<MaybeUninit<T>>>]> = Box::new_uninit_slice(capacity);
+    // SAFETY: the std `UnsafeCell<MaybeUninit<T>>` is a `MaybeUninit<T>` in memory (it
+    // is `repr(transparent)`, and so is this crate's wrapper), for which any contents,
+    // uninitialized included, are a valid value.
+    unsafe { slots.assume_init() }
+}
+
+/// Under loom every cell is constructed, so that the model tracks it.
+#[cfg(loom)]
+fn empty_slots<T>(capacity: usize) -> Box<[UnsafeCell<MaybeUninit<T>>]> {
+    (0..capacity).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect()
+}
+
 /// A bounded Chase-Lev deque. One thread (the owner) may call the `unsafe` owner
 /// methods; any thread may steal.
 pub struct Deque<T> {
@@ -102,7 +119,7 @@ impl<T> Deque<T> {
             capacity.is_power_of_two() && (2..=1 << 30).contains(&capacity),
             "deque capacity must be a power of two in 2..=2^30, got {capacity}"
         );
-        let slots = (0..capacity).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
+        let slots = empty_slots(capacity);
         Self {
             head: CachePadded::new(AtomicU64::new(0)),
             bottom: CachePadded::new(AtomicU32::new(0)),

@@ -3,27 +3,37 @@
 //! inside crossbeam's atomics, so the model uses a loom-visible mutex-protected queue
 //! with the same interface in its place. That keeps the deque, termination and sleep
 //! protocols under the model; the injector's own correctness is crossbeam's to prove.
+//!
+//! The injector is made on the first push: most runs never use their global or urgent
+//! queue, and an injector allocates (and zeroes) a block as soon as it exists.
 
 #[cfg(not(loom))]
 mod imp {
     use crossbeam_deque::{Injector, Steal};
+    use std::sync::OnceLock;
 
     /// A multi-producer multi-consumer FIFO queue.
-    pub(crate) struct GlobalQueue<T>(Injector<T>);
+    ///
+    /// A reader that does not see the injector yet sees an empty queue, which is what
+    /// it would see of the injector itself: the `OnceLock` makes its creation visible to
+    /// every thread that sees a push (creation is sequenced before the push), and a push
+    /// not yet visible is not visible either way.
+    pub(crate) struct GlobalQueue<T>(OnceLock<Injector<T>>);
 
     impl<T> GlobalQueue<T> {
         pub(crate) fn new() -> Self {
-            Self(Injector::new())
+            Self(OnceLock::new())
         }
 
         pub(crate) fn push(&self, item: T) {
-            self.0.push(item);
+            self.0.get_or_init(Injector::new).push(item);
         }
 
         /// Takes the oldest item, retrying through lost races.
         pub(crate) fn pop(&self) -> Option<T> {
+            let queue = self.0.get()?;
             loop {
-                match self.0.steal() {
+                match queue.steal() {
                     Steal::Success(t) => return Some(t),
                     Steal::Empty => return None,
                     Steal::Retry => crate::sync::spin_hint(),
@@ -32,7 +42,7 @@ mod imp {
         }
 
         pub(crate) fn is_empty(&self) -> bool {
-            self.0.is_empty()
+            self.0.get().is_none_or(Injector::is_empty)
         }
     }
 }

@@ -200,6 +200,8 @@ impl Shared {
         jobs.push(job);
         // Release: a worker that sees the count also sees the list under the lock.
         self.job_count.store(jobs.len(), Ordering::Release);
+        drop(jobs);
+        self.sleep.signal_published();
     }
 
     fn unregister(&self, job: JobPtr) {
@@ -217,15 +219,7 @@ impl Shared {
                 continue;
             }
             // Nothing registered has work: look a little longer, then sleep.
-            let mut found = false;
-            for round in 0..WORKER_SPIN_ROUNDS {
-                if self.any_work() || self.shutdown.load(Ordering::Acquire) {
-                    found = true;
-                    break;
-                }
-                pause(round);
-            }
-            if found {
+            if self.spin_for_work() {
                 continue;
             }
             self.sleep.prepare(me);
@@ -243,11 +237,51 @@ impl Shared {
     }
 }
 
+/// How long an idle worker keeps looking for work before it sleeps: long enough to
+/// catch the next of a program's back-to-back runs without a wake-up (which costs the
+/// run tens of microseconds here), short enough that an idle pool costs nothing.
 #[cfg(not(loom))]
-const WORKER_SPIN_ROUNDS: u32 = 16;
-#[cfg(loom)]
-const WORKER_SPIN_ROUNDS: u32 = 0;
+const SPIN_TIME: std::time::Duration = std::time::Duration::from_micros(100);
 
+impl Shared {
+    /// Spins and yields for up to `SPIN_TIME`, looking at the registry whenever
+    /// something was published meanwhile; returns whether there may be work now (or
+    /// the pool is shutting down). Reads one shared counter per round otherwise, so
+    /// idle workers do not contend on the registry's lock.
+    fn spin_for_work(&self) -> bool {
+        #[cfg(loom)]
+        {
+            // The models go straight to the sleep protocol.
+            false
+        }
+        #[cfg(not(loom))]
+        {
+            let start = std::time::Instant::now();
+            let mut seen = self.sleep.published();
+            let mut round = 0u32;
+            loop {
+                // Acquire: as in `worker_loop`.
+                if self.shutdown.load(Ordering::Acquire) {
+                    return true;
+                }
+                let now = self.sleep.published();
+                if now != seen {
+                    seen = now;
+                    if self.any_work() {
+                        return true;
+                    }
+                }
+                if round >= 6 && start.elapsed() >= SPIN_TIME {
+                    return false;
+                }
+                pause(round);
+                round = round.saturating_add(1);
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
 fn pause(round: u32) {
     if round < 6 {
         for _ in 0..(1u32 << round) {
@@ -307,8 +341,8 @@ impl Pool {
             shutdown: AtomicBool::new(false),
             pinned: AtomicUsize::new(0),
             threads,
-            // Under loom the caller always steps back, so the models cover the hand-off.
-            one_per_core: cfg!(loom) || threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Not under loom, so that the models let every worker join beside the caller.
+            one_per_core: !cfg!(loom) && threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
         let mut pool = Pool { shared, threads: Vec::with_capacity(threads) };
         #[cfg(not(loom))]
@@ -330,6 +364,7 @@ impl Pool {
                         && core_affinity::set_for_current(core)
                     {
                         shared.pinned.fetch_add(1, Ordering::Relaxed);
+                        shared.sleep.set_pinned(i, core.id);
                     }
                     let _ = ready.send(());
                     WORKER_OF.with(|w| w.set(std::ptr::from_ref::<Shared>(&shared) as usize));
@@ -391,30 +426,60 @@ impl Pool {
         control: Control<'_>,
         seeds: impl IntoIterator<Item = W::Item>,
     ) -> Outcome<W::Acc> {
-        // A worker calling into its own pool (a nested run) owns a core already: it never
-        // steps back, or that core would sit idle while it waits.
+        // The caller takes a worker's seat on a pool with a worker per core (else three
+        // threads would share two cores). Not in a nested run: the caller is then a
+        // worker of this pool, already one of its threads.
         let me = std::ptr::from_ref::<Shared>(&self.shared) as usize;
         let nested = WORKER_OF.with(|w| w.get()) == me;
-        let steps_back = self.shared.one_per_core && !nested;
+        let caller_holds_a_core = self.shared.one_per_core && !nested;
         let share_seeds = control.share_seeds;
-        let run = Run::new(work, &self.shared.sleep, self.shared.threads, steps_back, control, seeds);
-        let job: &dyn Job = &run;
-        // SAFETY: erases the run's lifetime for the registry. The pointer is only used
-        // while the run is registered or joined, and this function unregisters it and
-        // waits for every joined worker to leave before `run` goes out of scope — also
-        // when unwinding, because nothing between here and there can panic (task panics
-        // are caught inside the run).
-        let ptr = JobPtr(unsafe { std::mem::transmute::<*const dyn Job, *const (dyn Job + 'static)>(job) });
-        self.shared.register(ptr);
+        let run = Run::new(work, &self.shared.sleep, self.shared.threads, caller_holds_a_core, control, seeds);
+        // SAFETY: `registered` is dropped before `run` is consumed (the borrow checker
+        // sees to that) or by unwinding, and never leaked.
+        let registered = unsafe { Registered::new(&self.shared, &run) };
         if share_seeds {
             run.wake_for_shared_seeds(self.shared.threads);
         }
         run.run_as_caller();
-        self.shared.unregister(ptr);
-        run.wait_for_workers();
+        drop(registered);
         let mut outcome = run.into_outcome();
         outcome.stats.pinned_workers = self.pinned_workers();
         outcome
+    }
+}
+
+/// A run on the caller's stack, in the registry for as long as this guard lives.
+struct Registered<'r, 'p, W: Work> {
+    shared: &'r Shared,
+    run: &'r Run<'p, W>,
+    ptr: JobPtr,
+}
+
+impl<'r, 'p, W: Work> Registered<'r, 'p, W> {
+    /// Registers `run`, so that workers may join it.
+    ///
+    /// # Safety
+    ///
+    /// The guard must be dropped, not leaked: its `Drop` is what keeps the registry
+    /// and the workers from using the run once it is gone.
+    unsafe fn new(shared: &'r Shared, run: &'r Run<'p, W>) -> Self {
+        let job: *const (dyn Job + 'r) = run;
+        // SAFETY: erases the run's lifetime for the registry. The pointer is used only
+        // while the run is registered or joined. The guard borrows the run, so the run
+        // outlives it, and dropping the guard (on return and on unwind alike; the caller
+        // promises it is not leaked) unregisters the run and waits for every worker
+        // that joined it to leave.
+        let ptr = JobPtr(unsafe { std::mem::transmute::<*const (dyn Job + 'r), *const (dyn Job + 'static)>(job) });
+        shared.register(ptr);
+        Self { shared, run, ptr }
+    }
+}
+
+impl<W: Work> Drop for Registered<'_, '_, W> {
+    fn drop(&mut self) {
+        // No worker joins after this; those that have joined are waited for.
+        self.shared.unregister(self.ptr);
+        self.run.wait_for_workers();
     }
 }
 

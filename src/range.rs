@@ -52,6 +52,13 @@ fn block_target() -> std::time::Duration {
     })
 }
 
+/// The least work, by the walk's own measure, worth splitting off to an idle thread:
+/// about what waking one costs the thread that shares (a system call), so that a run
+/// too small to share runs as a plain loop. A sleeper takes far longer to arrive
+/// (tens of microseconds), but a spinning one does not.
+#[cfg(not(loom))]
+const SHARE_AT_LEAST_NS: u128 = 2_000;
+
 /// The size of the block after one of `block` indices that took `took`.
 #[cfg(not(loom))]
 #[inline]
@@ -88,7 +95,19 @@ pub(crate) fn walk<S>(
     // must not depend on time.
     #[cfg(not(loom))]
     let mut block_began: Option<std::time::Instant> = Some(std::time::Instant::now());
+    // What one index costs, in nanoseconds, as last measured (the first index, then
+    // every timed block): splitting off less work than a wake-up costs only slows the
+    // run down.
+    #[cfg(not(loom))]
+    let mut index_ns: u64 = 0;
     while i < end {
+        if ctx.shares_each_index() && end - i >= 2 {
+            // Blocking items: the rest of the range is stealable while this index runs,
+            // so a free thread never waits for a blocked one (one item per thread at
+            // most, however long the range).
+            ctx.share(i + 1..end);
+            end = i + 1;
+        }
         // Not `i + block`, which could overflow for a range ending near `usize::MAX`.
         let stop = i + block.min(end - i);
         let block_start = i;
@@ -109,11 +128,13 @@ pub(crate) fn walk<S>(
             // under the target: fast items, which ramp up without the clock until
             // blocks are worth timing.
             Some(began) if block_start == range.start && (began.elapsed() * RAMP_BLOCK as u32) < block_target() => {
+                index_ns = began.elapsed().as_nanos() as u64;
                 block = 2;
                 block_began = None;
             }
             Some(began) => {
                 let now = std::time::Instant::now();
+                index_ns = ((now - began).as_nanos() / (i - block_start) as u128) as u64;
                 block = next_block(block, now - began);
                 block_began = Some(now);
             }
@@ -128,7 +149,11 @@ pub(crate) fn walk<S>(
         {
             block = (block * 2).min(RAMP_BLOCK);
         }
-        if end - i >= 2 && ctx.should_split() {
+        #[cfg(not(loom))]
+        let worth_sharing = (end - i) as u128 * u128::from(index_ns) >= SHARE_AT_LEAST_NS;
+        #[cfg(loom)]
+        let worth_sharing = true;
+        if end - i >= 2 && worth_sharing && ctx.should_split() {
             let mid = i + (end - i) / 2;
             ctx.share(mid..end);
             end = mid;
@@ -137,9 +162,6 @@ pub(crate) fn walk<S>(
             if block_began.is_some() {
                 block_began = Some(std::time::Instant::now());
             }
-        } else if i < end && ctx.should_step_back() {
-            ctx.share(i..end);
-            end = i;
         }
         if ctx.poll_stop() {
             break;
@@ -241,7 +263,12 @@ struct Written<'a> {
 impl Drop for Written<'_> {
     fn drop(&mut self) {
         if self.end > self.start {
-            self.done.push(self.start..self.end);
+            // Joined to the previous range when it ends here, so that a walk taken one
+            // index at a time (blocking runs) keeps a short list.
+            match self.done.last_mut() {
+                Some(last) if last.end == self.start => last.end = self.end,
+                _ => self.done.push(self.start..self.end),
+            }
         }
     }
 }

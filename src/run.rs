@@ -16,8 +16,7 @@
 //! 2. An idle participant that sees work increments `active` (count and epoch) *before*
 //!    it takes any item from a deque or a shared queue (global, or urgent).
 //! 3. An active participant goes idle (decrements the count) only with an empty private
-//!    stack, after finding nothing in its own deque, the global queue or other deques;
-//!    or, for a caller stepping back, after moving all its private items to its deque.
+//!    stack, after finding nothing in its own deque, the global queue or other deques.
 //! 4. Whoever brings the count to zero re-checks every deque and both shared queues, and
 //!    then that `active` still holds the value its decrement left. Only then is the run
 //!    `done`.
@@ -28,8 +27,9 @@
 //! first. Taking an item is a release operation on the structure (a CAS on a deque's
 //! head, a pop from the injector, the owner's release store of `bottom`) that the
 //! re-check reads with acquire, so the taker's earlier increment is then visible to the
-//! final load, whose epoch has changed. The epoch rules out the ABA case where someone
-//! activates, takes items, hands some back (step back) and returns the count to zero.
+//! final load, whose epoch has changed. The epoch rules out the ABA case where others
+//! activate and go idle again between the finisher's decrement and its final load,
+//! leaving the count where the finisher saw it.
 //!
 //! Always `done` eventually: the last participant to go idle runs the check; if it sees
 //! work, it re-activates and takes it (rule 2), so the check runs again later.
@@ -45,6 +45,7 @@
 
 use crate::CancelToken;
 use crate::deque::{Deque, Steal};
+use crate::fallible::drop_quietly;
 use crate::global::GlobalQueue;
 use crate::progress::{Counters, SlotProgress};
 use crate::sleep::Sleep;
@@ -66,8 +67,9 @@ pub(crate) struct Control<'c> {
     pub(crate) deadline: Option<Instant>,
     /// At most this many participants active (so items in flight) at once.
     pub(crate) limit: Option<u32>,
-    /// Put the seeds in the run's shared queue rather than the caller's private stack,
-    /// so that every thread can start one at once (for a few long, blocking items).
+    /// For blocking items: put the seeds in the run's shared queue rather than the
+    /// caller's private stack, so that every thread can start one at once, and have
+    /// range walks keep everything after their current index stealable.
     pub(crate) share_seeds: bool,
 }
 
@@ -154,9 +156,8 @@ pub struct Ctx<'a, T> {
     stop: &'a Stop<'a>,
     /// Where this participant reports progress, if anyone watches.
     progress: Option<&'a SlotProgress>,
-    /// The run's worker count, when this thread should step back once a worker
-    /// joins its run (see `worker_joined`).
-    step_back: Option<&'a AtomicUsize>,
+    /// The run was started for blocking items (see `Control::share_seeds`).
+    blocking: bool,
 }
 
 impl<T> Ctx<'_, T> {
@@ -234,10 +235,11 @@ impl<T> Ctx<'_, T> {
         self.sleep.has_demand() && self.deque.is_empty()
     }
 
-    /// Whether the caller should hand its remaining work to the workers now.
+    /// Whether a range walk should make everything after its next index stealable
+    /// before running it: blocking items, whose neighbours must not wait for them.
     #[inline(always)]
-    pub(crate) fn should_step_back(&self) -> bool {
-        self.step_back.is_some_and(worker_joined)
+    pub(crate) fn shares_each_index(&self) -> bool {
+        self.blocking
     }
 
     /// Makes `item` stealable right away and wakes a sleeper (used by range splitting).
@@ -370,9 +372,14 @@ pub(crate) struct Run<'p, W: Work> {
     /// Where the caller waits; reference-counted so a worker can wake it after its last
     /// access to the run.
     caller: Arc<Parker>,
-    /// Whether the caller hands its work to the workers once they are all busy (when the
-    /// pool has a worker per core, so the caller would be one thread too many).
-    caller_steps_back: bool,
+    /// Most workers that may join while the caller takes part: one fewer than the
+    /// pool's when the caller's thread holds a core a worker would otherwise use.
+    caller_seat_cap: usize,
+    /// Whether the caller still takes part (it leaves once idle for a while, and then
+    /// frees its seat for a worker).
+    caller_in: AtomicBool,
+    /// `Control::share_seeds`.
+    blocking: bool,
     /// How many seeds the run started with (for `RunStats::pushed`).
     seed_count: u64,
 }
@@ -389,12 +396,14 @@ pub(crate) struct Outcome<A> {
 impl<'p, W: Work> Run<'p, W> {
     /// A run for `workers` pool workers plus the caller, with `seeds` in the caller's
     /// private stack (first seed on top, so seeds start in order), or in the shared
-    /// queue if `control.share_seeds`.
+    /// queue if `control.share_seeds`. If `caller_holds_a_core`, the caller takes the
+    /// place of one worker while it takes part (see `try_join`), unless the run is for
+    /// blocking items.
     pub(crate) fn new(
         work: W,
         sleep: &'p Sleep,
         workers: usize,
-        caller_steps_back: bool,
+        caller_holds_a_core: bool,
         control: Control<'p>,
         seeds: impl IntoIterator<Item = W::Item>,
     ) -> Self {
@@ -418,11 +427,10 @@ impl<'p, W: Work> Run<'p, W> {
                 seed_count += 1;
             }
         } else {
-            let mut seeds: Vec<W::Item> = seeds.into_iter().collect();
-            seeds.reverse();
-            seed_count = seeds.len() as u64;
+            let stack = PrivateStack::from_iter_first_on_top(seeds);
+            seed_count = stack.len() as u64;
             // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
-            slots[workers].local.with_mut(|p| unsafe { (*p).stack = PrivateStack::from_vec(seeds) });
+            slots[workers].local.with_mut(|p| unsafe { (*p).stack = stack });
         }
         Self {
             work,
@@ -438,7 +446,14 @@ impl<'p, W: Work> Run<'p, W> {
             done: AtomicBool::new(false),
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
-            caller_steps_back,
+            // Blocking items hold no core while they wait: every worker may join.
+            caller_seat_cap: if caller_holds_a_core && !control.share_seeds {
+                workers.saturating_sub(1)
+            } else {
+                workers
+            },
+            caller_in: AtomicBool::new(true),
+            blocking: control.share_seeds,
             seed_count,
         }
     }
@@ -448,9 +463,9 @@ impl<'p, W: Work> Run<'p, W> {
     }
 
     /// Wakes up to `n` sleepers for work made visible before the run started (shared
-    /// seeds). Call after the run is registered.
+    /// seeds), no more than there are seeds. Call after the run is registered.
     pub(crate) fn wake_for_shared_seeds(&self, n: usize) {
-        for _ in 0..n {
+        for _ in 0..(n as u64).min(self.seed_count) {
             self.sleep.notify_one();
         }
     }
@@ -459,6 +474,14 @@ impl<'p, W: Work> Run<'p, W> {
     /// then remove the run from the registry and call [`Run::wait_for_workers`].
     pub(crate) fn run_as_caller(&self) {
         self.participate_in(self.caller_slot(), true);
+        // Relaxed: only admission looks at it (`try_join`, a hint under the registry
+        // lock); the termination protocol does not.
+        self.caller_in.store(false, Ordering::Relaxed);
+        // Acquire: pairs with `finish`. Our seat is free: a worker kept out by it may be
+        // asleep while work waits.
+        if !self.done.load(Ordering::Acquire) && self.work_visible() {
+            self.sleep.notify_one();
+        }
         // The caller counted itself as demand while idle; it is not waiting for work now.
         self.sleep.remove_demand();
         // Acquire: pairs with the Release store in `finish`.
@@ -478,7 +501,7 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// Collects accumulators, statistics and any panic. Call after `wait_for_workers`.
     pub(crate) fn into_outcome(self) -> Outcome<W::Acc> {
-        let mut stats = RunStats::default();
+        let mut stats = RunStats { busy: Vec::with_capacity(self.slots.len()), ..RunStats::default() };
         let mut accs = Vec::with_capacity(self.slots.len());
         for slot in self.slots.iter() {
             // SAFETY: every participant has left (see `wait_for_workers`); the run is ours.
@@ -525,12 +548,24 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
+    /// Stops the run for a panic and keeps its payload if it is the first. Never
+    /// unwinds, whatever the payload's `Drop` does: most calls are outside any
+    /// `catch_unwind`, and a worker unwinding out of `participate` would never `leave`.
     fn record_panic(&self, payload: Box<dyn Any + Send>) {
-        let mut first = lock(&self.panic);
-        if first.is_none() {
-            *first = Some(payload);
-        }
+        let loser = {
+            let mut first = lock(&self.panic);
+            if first.is_none() {
+                *first = Some(payload);
+                None
+            } else {
+                Some(payload)
+            }
+        };
         self.stop.claim(StopReason::Panic);
+        // Not under the lock: a payload's `Drop` is user code.
+        if let Some(loser) = loser {
+            drop_quietly(loser);
+        }
     }
 
     fn work_visible(&self) -> bool {
@@ -602,7 +637,6 @@ impl<'p, W: Work> Run<'p, W> {
             let local = unsafe { &mut *p };
             local.stats.joined = true;
             let mut idle_rounds = 0;
-            let step_back = self.caller_steps_back && me == self.caller_slot();
             // Whether we are counted in the pool's demand: workers join idle (counted),
             // the caller starts with work. A participant is counted again when it goes
             // idle, and uncounted only once it actually obtains an item, so a failed
@@ -614,7 +648,7 @@ impl<'p, W: Work> Run<'p, W> {
             loop {
                 if active {
                     let start = Instant::now();
-                    let stepped_back = self.drain(me, local, step_back, &mut in_demand);
+                    self.drain(me, local, &mut in_demand);
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
@@ -628,16 +662,10 @@ impl<'p, W: Work> Run<'p, W> {
                     let left = self.active.fetch_sub(1, Ordering::AcqRel) - 1;
                     if left as u32 == 0 {
                         self.try_finish(left);
-                    } else {
-                        if self.limited() && self.work_visible() {
-                            // A worker turned away at the limit may be asleep: our place
-                            // is free now.
-                            self.sleep.notify_one();
-                        }
-                        if stepped_back {
-                            // Workers are active on the run and will find what we shared.
-                            return;
-                        }
+                    } else if self.limited() && self.work_visible() {
+                        // A worker turned away at the limit may be asleep: our place is
+                        // free now.
+                        self.sleep.notify_one();
                     }
                     idle_rounds = 0;
                 }
@@ -662,9 +690,8 @@ impl<'p, W: Work> Run<'p, W> {
     }
 
     /// Executes items until none can be found. Catches a panic from a task, records it
-    /// and stops the run. Returns whether the caller stepped back (handed its private
-    /// work to the workers) instead of running dry.
-    fn drain(&self, me: usize, local: &mut Local<W>, step_back: bool, in_demand: &mut bool) -> bool {
+    /// and stops the run.
+    fn drain(&self, me: usize, local: &mut Local<W>, in_demand: &mut bool) {
         let deque = &self.slots[me].deque;
         let Local { stack: slot_stack, acc: acc_slot, stats } = local;
         let mut own_stack = std::mem::take(slot_stack);
@@ -673,41 +700,26 @@ impl<'p, W: Work> Run<'p, W> {
             // The per-item loop is `burst`; this loop does what comes between bursts.
             let stack = &mut own_stack;
             let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
-            let step_back_on = step_back.then_some(&*self.participants);
             let mut executed = 0u64;
             let mut reported = 0u64;
-            // The stop state, the urgent queue, demand and (for the caller of a follow-on
-            // run) the step back are looked at every CHECK_EVERY items: they are hints,
-            // and the loads would otherwise sit on every item.
+            // The stop state, the urgent queue and demand are looked at every CHECK_EVERY
+            // items: they are hints, and the loads would otherwise sit on every item.
             let mut countdown = CHECK_EVERY;
             let mut pace = Pace { look_now: false, clock: Clock::new() };
-            let stepped_back = 'drain: loop {
+            'drain: loop {
                 loop {
                     // Run private items out of line, where the register allocator sees
                     // only the hot loop, until one asks for a look or none is left.
                     let end;
-                    (acc, countdown, end) = self.burst(
-                        stack,
-                        acc,
-                        countdown,
-                        &mut executed,
-                        &mut pace,
-                        stats,
-                        deque,
-                        progress,
-                        step_back_on,
-                    );
+                    (acc, countdown, end) =
+                        self.burst(stack, acc, countdown, &mut executed, &mut pace, stats, deque, progress);
                     match end {
                         BurstEnd::Look => {}
                         BurstEnd::Empty => break,
                         BurstEnd::Panic(payload) => {
                             self.record_panic(payload);
-                            break 'drain false;
+                            break 'drain;
                         }
-                    }
-                    if step_back && worker_joined(&self.participants) {
-                        self.hand_off(deque, stack, stats);
-                        break 'drain true;
                     }
                     if countdown != 0 && !pace.look_now {
                         continue;
@@ -722,7 +734,7 @@ impl<'p, W: Work> Run<'p, W> {
                         p.set_queued((stack.len() + deque.len()) as u64);
                     }
                     if self.stop.poll(&mut pace.clock) {
-                        break 'drain false;
+                        break 'drain;
                     }
                     if let Some(item) = self.urgent.maybe_pop() {
                         stats.global_pops += 1;
@@ -739,7 +751,7 @@ impl<'p, W: Work> Run<'p, W> {
                 // Out of private work: look at the stop state before taking any more (the
                 // countdown may be far from zero when items come one at a time).
                 if self.stop.poll(&mut pace.clock) {
-                    break false;
+                    break;
                 }
                 // High-priority items first, then our own deque, then elsewhere.
                 let next = match self.urgent.maybe_pop() {
@@ -758,9 +770,9 @@ impl<'p, W: Work> Run<'p, W> {
                         }
                         stack.push(item);
                     }
-                    None => break false,
+                    None => break,
                 }
-            };
+            }
             // A task's panic is caught in `burst`, so these survive it (a panicking run
             // hands no accumulator to its caller; its counts include the items run
             // before the panic). Only a panic outside tasks (the identity closure of
@@ -773,15 +785,10 @@ impl<'p, W: Work> Run<'p, W> {
                 }
                 p.set_queued(0);
             }
-            stepped_back
         }));
-        let stepped_back = match result {
-            Ok(stepped_back) => stepped_back,
-            Err(payload) => {
-                self.record_panic(payload);
-                false
-            }
-        };
+        if let Err(payload) = result {
+            self.record_panic(payload);
+        }
         if self.stop.is_set() {
             // Drop the private follow-ons; a panicking `Drop` must not escape either.
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| own_stack.clear())) {
@@ -789,13 +796,11 @@ impl<'p, W: Work> Run<'p, W> {
             }
         }
         *slot_stack = own_stack;
-        stepped_back
     }
 
     /// Pops and executes private items until the stack is empty ([`BurstEnd::Empty`]),
     /// a task panics, or an item leaves something to look at ([`BurstEnd::Look`]): the
-    /// countdown reached 0 and `needs_look` says so, a task set `look_now`, or this is a
-    /// range run's caller that may step back (after every item).
+    /// countdown reached 0 and `needs_look` says so, or a task set `look_now`.
     ///
     /// Out of line, so the register allocator sees only this loop. The stack and the
     /// accumulator are moved into locals, growing the stack passes plain values, and a
@@ -815,7 +820,6 @@ impl<'p, W: Work> Run<'p, W> {
         stats: &mut SlotStats,
         deque: &Deque<W::Item>,
         progress: Option<&SlotProgress>,
-        step_back: Option<&AtomicUsize>,
     ) -> (W::Acc, u32, BurstEnd) {
         let mut stack = std::mem::take(stack_slot);
         // Items executed are counted as countdown laps, so no counter is bumped per item.
@@ -833,7 +837,7 @@ impl<'p, W: Work> Run<'p, W> {
                 sleep: self.sleep,
                 stop: &self.stop,
                 progress,
-                step_back,
+                blocking: self.blocking,
             };
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut ctx, &mut acc))) {
                 break BurstEnd::Panic(payload);
@@ -842,15 +846,13 @@ impl<'p, W: Work> Run<'p, W> {
             if countdown == 0 {
                 // The between-items checks, reduced to their loads: go back to `drain`
                 // only if one of them has something to do.
-                if self.needs_look(stack.len(), deque, progress, step_back) {
+                if self.needs_look(stack.len(), deque, progress) {
                     break BurstEnd::Look;
                 }
                 countdown = CHECK_EVERY;
                 laps += 1;
             }
-            // A range item that stepped back has just shared its remainder, which the
-            // caller must not pop again: range runs look after every item there.
-            if pace.look_now || (!W::FOLLOW_ON && step_back.is_some()) {
+            if pace.look_now {
                 break BurstEnd::Look;
             }
         };
@@ -862,37 +864,38 @@ impl<'p, W: Work> Run<'p, W> {
     /// Whether the between-items checks have something to do (`Run::burst` looks every
     /// `CHECK_EVERY` items): loads only, out of line so the loop keeps its registers.
     #[inline(never)]
-    fn needs_look(
-        &self,
-        private: usize,
-        deque: &Deque<W::Item>,
-        progress: Option<&SlotProgress>,
-        step_back: Option<&AtomicUsize>,
-    ) -> bool {
-        progress.is_some()
-            || self.stop.needs_poll()
-            || self.urgent.in_use()
-            || self.should_publish(private, deque)
-            || step_back.is_some_and(worker_joined)
+    fn needs_look(&self, private: usize, deque: &Deque<W::Item>, progress: Option<&SlotProgress>) -> bool {
+        progress.is_some() || self.stop.needs_poll() || self.urgent.in_use() || self.should_publish(private, deque)
     }
 
     /// Whether sharing private items now would feed a hungry thread: at least two
-    /// (one stays here), some thread idle, and what we shared last time already taken.
+    /// (one stays here), some thread idle, what we shared last time already taken, and
+    /// someone able to take it (see `has_taker`).
     #[inline(always)]
     fn should_publish(&self, private: usize, deque: &Deque<W::Item>) -> bool {
-        private >= 2 && self.sleep.has_demand() && deque.is_empty()
+        private >= 2 && self.sleep.has_demand() && deque.is_empty() && self.has_taker()
     }
 
-    /// Moves every private item of the caller to its deque (overflow to the global
-    /// queue) so the workers can take them.
-    #[cold]
-    fn hand_off(&self, deque: &Deque<W::Item>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
-        stats.published += stack.len() as u64;
-        stack.drain_all(|item| {
-            // SAFETY: we own this slot's deque (see `participate_in`).
-            unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };
-        });
-        self.sleep.notify_one();
+    /// Whether a published item could be taken soon: a participant of this run is idle,
+    /// or a worker may still join. Without it, a run whose every seat is taken would
+    /// publish (and wake a sleeper) for an idle worker it will never admit. Out of
+    /// line: it runs only when the pool reports demand.
+    #[inline(never)]
+    fn has_taker(&self) -> bool {
+        // Relaxed, all three: hints; a stale answer costs one needless or one late
+        // publication, and the termination protocol does not depend on them.
+        let active = u64::from(self.active.load(Ordering::Relaxed) as u32);
+        let caller = u64::from(self.caller_in.load(Ordering::Relaxed));
+        let joined = self.participants.load(Ordering::Relaxed) as u64 + caller;
+        active < joined || self.admits_worker()
+    }
+
+    /// Whether one more worker may join: a seat is free (see `caller_seat_cap`).
+    #[inline]
+    fn admits_worker(&self) -> bool {
+        // Relaxed: hints, as in `has_taker`; `try_join` reads them under the registry
+        // lock, where only leaving can change `participants` meanwhile (downwards).
+        !self.caller_in.load(Ordering::Relaxed) || self.participants.load(Ordering::Relaxed) < self.caller_seat_cap
     }
 
     /// Shares the older half of the private stack with hungry threads (when
@@ -944,18 +947,6 @@ impl<'p, W: Work> Run<'p, W> {
     }
 }
 
-/// Whether the caller should stop working and leave its items to the workers, given
-/// its run's worker count: a worker has joined the run. On a pool with one worker per
-/// core the caller is then one thread too many; if it kept working, the OS would
-/// time-slice three threads on two cores, pinned workers could not move away from the
-/// caller's core, and a descheduled thread's private items would wait for it.
-#[inline(always)]
-fn worker_joined(participants: &AtomicUsize) -> bool {
-    // Relaxed: a hint; a stale value only delays or advances the step back, and the
-    // termination protocol copes with either (see `Run::try_finish`).
-    participants.load(Ordering::Relaxed) != 0
-}
-
 /// One idle round: spin briefly at first, then yield the core.
 fn idle_pause(round: u32) {
     if round <= 6 {
@@ -973,6 +964,9 @@ impl<W: Work> Job for Run<'_, W> {
         if self.done.load(Ordering::Acquire) {
             return false;
         }
+        if !self.admits_worker() {
+            return false;
+        }
         // Relaxed: under the registry lock, which the caller takes before it waits for
         // this counter to drop to zero.
         self.participants.fetch_add(1, Ordering::Relaxed);
@@ -980,8 +974,8 @@ impl<W: Work> Job for Run<'_, W> {
     }
 
     fn has_work(&self) -> bool {
-        // A snapshot; `try_activate` enforces the limit.
-        self.work_visible() && self.has_room()
+        // A snapshot; `try_activate` enforces the limit, `try_join` the seats.
+        self.admits_worker() && self.work_visible() && self.has_room()
     }
 
     fn participate(&self, worker: usize) {

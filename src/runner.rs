@@ -115,11 +115,13 @@ impl<'p> Runner<'p> {
         self
     }
 
-    /// For items that block (I/O, sleeps, waiting on others): every item is shared with
-    /// all threads up front and starts as soon as a thread is free, instead of ranges
+    /// For items that block (I/O, sleeps, waiting on others): every item not yet started
+    /// is stealable by any thread and starts as soon as one is free, instead of ranges
     /// being split lazily when a thread is idle (which starts a blocking item's
-    /// neighbours only after it returns). Costs a shared-queue push per item, noise
-    /// next to a blocking call. Blocking items also want more threads than cores: run
+    /// neighbours only after it returns). A range walk shares what is left of its range
+    /// before each index, so a run holds one pending range per thread at most, however
+    /// long its range is; this costs a deque push and pop per index, noise next to a
+    /// blocking call. Blocking items also want more threads than cores: run
     /// them on a pool of their own, built with more threads and `pin(false)`.
     ///
     /// ```
@@ -356,7 +358,7 @@ impl<'p> Runner<'p> {
         }
         // The walk runs over the indices themselves, so errors name them.
         let work = TryFold { identity: &identity, fold: &fold, failure: Failure::new(), _acc: PhantomData };
-        let seeds = range_seeds(start..end, control.share_seeds);
+        let seeds = std::iter::once(start..end);
         let outcome = self.pool.execute_catching(&work, control, seeds);
         let completed = |accs: &[(Option<A>, u64)], _: &RunStats| accs.iter().map(|a| a.1).sum();
         let (accs, _) = into_result(outcome, &work.failure, false, completed)?;
@@ -539,14 +541,6 @@ impl<'p> Runner<'p> {
     }
 }
 
-/// The seeds of a run over `range`: the whole range, split lazily; or, when the seeds
-/// are shared up front, one single-index range per index.
-fn range_seeds(range: Range<usize>, one_each: bool) -> impl Iterator<Item = Range<usize>> {
-    let Range { start, end } = range;
-    let seeds = if one_each { end - start } else { 1 };
-    (0..seeds).map(move |k| if one_each { start + k..start + k + 1 } else { start..end })
-}
-
 /// One alternative's outcome in a `first_ok` race, once it has run.
 type RaceSlot<R, E> = Mutex<Option<Result<R, ItemError<E>>>>;
 
@@ -593,7 +587,7 @@ where
         return Ok(out);
     }
     let work = Map { f, out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()), failure: Failure::new() };
-    let seeds = range_seeds(0..len, control.share_seeds);
+    let seeds = std::iter::once(0..len);
     let outcome = pool.execute_catching(&work, control, seeds);
     if outcome.stopped.is_none() {
         debug_assert_eq!(outcome.accs.iter().flatten().map(|r| r.len()).sum::<usize>(), len);

@@ -8,11 +8,15 @@
 //! unparks someone, or the sleeper's re-check sees the new work. Parkers keep a token,
 //! so an unpark that lands between the re-check and `park` is not lost either.
 //!
+//! A waker prefers a sleeper pinned to another core than its own: a worker pinned to
+//! the waker's core could only start once the waker is preempted, which the OS may
+//! put off for a whole time slice (milliseconds) while the other cores sit idle.
+//!
 //! The module also keeps the pool's *demand* signal: how many threads would take work
 //! if some were published (idle and sleeping workers, idle callers). Busy threads read
 //! it with one relaxed load per item to decide whether to share their private work.
 
-use crate::sync::{AtomicUsize, Mutex, Ordering, Parker, fence, lock};
+use crate::sync::{AtomicUsize, Mutex, Ordering, Parker, current_cpu, fence, lock};
 use crossbeam_utils::CachePadded;
 
 /// Idle workers' registrations and parkers, and the demand signal (see the module docs).
@@ -20,22 +24,50 @@ pub struct Sleep {
     /// Threads that would take published work right now. Read on every item by busy
     /// threads, written only on idle/busy transitions, so it stays in their caches.
     demand: CachePadded<AtomicUsize>,
+    /// Bumped whenever work may have become visible (`notify_one`, a new run): idle
+    /// workers that spin before sleeping look at the registry only when it moved.
+    published: CachePadded<AtomicUsize>,
     /// `sleepers.len()`, readable without the lock by publishers.
     sleeper_count: CachePadded<AtomicUsize>,
     /// Workers registered to sleep, waiting to be woken (most recent last).
     sleepers: Mutex<Vec<usize>>,
     parkers: Box<[Parker]>,
+    /// The CPU each worker is pinned to (`NOT_PINNED` if none).
+    cores: Box<[AtomicUsize]>,
 }
+
+/// `Sleep::cores` of a worker the OS may run anywhere.
+const NOT_PINNED: usize = usize::MAX;
 
 impl Sleep {
     /// A sleep state for `workers` workers, all of which start idle (counted in demand).
     pub fn new(workers: usize) -> Self {
         Self {
             demand: CachePadded::new(AtomicUsize::new(workers)),
+            published: CachePadded::new(AtomicUsize::new(0)),
             sleeper_count: CachePadded::new(AtomicUsize::new(0)),
             sleepers: Mutex::new(Vec::with_capacity(workers)),
             parkers: (0..workers).map(|_| Parker::new()).collect(),
+            cores: (0..workers).map(|_| AtomicUsize::new(NOT_PINNED)).collect(),
         }
+    }
+
+    /// Records that `worker` is pinned to CPU `cpu`.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn set_pinned(&self, worker: usize, cpu: usize) {
+        // Relaxed: a placement hint for wakers; a stale value only picks a worse sleeper.
+        self.cores[worker].store(cpu, Ordering::Relaxed);
+    }
+
+    /// Takes the sleeper to wake from `sleepers`: the most recent one not pinned to
+    /// the CPU this thread runs on, or else the most recent one.
+    fn pick(&self, sleepers: &mut Vec<usize>) -> Option<usize> {
+        let last = sleepers.len().checked_sub(1)?;
+        let here = current_cpu().unwrap_or(NOT_PINNED);
+        // Relaxed: see `set_pinned`.
+        let elsewhere = |&w: &usize| here == NOT_PINNED || self.cores[w].load(Ordering::Relaxed) != here;
+        let at = sleepers.iter().rposition(elsewhere).unwrap_or(last);
+        Some(sleepers.remove(at))
     }
 
     /// Whether any thread is waiting for work. A hint: stale values only delay or
@@ -59,6 +91,23 @@ impl Sleep {
     pub(crate) fn remove_demand(&self) {
         // Relaxed: as in `add_demand`.
         self.demand.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A count that moves whenever work may have become visible: a spinning worker
+    /// that sees it unchanged knows nothing was published since its last look.
+    #[inline]
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn published(&self) -> usize {
+        // Relaxed: a hint for spinning; sleeping goes through `prepare`'s re-check,
+        // which looks at the work itself.
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Moves [`Sleep::published`] (a run was registered, or work published).
+    #[inline]
+    pub(crate) fn signal_published(&self) {
+        // Relaxed: see `published`.
+        self.published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers `worker` as about to sleep. The caller must then look for work once
@@ -98,6 +147,7 @@ impl Sleep {
     /// Wakes one sleeping worker, if any. Call after making work visible.
     #[inline]
     pub fn notify_one(&self) {
+        self.signal_published();
         // SeqCst fence: the publisher's half of the Dekker pair with `prepare`.
         #[cfg(not(fanout_mutant_sleep))]
         fence(Ordering::SeqCst);
@@ -107,7 +157,7 @@ impl Sleep {
         }
         let woken = {
             let mut sleepers = lock(&self.sleepers);
-            let woken = sleepers.pop();
+            let woken = self.pick(&mut sleepers);
             self.sleeper_count.store(sleepers.len(), Ordering::Relaxed);
             woken
         };
@@ -124,5 +174,34 @@ impl Sleep {
         for parker in self.parkers.iter() {
             parker.unpark();
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Sleep;
+
+    #[test]
+    fn a_waker_prefers_a_sleeper_pinned_elsewhere() {
+        // Pin this thread to the first CPU, so that "here" stays put.
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if cores.len() < 2 || !core_affinity::set_for_current(cores[0]) {
+            eprintln!("skipped: needs two CPUs and pinning");
+            return;
+        }
+        let Some(here) = crate::sync::current_cpu() else {
+            eprintln!("skipped: the OS does not say which CPU runs this thread");
+            return;
+        };
+        let elsewhere = cores.iter().map(|c| c.id).find(|&c| c != here).expect("a second CPU");
+        let sleep = Sleep::new(3);
+        sleep.set_pinned(0, elsewhere);
+        sleep.set_pinned(1, here);
+        // Worker 2 is not pinned. The most recent sleeper is last.
+        let mut sleepers = vec![0, 2, 1];
+        assert_eq!(sleep.pick(&mut sleepers), Some(2), "the most recent sleeper not on this CPU");
+        assert_eq!(sleep.pick(&mut sleepers), Some(0));
+        assert_eq!(sleep.pick(&mut sleepers), Some(1), "only one left: it is taken anyway");
+        assert_eq!(sleep.pick(&mut sleepers), None);
     }
 }

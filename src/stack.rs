@@ -15,21 +15,30 @@
 //! uninitialized `top` goes there) and read back by the pop that empties it.
 //!
 //! Items, oldest first: `buf[1..len]`, then `top` (when `len > 0`).
+//!
+//! Sharing the oldest items (`drain_oldest`) moves `buf` up past them instead of moving
+//! the rest down, so a publication costs what it hands out, not what the stack holds.
+//! The slots left behind below `buf` are reclaimed when the buffer fills: moved down
+//! if they are at least as many as the live ones (which the items drained since have
+//! paid for), or kept while the allocation doubles.
 
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::NonNull;
 
 pub(crate) struct PrivateStack<T> {
-    /// Storage: the allocation of a `Vec<MaybeUninit<T>>` of capacity `cap` (kept as
-    /// raw parts so that growing takes and returns plain values, and the stack's
-    /// fields can stay in registers). Slot `i`, for `1 <= i < len`, holds the item
-    /// `i`-th from the bottom (1-based).
+    /// The stack's base: `dead` slots into the allocation of a `Vec<MaybeUninit<T>>`
+    /// of capacity `dead + cap` (kept as raw parts so that growing takes and returns
+    /// plain values, and the hot fields can stay in registers). Slot `i` of `buf`, for
+    /// `1 <= i < len`, holds the item `i`-th from the bottom (1-based).
     buf: NonNull<MaybeUninit<T>>,
+    /// Slots from `buf` to the end of the allocation.
     cap: usize,
     /// Number of items, `top` included.
     len: usize,
     /// The newest item; initialized exactly when `len > 0`.
     top: MaybeUninit<T>,
+    /// Slots of the allocation below `buf`, left by `drain_oldest` (none hold items).
+    dead: usize,
 }
 
 // SAFETY: the stack owns its items and its buffer outright, as a `Vec<T>` does; the raw
@@ -48,15 +57,24 @@ impl<T> PrivateStack<T> {
     fn from_parts(buf: &mut ManuallyDrop<Vec<MaybeUninit<T>>>) -> Self {
         // SAFETY: a `Vec`'s pointer is never null.
         let ptr = unsafe { NonNull::new_unchecked(buf.as_mut_ptr()) };
-        Self { buf: ptr, cap: buf.capacity(), len: 0, top: MaybeUninit::uninit() }
+        Self { buf: ptr, cap: buf.capacity(), len: 0, top: MaybeUninit::uninit(), dead: 0 }
     }
 
-    /// A stack whose pops return `items` from last to first.
-    pub(crate) fn from_vec(items: Vec<T>) -> Self {
-        let mut stack = Self::from_parts(&mut ManuallyDrop::new(Vec::with_capacity(items.len() + 1)));
-        for item in items {
-            stack.push(item);
-        }
+    /// A stack whose pops return `items` in the iterator's order (the first item on
+    /// top). The items are moved once, into the stack's own buffer, and reversed there.
+    pub(crate) fn from_iter_first_on_top(items: impl IntoIterator<Item = T>) -> Self {
+        let items = items.into_iter();
+        let mut slots: Vec<MaybeUninit<T>> = Vec::with_capacity(items.size_hint().0.saturating_add(1));
+        // Slot 0 is the scratch slot (see the module docs).
+        slots.push(MaybeUninit::uninit());
+        slots.extend(items.map(MaybeUninit::new));
+        slots[1..].reverse();
+        let top = if slots.len() > 1 { slots.pop() } else { None };
+        let len = slots.len() - 1 + usize::from(top.is_some());
+        let mut stack = Self::from_parts(&mut ManuallyDrop::new(slots));
+        // `buf[1..len - 1]` hold the items below the top, oldest (the last seed) first.
+        stack.len = len;
+        stack.top = top.unwrap_or(MaybeUninit::uninit());
         stack
     }
 
@@ -65,10 +83,16 @@ impl<T> PrivateStack<T> {
         self.len
     }
 
+    /// Slots in the allocation, dead ones included.
+    #[cfg(test)]
+    fn allocation(&self) -> usize {
+        self.dead + self.cap
+    }
+
     #[inline(always)]
     pub(crate) fn push(&mut self, item: T) {
         if self.len == self.cap {
-            (self.buf, self.cap) = grow(self.buf, self.cap);
+            (self.buf, self.cap, self.dead) = grow(self.buf, self.cap, self.dead);
         }
         // SAFETY: `len < capacity` (checked above), so slot `len` is inside the
         // allocation. Copying the `MaybeUninit` top is allowed whether or not it holds
@@ -102,31 +126,17 @@ impl<T> PrivateStack<T> {
 
     /// Removes the `count` oldest items (`count < len`) and gives them to `f`, oldest
     /// first. If `f` panics, the items it has not received stay in the stack, in order.
+    /// Costs `count` moves, whatever the stack holds.
     pub(crate) fn drain_oldest(&mut self, count: usize, mut f: impl FnMut(T)) {
         assert!(count < self.len, "drain_oldest must leave the top item");
-        let old_len = self.len;
-        // Nothing is reachable while slots are being read out; the guard closes the
-        // gap and sets the length when it drops, normally or while unwinding.
-        self.len = 0;
-        let mut rest = CloseGap { stack: self, next: 1, old_len };
-        while rest.next <= count {
-            // SAFETY: `next <= count < old_len`, so slot `next` holds an item; it is
-            // read exactly once, since `next` moves past it before `f` can panic.
-            let item = unsafe { rest.stack.buf.as_ptr().add(rest.next).read().assume_init() };
-            rest.next += 1;
-            f(item);
-        }
-    }
-
-    /// Removes every item and gives it to `f`, oldest first (if `f` panics, what it
-    /// has not received stays in the stack).
-    pub(crate) fn drain_all(&mut self, mut f: impl FnMut(T)) {
-        if self.len == 0 {
-            return;
-        }
-        let count = self.len - 1;
-        self.drain_oldest(count, &mut f);
-        if let Some(item) = self.pop() {
+        // The guard moves the base past the items read out when it drops, normally or
+        // while unwinding; `f` cannot reach the stack meanwhile.
+        let mut taken = RaiseBase { stack: self, read: 0 };
+        while taken.read < count {
+            // SAFETY: `read + 1 <= count < len`, so slot `read + 1` holds an item; it is
+            // read exactly once, since `read` moves past it before `f` can panic.
+            let item = unsafe { taken.stack.buf.as_ptr().add(taken.read + 1).read().assume_init() };
+            taken.read += 1;
             f(item);
         }
     }
@@ -151,24 +161,21 @@ impl<T> PrivateStack<T> {
     }
 }
 
-/// The end of `drain_oldest`: slots `next..old_len` still hold items (the rest of the
-/// buffer; `top` holds the newest); moves them down to slot 1 and sets the length.
-struct CloseGap<'s, T> {
+/// The end of `drain_oldest`: slots `1..=read` of the buffer have been read out;
+/// moves the base up by `read`, so that the last of them becomes the scratch slot.
+struct RaiseBase<'s, T> {
     stack: &'s mut PrivateStack<T>,
-    next: usize,
-    old_len: usize,
+    read: usize,
 }
 
-impl<T> Drop for CloseGap<'_, T> {
+impl<T> Drop for RaiseBase<'_, T> {
     fn drop(&mut self) {
-        let base = self.stack.buf.as_ptr();
-        let remaining = self.old_len - self.next;
-        // SAFETY: slots `next .. old_len` hold the items not yet read out, slots
-        // `1 .. next` have been read (their contents are moved-from), and all of them
-        // are inside the buffer. `copy` allows the overlap.
-        unsafe { std::ptr::copy(base.add(self.next), base.add(1), remaining) };
-        // The buffered items plus the top.
-        self.stack.len = remaining + 1;
+        let stack = &mut *self.stack;
+        // SAFETY: `read < len <= cap`, so the new base stays inside the allocation.
+        stack.buf = unsafe { stack.buf.add(self.read) };
+        stack.cap -= self.read;
+        stack.len -= self.read;
+        stack.dead += self.read;
     }
 }
 
@@ -184,10 +191,11 @@ impl<T> Drop for DropOnExit<T> {
 
 impl<T> Drop for PrivateStack<T> {
     fn drop(&mut self) {
-        // SAFETY: `buf` and `cap` are the raw parts of a `Vec` (see `from_parts` and
-        // `grow`), given back exactly once; its length 0 drops no element. Rebuilt
-        // first, so the buffer is freed even if an item's `Drop` panics below.
-        let _buffer = unsafe { Vec::from_raw_parts(self.buf.as_ptr(), 0, self.cap) };
+        // SAFETY: `buf - dead` and `dead + cap` are the raw parts of a `Vec` (see
+        // `from_parts`, `grow` and `RaiseBase`), given back exactly once; its length 0
+        // drops no element. Rebuilt first, so the buffer is freed even if an item's
+        // `Drop` panics below.
+        let _buffer = unsafe { Vec::from_raw_parts(self.buf.as_ptr().sub(self.dead), 0, self.dead + self.cap) };
         self.clear();
     }
 }
@@ -198,20 +206,36 @@ impl<T> Default for PrivateStack<T> {
     }
 }
 
-/// Takes a full buffer (`cap` slots, all in use) and returns a larger one holding the
-/// same slots. Out of line and cold, and by value, so the push path stays short and
-/// the stack's address is never taken.
+/// Takes a full stack's base, slots and dead slots (see `PrivateStack`) and returns
+/// them with room for at least one more item: the live slots moved down over the dead
+/// ones if those are at least as many, or else a doubled allocation. Out of line and
+/// cold, and by value, so the push path stays short and the stack's address is never
+/// taken.
 #[cold]
 #[inline(never)]
-fn grow<T>(buf: NonNull<MaybeUninit<T>>, cap: usize) -> (NonNull<MaybeUninit<T>>, usize) {
-    // SAFETY: `buf` and `cap` are the raw parts of a `Vec` whose allocation the stack
-    // owns; it is handed back below, with the stack's fields replaced by the new
-    // parts. `MaybeUninit` slots need no initialization, so length `cap` is valid.
-    let mut vec = ManuallyDrop::new(unsafe { Vec::from_raw_parts(buf.as_ptr(), cap, cap) });
+fn grow<T>(buf: NonNull<MaybeUninit<T>>, cap: usize, dead: usize) -> (NonNull<MaybeUninit<T>>, usize, usize) {
+    // SAFETY: the stack's allocation starts `dead` slots below its base.
+    let start = unsafe { buf.sub(dead) };
+    if dead != 0 && dead >= cap {
+        // Moving `cap` slots down costs no more than the `dead >= cap` items that
+        // `drain_oldest` handed out since the last reclaim, so pushes stay amortized
+        // O(1). SAFETY: both ranges lie in the allocation of `dead + cap` slots; `copy`
+        // allows the overlap; the slots are `MaybeUninit`, so moving them is a bitwise
+        // copy that leaves the old places dead.
+        unsafe { std::ptr::copy(buf.as_ptr(), start.as_ptr(), cap) };
+        return (start, cap + dead, 0);
+    }
+    let total = dead + cap;
+    // SAFETY: `start` and `total` are the raw parts of a `Vec` whose allocation the
+    // stack owns; it is handed back below, with the stack's fields replaced by the new
+    // parts. `MaybeUninit` slots need no initialization, so length `total` is valid.
+    let mut vec = ManuallyDrop::new(unsafe { Vec::from_raw_parts(start.as_ptr(), total, total) });
     // Doubles, like a `Vec`; `reserve` panics on overflow before anything changes.
-    vec.reserve(usize::max(cap, 16));
-    // SAFETY: a `Vec`'s pointer is never null.
-    (unsafe { NonNull::new_unchecked(vec.as_mut_ptr()) }, vec.capacity())
+    vec.reserve(usize::max(total, 16));
+    // SAFETY: a `Vec`'s pointer is never null, and the base keeps its distance `dead`
+    // from the start, inside the (larger) allocation.
+    let new_start = unsafe { NonNull::new_unchecked(vec.as_mut_ptr()) };
+    (unsafe { new_start.add(dead) }, vec.capacity() - dead, dead)
 }
 
 #[cfg(test)]
@@ -248,17 +272,59 @@ mod tests {
             assert_eq!(s.len(), v.len());
         }
         let mut rest = Vec::new();
-        s.drain_all(|i| rest.push(i));
+        while let Some(i) = s.pop() {
+            rest.push(i);
+        }
+        rest.reverse();
         assert_eq!(rest, v);
         assert_eq!(s.pop(), None);
     }
 
     #[test]
-    fn from_vec_pops_last_first() {
-        let mut s = PrivateStack::from_vec(vec![1, 2, 3]);
-        assert_eq!((s.pop(), s.pop(), s.pop(), s.pop()), (Some(3), Some(2), Some(1), None));
-        let mut e: PrivateStack<u8> = PrivateStack::from_vec(Vec::new());
+    fn from_iter_pops_first_first() {
+        let mut s = PrivateStack::from_iter_first_on_top([1, 2, 3]);
+        assert_eq!(s.len(), 3);
+        assert_eq!((s.pop(), s.pop(), s.pop(), s.pop()), (Some(1), Some(2), Some(3), None));
+        let mut e: PrivateStack<u8> = PrivateStack::from_iter_first_on_top([]);
         assert_eq!(e.pop(), None);
+        // An iterator that under-reports its length, then pushes on top of it.
+        let mut s = PrivateStack::from_iter_first_on_top((0..40).filter(|i| i % 2 == 0));
+        s.push(99);
+        let mut got = Vec::new();
+        s.drain_oldest(5, |i| got.push(i));
+        assert_eq!(got, [38, 36, 34, 32, 30]);
+        assert_eq!(s.pop(), Some(99));
+        assert_eq!(s.pop(), Some(0));
+        assert_eq!(s.len(), 14);
+    }
+
+    #[test]
+    fn queue_like_use_reuses_the_allocation() {
+        // A steady stack that is shared from the bottom and refilled on top: the slots
+        // given up below the base must be reclaimed, not pile up.
+        let mut s = PrivateStack::new();
+        let mut next = 0u64;
+        let mut expected = std::collections::VecDeque::new();
+        for _ in 0..1000 {
+            next += 1;
+            s.push(next);
+            expected.push_back(next);
+        }
+        let settled = s.allocation();
+        for round in 0..10_000 {
+            for _ in 0..7 {
+                next += 1;
+                s.push(next);
+                expected.push_back(next);
+            }
+            s.drain_oldest(7, |i| assert_eq!(Some(i), expected.pop_front()));
+            assert_eq!(s.len(), expected.len());
+            assert!(s.allocation() <= 2 * settled.max(2048), "round {round}: {} slots", s.allocation());
+        }
+        while let Some(i) = s.pop() {
+            assert_eq!(Some(i), expected.pop_back());
+        }
+        assert!(expected.is_empty());
     }
 
     #[test]

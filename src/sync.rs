@@ -22,6 +22,7 @@ pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// the model agree on where each access starts and ends.
 #[cfg(not(loom))]
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
@@ -66,6 +67,22 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
 }
 
+/// The CPU this thread is running on, where the OS tells it cheaply (Linux: a vDSO
+/// call, no system call); `None` elsewhere, under Miri and under loom.
+#[inline]
+pub(crate) fn current_cpu() -> Option<usize> {
+    #[cfg(all(target_os = "linux", not(loom), not(miri)))]
+    {
+        // SAFETY: `sched_getcpu` takes no arguments and touches no memory of ours.
+        let cpu = unsafe { libc::sched_getcpu() };
+        usize::try_from(cpu).ok()
+    }
+    #[cfg(not(all(target_os = "linux", not(loom), not(miri))))]
+    {
+        None
+    }
+}
+
 /// Locks `m`, ignoring poisoning: the core never holds a lock while running user code,
 /// so a poisoned lock only means another thread died between two of our own lines,
 /// and the data it guards is still consistent.
@@ -78,6 +95,35 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(loom)]
     {
         m.lock().unwrap()
+    }
+}
+
+/// Mutable access to `m`'s contents without locking (we own it), ignoring poisoning
+/// as [`lock`] does.
+#[inline]
+pub(crate) fn get_mut<T>(m: &mut Mutex<T>) -> &mut T {
+    #[cfg(not(loom))]
+    {
+        m.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+    #[cfg(loom)]
+    {
+        m.get_mut().unwrap()
+    }
+}
+
+/// `Arc::into_inner`: the value if `arc` is its last handle, else just drops `arc`.
+/// loom only has `try_unwrap`, which differs when another handle is dropped at the same
+/// time: then the value may be dropped by that plain `Arc` drop instead of returned.
+#[inline]
+pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
+    #[cfg(not(loom))]
+    {
+        Arc::into_inner(arc)
+    }
+    #[cfg(loom)]
+    {
+        Arc::try_unwrap(arc).ok()
     }
 }
 

@@ -607,7 +607,7 @@ fn ranges_anywhere_in_usize_run_each_index_once() {
         let out = pool.map_index(range.clone(), |i| i - range.start);
         assert!(out.iter().copied().eq(0..len), "{range:?}");
     }
-    // Blocking runs share one seed per index, from the range's own start.
+    // Blocking runs walk the range from its own start, one index at a time.
     let seen = Mutex::new(Vec::new());
     pool.runner()
         .blocking()
@@ -650,4 +650,190 @@ fn slow_range_items_are_stopped_after_the_current_one() {
     // median of five runs (a thread preempted between the item's flag and the run's
     // stop lets the others start one more item each).
     assert!(afters[afters.len() / 2] <= 3, "items started after the error: {afters:?}");
+}
+
+#[test]
+fn a_huge_blocking_range_holds_one_pending_range_per_thread() {
+    // 2^40 indices: one pending item per index would exhaust memory long before the
+    // run could stop, so this returns only if the run holds O(threads) items. Every
+    // index runs at most once; the run stops on its first error, wherever it lands.
+    let pool = Pool::builder().num_threads(3).pin(false).build().unwrap();
+    for fail_at in [0usize, 1, 5000] {
+        let started = AtomicUsize::new(0);
+        let r = pool.runner().blocking().try_for_each_index(0..1 << 40, |i| {
+            started.fetch_add(1, Ordering::Relaxed);
+            if i == fail_at { Err(i) } else { Ok(()) }
+        });
+        let started = started.into_inner();
+        assert!(matches!(r, Err(RunError::Failed { error, .. }) if error == fail_at), "{r:?}");
+        // Four threads walk the range from its start, one index at a time: each may
+        // start a few more after the error before it sees the stop.
+        assert!(started <= fail_at + 1 + 4 * SLACK_PER_THREAD, "fail at {fail_at}: {started} started");
+    }
+    // A blocking map keeps one written range per thread's stretch, not one per index.
+    let out = pool.runner().blocking().try_map_index(0..100_000, |i| Ok::<_, ()>(i * 2)).unwrap();
+    assert!(out.iter().copied().eq((0..100_000).map(|i| i * 2)));
+}
+
+/// Set in the child process of `deep_token_chains_cancel_and_drop_without_recursion`.
+const DEEP_CHAIN_CHILD: &str = "FANOUT_TEST_DEEP_CHAIN_CHILD";
+
+#[test]
+fn deep_token_chains_cancel_and_drop_without_recursion() {
+    if std::env::var_os(DEEP_CHAIN_CHILD).is_none() {
+        // A stack overflow aborts the whole process: run the chains in a child process,
+        // so that it shows up as this test's failure and the other tests still run.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "deep_token_chains_cancel_and_drop_without_recursion", "--test-threads=1"])
+            .env(DEEP_CHAIN_CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child process failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    const DEPTH: usize = 200_000;
+    let chain = || {
+        let root = CancelToken::new();
+        let mut deepest = root.child();
+        // Only the parent's child list holds each link in between.
+        for _ in 1..DEPTH {
+            deepest = deepest.child();
+        }
+        (root, deepest)
+    };
+    let small_stack = std::thread::Builder::new().stack_size(2 << 20).spawn(move || {
+        let (root, deepest) = chain();
+        assert!(!deepest.is_cancelled());
+        root.cancel();
+        assert!(deepest.is_cancelled(), "the cancel did not reach the end of the chain");
+        drop(root);
+        drop(deepest);
+        // Dropped without a cancel, the links are all still in place.
+        let (root, deepest) = chain();
+        drop(deepest);
+        drop(root);
+    });
+    small_stack.unwrap().join().unwrap();
+}
+
+#[test]
+fn a_grandchild_whose_parent_is_unheld_still_sees_the_cancel() {
+    let root = CancelToken::new();
+    // The middle token is held only by `root`'s child list.
+    let grandchild = root.child().child();
+    // Making another child tidies `root`'s list.
+    let _sibling = root.child();
+    root.cancel();
+    assert!(grandchild.is_cancelled(), "the tidy-up cut the grandchild off");
+}
+
+/// A panic payload whose `Drop` panics in turn, `.0` more times with a `Bomb` payload.
+struct Bomb(u32);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        match self.0 {
+            0 => panic!("a panic payload's drop panicked"),
+            n => std::panic::panic_any(Bomb(n - 1)),
+        }
+    }
+}
+
+/// Runs `f` on its own thread and returns what it returns; fails if it takes more than
+/// a minute (a run that hangs) or panics.
+fn returns_in_time<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the run hung"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the run panicked instead of returning"),
+    }
+}
+
+/// Counts itself in and waits (up to ten seconds) until `n` threads have.
+fn meet(arrived: &AtomicUsize, n: usize) {
+    arrived.fetch_add(1, Ordering::SeqCst);
+    let start = Instant::now();
+    while arrived.load(Ordering::SeqCst) < n && start.elapsed() < Duration::from_secs(10) {
+        std::thread::yield_now();
+    }
+}
+
+/// The run keeps one payload and drops the other: that drop panics, and so does the
+/// drop of that panic's payload. Neither may unwind a worker or the caller out of the
+/// run.
+#[test]
+fn payloads_whose_drop_panics_from_two_tasks_at_once() {
+    let arrived = returns_in_time(|| {
+        // One worker and the caller: the worker takes item 1 while item 0 waits for it.
+        let pool = pool(1);
+        let arrived = AtomicUsize::new(0);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run([0u8], |n, ctx| {
+                if n == 0 {
+                    ctx.push_high(1);
+                }
+                meet(&arrived, 2);
+                std::panic::panic_any(Bomb(1));
+            })
+        }));
+        let payload = caught.expect_err("the run did not panic");
+        assert!(payload.is::<Bomb>(), "the run resumed some other panic");
+        // Dropping it would panic again.
+        std::mem::forget(payload);
+        // The pool still works.
+        assert_eq!(pool.map_index(0..3, |i| i), [0, 1, 2]);
+        arrived.into_inner()
+    });
+    assert_eq!(arrived, 2, "the second task never started");
+}
+
+/// The same for panics the engine catches outside tasks.
+#[test]
+fn payloads_whose_drop_panics_from_two_identities_at_once() {
+    let arrived = returns_in_time(|| {
+        // A blocking run shares its seeds, so the worker can start while the caller is
+        // still in `identity`; both panic outside any task.
+        let pool = pool(1);
+        let arrived = AtomicUsize::new(0);
+        let r = pool.runner().blocking().try_run_fold(
+            [0u8, 1],
+            || -> u8 {
+                meet(&arrived, 2);
+                std::panic::panic_any(Bomb(1))
+            },
+            |_, _, _| Ok::<_, ()>(()),
+            |a, _| a,
+        );
+        assert!(matches!(r, Err(RunError::Panicked { index: None, .. })), "{r:?}");
+        assert_eq!(pool.map_index(0..3, |i| i), [0, 1, 2]);
+        arrived.into_inner()
+    });
+    assert_eq!(arrived, 2, "the second identity never started");
+}
+
+#[test]
+fn a_range_too_small_to_share_wakes_nobody() {
+    // Four ~1 ns items: splitting them off would cost the caller a wake-up system call
+    // and save nothing, so the caller walks them alone although every worker is idle.
+    // Judged over five runs (a preemption during the first, timed, index can make it
+    // look slow enough to share).
+    let pool = pool(2);
+    let mut published = Vec::new();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(5));
+        let stats = pool.for_each_index(0..4, |i| {
+            std::hint::black_box(i);
+        });
+        published.push(stats.published);
+    }
+    assert!(published.iter().filter(|&&p| p == 0).count() >= 4, "published per run: {published:?}");
 }

@@ -129,6 +129,43 @@ pub fn w4_rayon_scope() -> u64 {
     sum.into_inner()
 }
 
+/// W6: one task pushes this many follow-ons.
+pub const W6_N: u64 = 3_000_000;
+
+/// W6 on a fanout pool: the root (`u64::MAX`) pushes every index, each of which adds
+/// `mix(i, k)` to its thread's sum.
+pub fn w6_fanout(pool: &fanout::Pool, k: u32) -> u64 {
+    pool.run_fold(
+        [u64::MAX],
+        || 0u64,
+        |sum, i, ctx| {
+            if i == u64::MAX {
+                for j in 0..W6_N {
+                    ctx.push(j);
+                }
+            } else {
+                *sum = sum.wrapping_add(mix(i, k));
+            }
+        },
+        u64::wrapping_add,
+    )
+}
+
+/// W6 with `rayon::scope`: one task spawns every index.
+pub fn w6_rayon_scope(k: u32) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sum = AtomicU64::new(0);
+    rayon::scope(|s| {
+        for j in 0..W6_N {
+            let sum = &sum;
+            s.spawn(move |_| {
+                sum.fetch_add(mix(j, k), Ordering::Relaxed);
+            });
+        }
+    });
+    sum.into_inner()
+}
+
 /// W5: items that block (sleep) about 50 µs each, like a call to a slow service.
 pub const W5_N: u64 = 400;
 pub const W5_BLOCK: std::time::Duration = std::time::Duration::from_micros(50);
