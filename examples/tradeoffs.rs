@@ -512,6 +512,20 @@ fn main() {
                     name: "sequential",
                     run: Box::new(move || (0..W6_N).map(|i| mix(i, k20)).fold(0, u64::wrapping_add)),
                 },
+                Variant {
+                    // The sequential program with the same shape: push every index on a
+                    // `Vec`, then pop them (on this VM the fresh memory costs as much
+                    // as the work).
+                    name: "sequential Vec",
+                    run: Box::new(move || {
+                        let mut stack: Vec<u64> = (0..W6_N).collect();
+                        let mut sum = 0u64;
+                        while let Some(i) = stack.pop() {
+                            sum = sum.wrapping_add(mix(i, k20));
+                        }
+                        sum
+                    }),
+                },
                 Variant { name: "fanout", run: Box::new(move || w6_fanout(pool, k20)) },
                 Variant { name: "rayon scope", run: Box::new(move || rp.install(|| w6_rayon_scope(k20))) },
                 static_split(threads, W6_N, move |i| mix(i, k20)),

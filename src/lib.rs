@@ -50,6 +50,7 @@ mod progress;
 mod range;
 mod run;
 mod runner;
+mod seats;
 mod sleep;
 mod stack;
 mod stats;

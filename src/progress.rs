@@ -41,7 +41,8 @@ pub struct ProgressSnapshot {
     /// Threads working on the run right now (each runs at most one item at a time).
     pub in_flight: usize,
     /// Items waiting: for slice and index-range runs, those not yet completed; for
-    /// follow-on runs, the items queued on each thread when it last reported.
+    /// follow-on runs, the items queued on each thread when it last reported (a batch
+    /// of items shared at once with other threads counts as one until it is taken).
     pub queued: u64,
     /// How many items the run has in all, when known up front (slices and ranges).
     pub total: Option<u64>,

@@ -59,6 +59,16 @@ fn block_target() -> std::time::Duration {
 #[cfg(not(loom))]
 const SHARE_AT_LEAST_NS: u128 = 2_000;
 
+/// Whether a first index that took `took` is fast enough to ramp up without the clock;
+/// records its cost in `index_ns` either way (read before the target, whose first
+/// use in a process measures the clock).
+#[cfg(not(loom))]
+#[inline]
+fn is_fast(took: std::time::Duration, index_ns: &mut u64) -> bool {
+    *index_ns = took.as_nanos() as u64;
+    took * (RAMP_BLOCK as u32) < block_target()
+}
+
 /// The size of the block after one of `block` indices that took `took`.
 #[cfg(not(loom))]
 #[inline]
@@ -127,8 +137,7 @@ pub(crate) fn walk<S>(
             // A first index (only the walk's first block starts at its start) well
             // under the target: fast items, which ramp up without the clock until
             // blocks are worth timing.
-            Some(began) if block_start == range.start && (began.elapsed() * RAMP_BLOCK as u32) < block_target() => {
-                index_ns = began.elapsed().as_nanos() as u64;
+            Some(began) if block_start == range.start && is_fast(began.elapsed(), &mut index_ns) => {
                 block = 2;
                 block_began = None;
             }

@@ -4,7 +4,9 @@
 //! A slot has a private stack (`PrivateStack`, touched only by its owner), a stealable
 //! [`Deque`], a private accumulator and private statistics. Follow-on items go to the
 //! private stack; they are moved to the deque only when the pool reports *demand*
-//! (some thread is idle), so a busy run pays no atomic per item.
+//! (some thread is idle), so a busy run pays no atomic per item. A large share goes as
+//! one deque entry (`Shared::Batch`); the termination rules below count entries, and
+//! taking an entry takes every item in it.
 //!
 //! # Termination
 //!
@@ -48,11 +50,12 @@ use crate::deque::{Deque, Steal};
 use crate::fallible::drop_quietly;
 use crate::global::GlobalQueue;
 use crate::progress::{Counters, SlotProgress};
+use crate::seats::Seats;
 use crate::sleep::Sleep;
 use crate::stack::PrivateStack;
 use crate::stats::{RunStats, SlotStats};
 use crate::stop::{Clock, Stop, StopReason};
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering, Parker, UnsafeCell, lock};
 use crossbeam_utils::CachePadded;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -86,9 +89,6 @@ const CHECK_EVERY: u32 = 8;
 /// Every item under loom, so that the models' few items get shared and stolen.
 #[cfg(loom)]
 const CHECK_EVERY: u32 = 1;
-
-/// Adds one active participant and bumps the epoch (see the module docs).
-const ACTIVATE: u64 = 1 | (1 << 32);
 
 /// Idle rounds a participant spends looking for work before it leaves the run.
 #[cfg(not(loom))]
@@ -149,8 +149,8 @@ pub struct Ctx<'a, T> {
     stack: &'a mut PrivateStack<T>,
     stats: &'a mut SlotStats,
     pace: &'a mut Pace,
-    deque: &'a Deque<T>,
-    global: &'a GlobalQueue<T>,
+    deque: &'a Deque<Shared<T>>,
+    global: &'a GlobalQueue<Shared<T>>,
     urgent: &'a Urgent<T>,
     sleep: &'a Sleep,
     stop: &'a Stop<'a>,
@@ -158,6 +158,8 @@ pub struct Ctx<'a, T> {
     progress: Option<&'a SlotProgress>,
     /// The run was started for blocking items (see `Control::share_seeds`).
     blocking: bool,
+    /// Who takes part in the run, for the decisions to share and to wake.
+    seats: &'a Seats,
 }
 
 impl<T> Ctx<'_, T> {
@@ -229,10 +231,10 @@ impl<T> Ctx<'_, T> {
         self.stop.claim(reason)
     }
 
-    /// Whether splitting work now would feed an idle thread.
+    /// Whether splitting work now would feed an idle thread that can take it.
     #[inline(always)]
     pub(crate) fn should_split(&self) -> bool {
-        self.sleep.has_demand() && self.deque.is_empty()
+        self.sleep.has_demand() && self.deque.is_empty() && self.seats.has_taker()
     }
 
     /// Whether a range walk should make everything after its next index stealable
@@ -247,9 +249,12 @@ impl<T> Ctx<'_, T> {
         // SAFETY: a `Ctx` is only built by the owner of this deque's slot, for the
         // duration of one `execute` call on the owner's thread, and `&mut self` keeps
         // it from being used twice at once.
-        unsafe { self.deque.push_or_spill(item, |x| self.global.push(x)) };
+        unsafe { self.deque.push_or_spill(Shared::One(item), |x| self.global.push(x)) };
         self.stats.published += 1;
-        self.sleep.notify_one();
+        // As in `Run::publish`: an idle participant takes it without a wake-up.
+        if self.seats.wants_a_worker() {
+            self.sleep.notify_one();
+        }
     }
 }
 
@@ -306,6 +311,71 @@ impl<T> Urgent<T> {
     }
 }
 
+/// What a deque or the global queue holds: one item, or a batch of a participant's
+/// oldest private items shared at once. A thief's steal claims one entry at a time (a
+/// fence and a CAS each), which costs more than a task of a few nanoseconds; a batch
+/// costs that once for many items, and moves them with plain copies.
+pub(crate) enum Shared<T> {
+    One(T),
+    Batch(Vec<T>),
+}
+
+impl<T> Shared<T> {
+    /// Moves the item, or the batch's items in their order (the newest on top), onto
+    /// the taker's private stack.
+    fn unpack_onto(self, stack: &mut PrivateStack<T>) {
+        match self {
+            Shared::One(item) => stack.push(item),
+            Shared::Batch(items) => items.into_iter().for_each(|item| stack.push(item)),
+        }
+    }
+}
+
+/// Publications of at least this many items go as one batch (see `Shared`).
+#[cfg(not(loom))]
+const BATCH_AT_LEAST: usize = 64;
+/// Small under loom, so that the models share batches too.
+#[cfg(loom)]
+const BATCH_AT_LEAST: usize = 2;
+
+/// Moves the older half of `stack` to `deque` (as one batch when it is large), counts
+/// it, and wakes a sleeper if one is wanted.
+///
+/// # Safety
+///
+/// The calling thread owns `deque` (it is its slot's deque, see `Run::participate_in`).
+#[cold]
+#[inline(never)]
+unsafe fn share_older_half<T>(
+    stack: &mut PrivateStack<T>,
+    deque: &Deque<Shared<T>>,
+    global: &GlobalQueue<Shared<T>>,
+    sleep: &Sleep,
+    seats: &Seats,
+    stats: &mut SlotStats,
+) {
+    let count = stack.len() / 2;
+    if count >= BATCH_AT_LEAST {
+        let mut batch = Vec::with_capacity(count);
+        stack.drain_oldest(count, |item| batch.push(item));
+        // SAFETY: the caller owns `deque` (this function's contract).
+        unsafe { deque.push_or_spill(Shared::Batch(batch), |x| global.push(x)) };
+    } else {
+        stack.drain_oldest(count, |item| {
+            // SAFETY: as above.
+            unsafe { deque.push_or_spill(Shared::One(item), |x| global.push(x)) }
+        });
+    }
+    stats.published += count as u64;
+    // Nobody is woken when a participant of the run is idle (it finds the items by
+    // itself) or when no worker could join: a full limited run, or every seat taken.
+    // Whoever frees a place finds the items in our deque at once (and wakes a sleeper
+    // itself when it goes idle, since work is visible).
+    if seats.wants_a_worker() {
+        sleep.notify_one();
+    }
+}
+
 /// Why `Run::burst` returned.
 enum BurstEnd {
     /// The private stack is empty.
@@ -324,7 +394,7 @@ struct Local<W: Work> {
 }
 
 struct Slot<W: Work> {
-    deque: Deque<W::Item>,
+    deque: Deque<Shared<W::Item>>,
     local: UnsafeCell<Local<W>>,
 }
 
@@ -353,17 +423,12 @@ pub(crate) struct Run<'p, W: Work> {
     work: W,
     sleep: &'p Sleep,
     slots: Box<[CachePadded<Slot<W>>]>,
-    global: GlobalQueue<W::Item>,
+    global: GlobalQueue<Shared<W::Item>>,
     urgent: Urgent<W::Item>,
-    /// Active participants (low 32 bits) and activation epoch (high 32 bits); see the
-    /// module docs.
-    active: CachePadded<AtomicU64>,
-    /// Workers currently inside `participate` (the caller is not counted).
-    participants: CachePadded<AtomicUsize>,
+    /// The `active` word, joined workers, the caller's seat and the limit.
+    seats: Seats,
     /// Stops the run early: a panic, a task's error, the cancel token, the deadline.
     stop: Stop<'p>,
-    /// Most participants active at once (`u32::MAX`: no limit).
-    limit: u32,
     /// Live progress counters, when a `Progress` handle watches the run.
     progress: Option<Arc<Counters>>,
     /// Set once `active` reached zero.
@@ -372,12 +437,6 @@ pub(crate) struct Run<'p, W: Work> {
     /// Where the caller waits; reference-counted so a worker can wake it after its last
     /// access to the run.
     caller: Arc<Parker>,
-    /// Most workers that may join while the caller takes part: one fewer than the
-    /// pool's when the caller's thread holds a core a worker would otherwise use.
-    caller_seat_cap: usize,
-    /// Whether the caller still takes part (it leaves once idle for a while, and then
-    /// frees its seat for a worker).
-    caller_in: AtomicBool,
     /// `Control::share_seeds`.
     blocking: bool,
     /// How many seeds the run started with (for `RunStats::pushed`).
@@ -423,7 +482,7 @@ impl<'p, W: Work> Run<'p, W> {
         let mut seed_count = 0;
         if control.share_seeds {
             for seed in seeds {
-                global.push(seed);
+                global.push(Shared::One(seed));
                 seed_count += 1;
             }
         } else {
@@ -438,21 +497,16 @@ impl<'p, W: Work> Run<'p, W> {
             slots,
             global,
             urgent: Urgent::new(),
-            active: CachePadded::new(AtomicU64::new(1)),
-            participants: CachePadded::new(AtomicUsize::new(0)),
+            // Blocking items hold no core while they wait: every worker may join.
+            seats: Seats::new(
+                if caller_holds_a_core && !control.share_seeds { workers.saturating_sub(1) } else { workers },
+                control.limit,
+            ),
             stop: Stop::new(control.token, control.deadline),
-            limit: control.limit.unwrap_or(u32::MAX).max(1),
             progress: control.progress,
             done: AtomicBool::new(false),
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
-            // Blocking items hold no core while they wait: every worker may join.
-            caller_seat_cap: if caller_holds_a_core && !control.share_seeds {
-                workers.saturating_sub(1)
-            } else {
-                workers
-            },
-            caller_in: AtomicBool::new(true),
             blocking: control.share_seeds,
             seed_count,
         }
@@ -474,9 +528,7 @@ impl<'p, W: Work> Run<'p, W> {
     /// then remove the run from the registry and call [`Run::wait_for_workers`].
     pub(crate) fn run_as_caller(&self) {
         self.participate_in(self.caller_slot(), true);
-        // Relaxed: only admission looks at it (`try_join`, a hint under the registry
-        // lock); the termination protocol does not.
-        self.caller_in.store(false, Ordering::Relaxed);
+        self.seats.caller_left();
         // Acquire: pairs with `finish`. Our seat is free: a worker kept out by it may be
         // asleep while work waits.
         if !self.done.load(Ordering::Acquire) && self.work_visible() {
@@ -494,7 +546,7 @@ impl<'p, W: Work> Run<'p, W> {
     pub(crate) fn wait_for_workers(&self) {
         // Acquire: pairs with the Release decrement in `leave`, so each worker's writes
         // to its slot are visible to `finish_outcome`.
-        while self.participants.load(Ordering::Acquire) != 0 {
+        while self.seats.participants.load(Ordering::Acquire) != 0 {
             self.caller.park();
         }
     }
@@ -527,7 +579,7 @@ impl<'p, W: Work> Run<'p, W> {
     fn try_finish(&self, left: u64) {
         // Acquire: together with the AcqRel decrement, this sees every push made before
         // any decrement, and any activation whose take emptied a queue we looked at.
-        if !self.work_visible() && self.active.load(Ordering::Acquire) == left {
+        if !self.work_visible() && self.seats.active.load(Ordering::Acquire) == left {
             self.finish();
         }
     }
@@ -543,7 +595,7 @@ impl<'p, W: Work> Run<'p, W> {
         let caller = Arc::clone(&self.caller);
         // Release: our slot writes happen before the caller reads them (it loads with
         // Acquire). After this decrement the run may be gone: only `caller` is used.
-        if self.participants.fetch_sub(1, Ordering::Release) == 1 {
+        if self.seats.participants.fetch_sub(1, Ordering::Release) == 1 {
             caller.unpark();
         }
     }
@@ -574,56 +626,10 @@ impl<'p, W: Work> Run<'p, W> {
             && (!self.urgent.is_empty() || !self.global.is_empty() || self.slots.iter().any(|s| !s.deque.is_empty()))
     }
 
-    /// Whether the run has a concurrency limit.
-    fn limited(&self) -> bool {
-        self.limit != u32::MAX
-    }
-
-    /// Whether another participant could join now: always for unlimited runs. Waking
-    /// a thread is pointless while a limited run is full, since it would be turned away.
-    #[inline]
-    fn has_room(&self) -> bool {
-        // Relaxed: a hint; a stale value costs one needless or one missed wake-up, and
-        // the participant that frees a place wakes a sleeper itself if work is visible.
-        !self.limited() || self.below_limit(self.active.load(Ordering::Relaxed))
-    }
-
-    /// Whether `active` (a value of the `active` word) leaves room for one more.
-    fn below_limit(&self, active: u64) -> bool {
-        (active as u32) < self.limit
-    }
-
     /// Tells the run's progress watcher, if any, whether participant `me` is working.
     fn report_active(&self, me: usize, active: bool) {
         if let Some(p) = &self.progress {
             p.slot(me).set_active(active);
-        }
-    }
-
-    /// Rule 2 of the termination protocol, within the run's limit: counts us active
-    /// (and bumps the epoch) unless the limit is reached.
-    fn try_activate(&self) -> bool {
-        // AcqRel: keeps the increment ordered before our steals (rule 2) and acquires
-        // the previous activations and deactivations.
-        if !self.limited() {
-            self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
-            return true;
-        }
-        // Relaxed: only a first guess for the CAS, which does the ordering.
-        let mut current = self.active.load(Ordering::Relaxed);
-        loop {
-            if !self.below_limit(current) {
-                return false;
-            }
-            match self.active.compare_exchange_weak(
-                current,
-                current.wrapping_add(ACTIVATE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(seen) => current = seen,
-            }
         }
     }
 
@@ -659,10 +665,10 @@ impl<'p, W: Work> Run<'p, W> {
                     }
                     // AcqRel: Release hands our work's effects to whoever finishes the
                     // run; Acquire (on the last decrement) collects everyone else's.
-                    let left = self.active.fetch_sub(1, Ordering::AcqRel) - 1;
+                    let left = self.seats.active.fetch_sub(1, Ordering::AcqRel) - 1;
                     if left as u32 == 0 {
                         self.try_finish(left);
-                    } else if self.limited() && self.work_visible() {
+                    } else if self.seats.limited() && self.work_visible() {
                         // A worker turned away at the limit may be asleep: our place is
                         // free now.
                         self.sleep.notify_one();
@@ -674,7 +680,7 @@ impl<'p, W: Work> Run<'p, W> {
                     return;
                 }
                 // Join the count *before* taking anything (rule 2), bumping the epoch.
-                if self.work_visible() && self.try_activate() {
+                if self.work_visible() && self.seats.try_activate() {
                     active = true;
                     self.report_active(me, true);
                     continue;
@@ -755,20 +761,20 @@ impl<'p, W: Work> Run<'p, W> {
                 }
                 // High-priority items first, then our own deque, then elsewhere.
                 let next = match self.urgent.maybe_pop() {
-                    Some(item) => Some(item),
+                    Some(item) => Some(Shared::One(item)),
                     // SAFETY: we own this slot's deque (see `participate_in`).
                     None => match unsafe { deque.pop() } {
-                        Some(item) => Some(item),
+                        Some(shared) => Some(shared),
                         None => self.find_remote(me, deque, stats),
                     },
                 };
                 match next {
-                    Some(item) => {
+                    Some(shared) => {
                         if *in_demand {
                             self.sleep.remove_demand();
                             *in_demand = false;
                         }
-                        stack.push(item);
+                        shared.unpack_onto(stack);
                     }
                     None => break,
                 }
@@ -818,7 +824,7 @@ impl<'p, W: Work> Run<'p, W> {
         executed: &mut u64,
         pace: &mut Pace,
         stats: &mut SlotStats,
-        deque: &Deque<W::Item>,
+        deque: &Deque<Shared<W::Item>>,
         progress: Option<&SlotProgress>,
     ) -> (W::Acc, u32, BurstEnd) {
         let mut stack = std::mem::take(stack_slot);
@@ -838,6 +844,7 @@ impl<'p, W: Work> Run<'p, W> {
                 stop: &self.stop,
                 progress,
                 blocking: self.blocking,
+                seats: &self.seats,
             };
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut ctx, &mut acc))) {
                 break BurstEnd::Panic(payload);
@@ -864,63 +871,31 @@ impl<'p, W: Work> Run<'p, W> {
     /// Whether the between-items checks have something to do (`Run::burst` looks every
     /// `CHECK_EVERY` items): loads only, out of line so the loop keeps its registers.
     #[inline(never)]
-    fn needs_look(&self, private: usize, deque: &Deque<W::Item>, progress: Option<&SlotProgress>) -> bool {
+    fn needs_look(&self, private: usize, deque: &Deque<Shared<W::Item>>, progress: Option<&SlotProgress>) -> bool {
         progress.is_some() || self.stop.needs_poll() || self.urgent.in_use() || self.should_publish(private, deque)
     }
 
     /// Whether sharing private items now would feed a hungry thread: at least two
     /// (one stays here), some thread idle, what we shared last time already taken, and
-    /// someone able to take it (see `has_taker`).
+    /// someone able to take it (`Seats::has_taker`).
     #[inline(always)]
-    fn should_publish(&self, private: usize, deque: &Deque<W::Item>) -> bool {
-        private >= 2 && self.sleep.has_demand() && deque.is_empty() && self.has_taker()
-    }
-
-    /// Whether a published item could be taken soon: a participant of this run is idle,
-    /// or a worker may still join. Without it, a run whose every seat is taken would
-    /// publish (and wake a sleeper) for an idle worker it will never admit. Out of
-    /// line: it runs only when the pool reports demand.
-    #[inline(never)]
-    fn has_taker(&self) -> bool {
-        // Relaxed, all three: hints; a stale answer costs one needless or one late
-        // publication, and the termination protocol does not depend on them.
-        let active = u64::from(self.active.load(Ordering::Relaxed) as u32);
-        let caller = u64::from(self.caller_in.load(Ordering::Relaxed));
-        let joined = self.participants.load(Ordering::Relaxed) as u64 + caller;
-        active < joined || self.admits_worker()
-    }
-
-    /// Whether one more worker may join: a seat is free (see `caller_seat_cap`).
-    #[inline]
-    fn admits_worker(&self) -> bool {
-        // Relaxed: hints, as in `has_taker`; `try_join` reads them under the registry
-        // lock, where only leaving can change `participants` meanwhile (downwards).
-        !self.caller_in.load(Ordering::Relaxed) || self.participants.load(Ordering::Relaxed) < self.caller_seat_cap
+    fn should_publish(&self, private: usize, deque: &Deque<Shared<W::Item>>) -> bool {
+        private >= 2 && self.sleep.has_demand() && deque.is_empty() && self.seats.has_taker()
     }
 
     /// Shares the older half of the private stack with hungry threads (when
     /// `should_publish`).
     #[cold]
-    fn publish(&self, deque: &Deque<W::Item>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
-        let count = (stack.len() / 2).min(deque.capacity() / 2);
-        stack.drain_oldest(count, |item| {
-            // SAFETY: we own this slot's deque (see `participate_in`).
-            unsafe { deque.push_or_spill(item, |x| self.global.push(x)) };
-        });
-        stats.published += count as u64;
-        // A full limited run shares without waking anyone: every thread woken would
-        // be turned away. Whoever frees a place finds the items in our deque at once
-        // (and wakes a sleeper itself when it goes idle, since work is visible).
-        if self.has_room() {
-            self.sleep.notify_one();
-        }
+    fn publish(&self, deque: &Deque<Shared<W::Item>>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
+        // SAFETY: we own this slot's deque (see `participate_in`).
+        unsafe { share_older_half(stack, deque, &self.global, self.sleep, &self.seats, stats) };
     }
 
     /// Looks for work outside our own slot: the global queue, then the other deques.
-    fn find_remote(&self, me: usize, deque: &Deque<W::Item>, stats: &mut SlotStats) -> Option<W::Item> {
-        if let Some(item) = self.urgent.queue.pop().or_else(|| self.global.pop()) {
+    fn find_remote(&self, me: usize, deque: &Deque<Shared<W::Item>>, stats: &mut SlotStats) -> Option<Shared<W::Item>> {
+        if let Some(shared) = self.urgent.queue.pop().map(Shared::One).or_else(|| self.global.pop()) {
             stats.global_pops += 1;
-            return Some(item);
+            return Some(shared);
         }
         let n = self.slots.len();
         for _ in 0..4 {
@@ -964,18 +939,18 @@ impl<W: Work> Job for Run<'_, W> {
         if self.done.load(Ordering::Acquire) {
             return false;
         }
-        if !self.admits_worker() {
+        if !self.seats.admit_worker() {
             return false;
         }
         // Relaxed: under the registry lock, which the caller takes before it waits for
         // this counter to drop to zero.
-        self.participants.fetch_add(1, Ordering::Relaxed);
+        self.seats.participants.fetch_add(1, Ordering::Relaxed);
         true
     }
 
     fn has_work(&self) -> bool {
         // A snapshot; `try_activate` enforces the limit, `try_join` the seats.
-        self.admits_worker() && self.work_visible() && self.has_room()
+        self.seats.admit_worker() && self.work_visible() && self.seats.has_room()
     }
 
     fn participate(&self, worker: usize) {

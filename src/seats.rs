@@ -1,0 +1,130 @@
+//! Who may take part in a run and who does: the `active` word of the termination
+//! protocol (see `crate::run`), the workers that joined, the caller's seat and the
+//! concurrency limit. The engine asks it whether a worker may join, whether anyone
+//! could take published work, and whether a wake-up would be of use.
+//!
+//! Everything here but `active`'s own protocol is a hint for admission and wake-ups:
+//! work that is visible is always taken by a participant still active (termination
+//! rule 3), so no answer from here can lose work or hang a run; a wrong one costs a
+//! needless or a late wake-up.
+
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crossbeam_utils::CachePadded;
+
+/// Adds one active participant and bumps the epoch (see `crate::run`).
+const ACTIVATE: u64 = 1 | (1 << 32);
+
+pub(crate) struct Seats {
+    /// Active participants (low 32 bits) and activation epoch (high 32 bits); see the
+    /// `run` module docs. The caller starts active.
+    pub(crate) active: CachePadded<AtomicU64>,
+    /// Workers currently inside `participate` (the caller is not counted).
+    pub(crate) participants: CachePadded<AtomicUsize>,
+    /// Whether the caller still takes part (it leaves once idle for a while, and then
+    /// frees its seat for a worker).
+    caller_in: AtomicBool,
+    /// Most workers that may join while the caller takes part: one fewer than the
+    /// pool's when the caller's thread holds a core a worker would otherwise use.
+    cap: usize,
+    /// Most participants active at once (`u32::MAX`: no limit).
+    limit: u32,
+}
+
+impl Seats {
+    /// Seats for a run whose caller starts active, with at most `cap` workers joined
+    /// while the caller takes part and at most `limit` participants active.
+    pub(crate) fn new(cap: usize, limit: Option<u32>) -> Self {
+        Self {
+            active: CachePadded::new(AtomicU64::new(1)),
+            participants: CachePadded::new(AtomicUsize::new(0)),
+            caller_in: AtomicBool::new(true),
+            cap,
+            limit: limit.unwrap_or(u32::MAX).max(1),
+        }
+    }
+
+    /// The caller left the run: its seat is free for a worker.
+    pub(crate) fn caller_left(&self) {
+        // Relaxed: an admission hint (see the module docs).
+        self.caller_in.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether one more worker may join: a seat is free.
+    #[inline]
+    pub(crate) fn admit_worker(&self) -> bool {
+        // Relaxed: hints; `try_join` reads them under the registry lock, where only a
+        // worker leaving can change `participants` meanwhile (downwards).
+        !self.caller_in.load(Ordering::Relaxed) || self.participants.load(Ordering::Relaxed) < self.cap
+    }
+
+    /// Whether a participant of the run is idle (it looks at the deques by itself).
+    #[inline]
+    fn has_idle_participant(&self) -> bool {
+        // Relaxed: hints (see the module docs).
+        let active = u64::from(self.active.load(Ordering::Relaxed) as u32);
+        let caller = u64::from(self.caller_in.load(Ordering::Relaxed));
+        active < self.participants.load(Ordering::Relaxed) as u64 + caller
+    }
+
+    /// Whether a published item could be taken soon: a participant is idle, or a worker
+    /// may still join. Without it, a run whose every seat is taken would publish for an
+    /// idle worker it will never admit.
+    #[inline(never)]
+    pub(crate) fn has_taker(&self) -> bool {
+        self.has_idle_participant() || self.admit_worker()
+    }
+
+    /// Whether waking a sleeper for newly published work is of use: nobody in the run
+    /// is idle to take it, a worker may join, and the limit leaves room.
+    #[inline]
+    pub(crate) fn wants_a_worker(&self) -> bool {
+        !self.has_idle_participant() && self.admit_worker() && self.has_room()
+    }
+
+    /// Whether the run has a concurrency limit.
+    #[inline]
+    pub(crate) fn limited(&self) -> bool {
+        self.limit != u32::MAX
+    }
+
+    /// Whether another participant could become active now: always for unlimited
+    /// runs. Waking a thread is pointless while a limited run is full.
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        // Relaxed: a hint; a stale value costs one needless or one missed wake-up, and
+        // the participant that frees a place wakes a sleeper itself if work is visible.
+        !self.limited() || self.below_limit(self.active.load(Ordering::Relaxed))
+    }
+
+    /// Whether `active` (a value of the `active` word) leaves room for one more.
+    fn below_limit(&self, active: u64) -> bool {
+        (active as u32) < self.limit
+    }
+
+    /// Rule 2 of the termination protocol, within the run's limit: counts us active
+    /// (and bumps the epoch) unless the limit is reached.
+    pub(crate) fn try_activate(&self) -> bool {
+        // AcqRel: keeps the increment ordered before our steals (rule 2) and acquires
+        // the previous activations and deactivations.
+        if !self.limited() {
+            self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
+            return true;
+        }
+        // Relaxed: only a first guess for the CAS, which does the ordering.
+        let mut current = self.active.load(Ordering::Relaxed);
+        loop {
+            if !self.below_limit(current) {
+                return false;
+            }
+            match self.active.compare_exchange_weak(
+                current,
+                current.wrapping_add(ACTIVATE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
