@@ -200,8 +200,8 @@ impl Shared {
         jobs.push(job);
         // Release: a worker that sees the count also sees the list under the lock.
         self.job_count.store(jobs.len(), Ordering::Release);
-        drop(jobs);
-        self.sleep.signal_published();
+        // No `signal_published`: a new run shows no stealable work until it publishes,
+        // which signals then (so tiny runs do not send spinning workers to the lock).
     }
 
     fn unregister(&self, job: JobPtr) {

@@ -354,7 +354,7 @@ unsafe fn share_older_half<T>(
     seats: &Seats,
     stats: &mut SlotStats,
 ) {
-    let count = stack.len() / 2;
+    let count = (stack.len() / 2).min(BATCH_AT_MOST);
     if count >= BATCH_AT_LEAST {
         let mut batch = Vec::with_capacity(count);
         stack.drain_oldest(count, |item| batch.push(item));
@@ -375,6 +375,15 @@ unsafe fn share_older_half<T>(
         sleep.notify_one();
     }
 }
+
+/// The most items one publication shares: enough that a thief's steal is noise next to
+/// running them, few enough that the batch is copied within the caches (a larger one
+/// lands in fresh memory, whose page faults cost more than the copy) and that the
+/// sharer keeps work of its own to share again soon.
+#[cfg(not(loom))]
+const BATCH_AT_MOST: usize = 4096;
+#[cfg(loom)]
+const BATCH_AT_MOST: usize = 4;
 
 /// Why `Run::burst` returned.
 enum BurstEnd {

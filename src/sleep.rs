@@ -24,7 +24,7 @@ pub struct Sleep {
     /// Threads that would take published work right now. Read on every item by busy
     /// threads, written only on idle/busy transitions, so it stays in their caches.
     demand: CachePadded<AtomicUsize>,
-    /// Bumped whenever work may have become visible (`notify_one`, a new run): idle
+    /// Bumped whenever work may have become visible (every `notify_one`): idle
     /// workers that spin before sleeping look at the registry only when it moved.
     published: CachePadded<AtomicUsize>,
     /// `sleepers.len()`, readable without the lock by publishers.
@@ -103,9 +103,9 @@ impl Sleep {
         self.published.load(Ordering::Relaxed)
     }
 
-    /// Moves [`Sleep::published`] (a run was registered, or work published).
+    /// Moves [`Sleep::published`] (work was published).
     #[inline]
-    pub(crate) fn signal_published(&self) {
+    fn signal_published(&self) {
         // Relaxed: see `published`.
         self.published.fetch_add(1, Ordering::Relaxed);
     }
