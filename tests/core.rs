@@ -277,3 +277,40 @@ fn stats_are_summed() {
     assert_eq!(stats.busy.len(), 3);
     assert!(stats.participants >= 1);
 }
+
+#[test]
+fn wide_fan_outs_run_every_item_once_and_drop_it_once() {
+    // One task pushes many items that own heap data: they are shared in batches (one
+    // deque entry for many items), so this checks that batches lose, repeat and leak
+    // nothing, also when a panic stops the run with batches still queued.
+    const N: u32 = 200_000;
+    for threads in [1, 2, 3] {
+        let pool = pool(threads);
+        let runs: Vec<AtomicUsize> = (0..N).map(|_| AtomicUsize::new(0)).collect();
+        let drops = AtomicUsize::new(0);
+        let stats = pool.run([None], |item: Option<Counted<'_>>, ctx| match item {
+            None => (0..N).for_each(|i| ctx.push(Some(Counted(i, &drops)))),
+            Some(c) => {
+                runs[c.0 as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "{threads} threads: an item ran twice or never");
+        assert_eq!(drops.load(Ordering::Relaxed), N as usize, "{threads} threads");
+        assert_eq!(stats.executed, u64::from(N) + 1);
+
+        let drops = AtomicUsize::new(0);
+        let started = AtomicUsize::new(0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run([None], |item: Option<Counted<'_>>, ctx| match item {
+                None => (0..N).for_each(|i| ctx.push(Some(Counted(i, &drops)))),
+                Some(c) => {
+                    if started.fetch_add(1, Ordering::Relaxed) == 50_000 {
+                        panic!("planned, item {}", c.0);
+                    }
+                }
+            })
+        }));
+        assert!(r.is_err(), "{threads} threads: the panic must reach the caller");
+        assert_eq!(drops.load(Ordering::Relaxed), N as usize, "{threads} threads: every item dropped exactly once");
+    }
+}
