@@ -150,8 +150,8 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     pinned: AtomicUsize,
     threads: usize,
-    /// At least one worker per core: a caller that also works is one thread too many,
-    /// so it steps back once the workers are busy on its run.
+    /// At least one worker per core: a caller that also works holds one of the cores,
+    /// so its run admits one worker fewer while it takes part (see `Seats`).
     one_per_core: bool,
 }
 

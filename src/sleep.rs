@@ -139,9 +139,13 @@ impl Sleep {
     }
 
     /// Parks `worker` until it is woken (after [`Sleep::prepare`] and a fruitless
-    /// re-check).
+    /// re-check), then withdraws its registration if it is still listed: a wake-up
+    /// token left by an earlier registration (taken by a waker after the worker had
+    /// cancelled it) makes `park` return at once, and the worker, awake, must not stay
+    /// on the list, or a later `notify_one` would wake it instead of a sleeper.
     pub fn park(&self, worker: usize) {
         self.parkers[worker].park();
+        self.cancel(worker);
     }
 
     /// Wakes one sleeping worker, if any. Call after making work visible.
@@ -180,6 +184,23 @@ impl Sleep {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::Sleep;
+    use crate::sync::Ordering;
+
+    #[test]
+    fn a_stale_wake_up_leaves_no_registration_behind() {
+        let sleep = Sleep::new(2);
+        // Worker 0 registers; a waker takes it off the list (leaving a token) while
+        // the worker's re-check finds work, so its cancel finds nothing to remove.
+        sleep.prepare(0);
+        sleep.notify_one();
+        sleep.cancel(0);
+        // Next time round it registers again; park returns at once on the old token.
+        sleep.prepare(0);
+        sleep.park(0);
+        // Awake and working, it must not be listed: a wake-up would go to it.
+        assert_eq!(sleep.sleeper_count.load(Ordering::Relaxed), 0);
+        assert!(sleep.sleepers.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn a_waker_prefers_a_sleeper_pinned_elsewhere() {

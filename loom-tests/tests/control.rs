@@ -47,9 +47,9 @@ fn limit_one() {
     limit_model("control::limit_one", 1, 1, Bound::AtMost(2));
 }
 
-/// Two workers and the caller, at most two active: the caller steps back once a worker
-/// joins, and the second worker's activation races the first one's and the caller's
-/// return. Three participants are costly to explore: preemption bound 1.
+/// Two workers and the caller, at most two active: the second worker's activation
+/// races the first one's and the caller's idle transitions. Three participants are
+/// costly to explore: preemption bound 1.
 #[test]
 fn limit_two_of_three() {
     limit_model("control::limit_two_of_three", 2, 2, Bound::AtMost(1));
