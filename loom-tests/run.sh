@@ -8,12 +8,20 @@
 # took. LOOM_MAX_PREEMPTIONS defaults to 2; some cheap models use 3 whatever it says,
 # and the costliest ones never go above 2 (see each model's `Bound`).
 #
-# The mutant mode builds twice more, each into its own directory under
+# The mutant mode builds once more per mutant, each into its own directory under
 # target-loom-mutant/ (the flags differ, so sharing a directory would rebuild every
 # time):
-#   --cfg fanout_mutant_deque  drops the SeqCst fences of the deque's pop/steal pair;
-#   --cfg fanout_mutant_sleep  drops the SeqCst fences of prepare/notify_one, and
-#                              makes the stream stage gate forget to count waiters.
+#   --cfg fanout_mutant_deque          drops the SeqCst fences of the deque's pop/steal pair;
+#   --cfg fanout_mutant_sleep          drops the SeqCst fences of prepare/notify_one (and
+#                                      the worker loop's re-check after prepare);
+#   --cfg fanout_mutant_gate           makes the stream stage gate forget to count waiters;
+#   --cfg fanout_mutant_activate_late  an idle participant takes an item before it
+#                                      increments `active` (termination rule 2 broken);
+#                                      caught by the loom-only check that no item runs
+#                                      after its run was declared done (`Run::burst`).
+# There is no mutant for rule 4's re-check or for the activation epoch: with rules 1-3
+# intact the count reaches zero only when no item is left anywhere, so no model can
+# tell them apart from the real code (see ARCHITECTURE.md).
 # Each model listed below must then FAIL under loom. Each model runs in a process of
 # its own, because after a failure loom can abort the whole test binary while
 # unwinding.
@@ -28,6 +36,7 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 # tests/deque_idle.rs are left out, since they do not depend on the fences).
 readonly DEQUE_CATCHERS=(owner_vs_one_thief owner_vs_two_thieves steal_batch_and_pop_vs_owner)
 readonly SLEEP_CATCHERS=(no_lost_wakeup no_lost_wakeup_two_workers)
+readonly ACTIVATE_LATE_CATCHERS=(run_tree_depth_1 run_fan_out_4 two_runs_in_a_row)
 readonly GATE_CATCHERS=(gate_of_one_three_threads gate_of_one_two_threads_twice gate_of_two_three_threads gate_of_one_three_threads_twice)
 
 run_suite() {
@@ -88,7 +97,8 @@ run_mutants() {
     local start=$SECONDS status=0
     check_mutant fanout_mutant_deque deque "${DEQUE_CATCHERS[@]}" || status=1
     check_mutant fanout_mutant_sleep sleep "${SLEEP_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_sleep gate "${GATE_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_gate gate "${GATE_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_activate_late pool "${ACTIVATE_LATE_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

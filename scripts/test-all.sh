@@ -14,6 +14,12 @@ section() { printf '\n=== %s\n' "$*"; }
 section "unit, integration, doc and stress tests (release)"
 cargo test --release --workspace
 
+section "unit and integration tests (debug: debug assertions and overflow checks)"
+start=$(date +%s)
+# The one skipped test judges release-mode timing (debug items look slow enough to share).
+cargo test --workspace --lib --tests -- --skip a_range_too_small_to_share_wakes_nobody
+echo "debug tests: passed in $(( $(date +%s) - start )) s"
+
 section "loom model checks"
 bash loom-tests/run.sh
 

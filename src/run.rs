@@ -562,6 +562,7 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// Collects accumulators, statistics and any panic. Call after `wait_for_workers`.
     pub(crate) fn into_outcome(self) -> Outcome<W::Acc> {
+        self.drop_leftovers();
         let mut stats = RunStats { busy: Vec::with_capacity(self.slots.len()), ..RunStats::default() };
         let mut accs = Vec::with_capacity(self.slots.len());
         for slot in self.slots.iter() {
@@ -612,6 +613,40 @@ impl<'p, W: Work> Run<'p, W> {
     /// Stops the run for a panic and keeps its payload if it is the first. Never
     /// unwinds, whatever the payload's `Drop` does: most calls are outside any
     /// `catch_unwind`, and a worker unwinding out of `participate` would never `leave`.
+    /// Drops an item the run will not execute (it stopped early). Each is dropped
+    /// under its own `catch_unwind`, its panic recorded like a task's: a panicking
+    /// `Drop` never escapes a `try_*` call as an unwind, and two of them never abort
+    /// the process (as two panicking drops in one `Vec` would).
+    fn drop_pending(&self, item: W::Item) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(item))) {
+            self.record_panic(payload);
+        }
+    }
+
+    /// Drops, one at a time, the items still queued in deques and shared queues after
+    /// a stopped run has quiesced (every participant has left).
+    fn drop_leftovers(&self) {
+        let drop_shared = |shared: Shared<W::Item>| match shared {
+            Shared::One(item) => self.drop_pending(item),
+            Shared::Batch(items) => items.into_iter().for_each(|item| self.drop_pending(item)),
+        };
+        for slot in self.slots.iter() {
+            loop {
+                match slot.deque.steal() {
+                    Steal::Success(shared) => drop_shared(shared),
+                    Steal::Empty => break,
+                    Steal::Retry => crate::sync::spin_hint(),
+                }
+            }
+        }
+        while let Some(shared) = self.global.pop() {
+            drop_shared(shared);
+        }
+        while let Some(item) = self.urgent.queue.pop() {
+            self.drop_pending(item);
+        }
+    }
+
     fn record_panic(&self, payload: Box<dyn Any + Send>) {
         let loser = {
             let mut first = lock(&self.panic);
@@ -689,7 +724,16 @@ impl<'p, W: Work> Run<'p, W> {
                     return;
                 }
                 // Join the count *before* taking anything (rule 2), bumping the epoch.
-                if self.work_visible() && self.seats.try_activate() {
+                #[cfg(not(fanout_mutant_activate_late))]
+                let found = self.work_visible();
+                // Mutant: take an item first (into the private stack), then activate.
+                #[cfg(fanout_mutant_activate_late)]
+                let found = self
+                    .find_remote(me, &slot.deque, &mut local.stats)
+                    .map(|s| s.unpack_onto(&mut local.stack))
+                    .is_some()
+                    || local.stack.len() > 0;
+                if found && self.seats.try_activate() {
                     active = true;
                     self.report_active(me, true);
                     continue;
@@ -805,9 +849,9 @@ impl<'p, W: Work> Run<'p, W> {
             self.record_panic(payload);
         }
         if self.stop.is_set() {
-            // Drop the private follow-ons; a panicking `Drop` must not escape either.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| own_stack.clear())) {
-                self.record_panic(payload);
+            // Drop the private follow-ons one at a time (see `drop_pending`).
+            while let Some(item) = own_stack.pop() {
+                self.drop_pending(item);
             }
         }
         *slot_stack = own_stack;
@@ -842,6 +886,9 @@ impl<'p, W: Work> Run<'p, W> {
         let mut laps = 0u64;
         let end = loop {
             let Some(item) = stack.pop() else { break BurstEnd::Empty };
+            // What `done` promises (see the termination rules), checked by the models.
+            #[cfg(loom)]
+            debug_assert!(!self.done.load(Ordering::Relaxed), "an item ran after its run was declared done");
             let mut ctx = Ctx {
                 stack: &mut stack,
                 stats: &mut *stats,

@@ -837,3 +837,66 @@ fn a_range_too_small_to_share_wakes_nobody() {
     }
     assert!(published.iter().filter(|&&p| p == 0).count() >= 4, "published per run: {published:?}");
 }
+
+/// Set in the child process of `pending_items_whose_drop_panics_never_abort`.
+const DROP_PANIC_CHILD: &str = "FANOUT_TEST_DROP_PANIC_CHILD";
+
+#[test]
+fn pending_items_whose_drop_panics_never_abort() {
+    if std::env::var_os(DROP_PANIC_CHILD).is_none() {
+        // Two panicking drops in one cleanup abort the process: run the case in a child
+        // process, so that an abort shows up as this test's failure.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "pending_items_whose_drop_panics_never_abort", "--test-threads=1"])
+            .env(DROP_PANIC_CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child process failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    // Thousands of panicking drops would print thousands of messages.
+    std::panic::set_hook(Box::new(|_| {}));
+    /// Panics when dropped unless defused (a task that runs it defuses it).
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("a pending item's drop panicked");
+        }
+    }
+    const PENDING: u32 = 5_000;
+    for threads in [1, 2] {
+        let pool = pool(threads);
+        // A fallible run that fails with thousands of bombs pending: the error comes
+        // back as an `Err`, never as an unwind from a drop, and nothing aborts.
+        let r = pool.try_run([None], |item: Option<Bomb>, ctx| match item {
+            None => {
+                (0..PENDING).for_each(|_| ctx.push(Some(Bomb)));
+                Err("stop")
+            }
+            Some(bomb) => {
+                std::mem::forget(bomb);
+                Ok(())
+            }
+        });
+        assert!(matches!(r, Err(RunError::Failed { error: "stop", .. })), "{threads} threads: {r:?}");
+        // An infallible run whose task panics with bombs pending: the panic is resumed
+        // on the caller (one of them), and nothing aborts.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run([None], |item: Option<Bomb>, ctx| match item {
+                None => {
+                    (0..PENDING).for_each(|_| ctx.push(Some(Bomb)));
+                    panic!("the task panicked");
+                }
+                Some(bomb) => std::mem::forget(bomb),
+            })
+        }));
+        assert!(r.is_err(), "{threads} threads: the panic must reach the caller");
+        // The pool still works.
+        assert_eq!(pool.map_index(0..10, |i| i), (0..10).collect::<Vec<_>>());
+    }
+}
