@@ -683,17 +683,7 @@ fn deep_token_chains_cancel_and_drop_without_recursion() {
     if std::env::var_os(DEEP_CHAIN_CHILD).is_none() {
         // A stack overflow aborts the whole process: run the chains in a child process,
         // so that it shows up as this test's failure and the other tests still run.
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "deep_token_chains_cancel_and_drop_without_recursion", "--test-threads=1"])
-            .env(DEEP_CHAIN_CHILD, "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-            "the child process failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_in_child("deep_token_chains_cancel_and_drop_without_recursion", DEEP_CHAIN_CHILD);
         return;
     }
     const DEPTH: usize = 200_000;
@@ -846,17 +836,7 @@ fn pending_items_whose_drop_panics_never_abort() {
     if std::env::var_os(DROP_PANIC_CHILD).is_none() {
         // Two panicking drops in one cleanup abort the process: run the case in a child
         // process, so that an abort shows up as this test's failure.
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "pending_items_whose_drop_panics_never_abort", "--test-threads=1"])
-            .env(DROP_PANIC_CHILD, "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-            "the child process failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_in_child("pending_items_whose_drop_panics_never_abort", DROP_PANIC_CHILD);
         return;
     }
     // Thousands of panicking drops would print thousands of messages.
@@ -899,4 +879,21 @@ fn pending_items_whose_drop_panics_never_abort() {
         // The pool still works.
         assert_eq!(pool.map_index(0..10, |i| i), (0..10).collect::<Vec<_>>());
     }
+}
+
+/// Runs the test `name` of this binary in a child process with `env` set (the test
+/// then does the real work), and asserts that it passed: an abort or a stack overflow
+/// there shows up as this test's failure, and the other tests still run.
+fn run_in_child(name: &str, env: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child process failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
