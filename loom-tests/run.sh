@@ -18,7 +18,15 @@
 #   --cfg fanout_mutant_activate_late  an idle participant takes an item before it
 #                                      increments `active` (termination rule 2 broken);
 #                                      caught by the loom-only check that no item runs
-#                                      after its run was declared done (`Run::burst`).
+#                                      after its run was declared done (`Run::burst`);
+#   --cfg fanout_mutant_cancel_unlocked  `CancelToken::child` reads the parent's flag
+#                                      before taking the child-list lock;
+#   --cfg fanout_mutant_window_handoff a stream's deposit of the consumer's next batch
+#                                      does not wake the waiting consumer (off by one);
+#   --cfg fanout_mutant_deque_release  the owner's `bottom` store in `push` is Relaxed,
+#                                      so a thief can read a slot before its write.
+# fanout_mutant_sleep is also checked against a whole-pool model (a worker woken for
+# three runs in a row), whose bounded wait reports the lost wake-up.
 # There is no mutant for rule 4's re-check or for the activation epoch: with rules 1-3
 # intact the count reaches zero only when no item is left anywhere, so no model can
 # tell them apart from the real code (see ARCHITECTURE.md).
@@ -38,6 +46,13 @@ readonly DEQUE_CATCHERS=(owner_vs_one_thief owner_vs_two_thieves steal_batch_and
 readonly SLEEP_CATCHERS=(no_lost_wakeup no_lost_wakeup_two_workers)
 readonly ACTIVATE_LATE_CATCHERS=(run_tree_depth_1 run_fan_out_4 two_runs_in_a_row)
 readonly GATE_CATCHERS=(gate_of_one_three_threads gate_of_one_two_threads_twice gate_of_two_three_threads gate_of_one_three_threads_twice)
+readonly SLEEP_POOL_CATCHERS=(worker_woken_for_three_runs)
+readonly CANCEL_UNLOCKED_CATCHERS=(children_made_during_a_cancel_are_cancelled a_child_cancel_stays_below tidying_an_unheld_child_during_a_cancel)
+# The other stream models do not catch it: a worker leaving the stream unparks the
+# consumer too, which ends its wait as the lost wake-up would have.
+readonly WINDOW_HANDOFF_CATCHERS=(window_2_stage_waits_for_consumer)
+# The other deque models push every item before the thieves start (a spawn orders it).
+readonly DEQUE_RELEASE_CATCHERS=(owner_vs_one_thief wrap_around)
 
 run_suite() {
     local start build_secs status=0
@@ -97,8 +112,12 @@ run_mutants() {
     local start=$SECONDS status=0
     check_mutant fanout_mutant_deque deque "${DEQUE_CATCHERS[@]}" || status=1
     check_mutant fanout_mutant_sleep sleep "${SLEEP_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_sleep pool "${SLEEP_POOL_CATCHERS[@]}" || status=1
     check_mutant fanout_mutant_gate gate "${GATE_CATCHERS[@]}" || status=1
     check_mutant fanout_mutant_activate_late pool "${ACTIVATE_LATE_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_cancel_unlocked cancel "${CANCEL_UNLOCKED_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_window_handoff stream "${WINDOW_HANDOFF_CATCHERS[@]}" || status=1
+    check_mutant fanout_mutant_deque_release deque "${DEQUE_RELEASE_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

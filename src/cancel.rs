@@ -91,12 +91,18 @@ impl CancelToken {
     /// A child (see [`CancelToken::child`]) that also cancels itself at `deadline`.
     pub(crate) fn child_until(&self, deadline: Option<Instant>) -> Self {
         let child = Self::until(earlier(self.0.deadline, deadline));
+        // Mutant: the flag read before the lock, which a `cancel` can pass between
+        // this read and the push below (the child is then never cancelled).
+        #[cfg(fanout_mutant_cancel_unlocked)]
+        let cancelled = self.0.cancelled.load(Ordering::Relaxed);
         let mut children = lock(&self.0.children);
         tidy(&mut children);
         // Under the lock: either `cancel` already stored the flag (we see it here) or
         // it has yet to take the lock (and will find the child in the list).
         // Relaxed: the lock orders it.
-        if self.0.cancelled.load(Ordering::Relaxed) {
+        #[cfg(not(fanout_mutant_cancel_unlocked))]
+        let cancelled = self.0.cancelled.load(Ordering::Relaxed);
+        if cancelled {
             drop(children);
             child.cancel();
         } else {

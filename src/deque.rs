@@ -175,7 +175,11 @@ impl<T> Deque<T> {
         // writes slots.
         self.slot(bottom).with_mut(|p| unsafe { (*p).write(item) });
         // Release: publishes the slot write to thieves that Acquire-load `bottom`.
+        #[cfg(not(fanout_mutant_deque_release))]
         self.bottom.store(bottom.wrapping_add(1), Ordering::Release);
+        // Mutant: a thief that sees the new `bottom` may read the slot before the write.
+        #[cfg(fanout_mutant_deque_release)]
+        self.bottom.store(bottom.wrapping_add(1), Ordering::Relaxed);
         Ok(())
     }
 

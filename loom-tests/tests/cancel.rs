@@ -4,6 +4,10 @@
 //! slipped through would keep a race or a run going; a missed wake-up would leave the
 //! waiter asleep, which loom reports as a deadlock, since its `wait_timeout` never
 //! times out).
+//!
+//! With `--cfg fanout_mutant_cancel_unlocked` (`child` reads the parent's flag before
+//! taking the child-list lock), a cancel can store the flag and take the list between
+//! that read and the push: every model here then finds a token that missed a cancel.
 
 use fanout::CancelToken;
 use fanout_loom_tests::{Bound, model};
