@@ -182,15 +182,15 @@ fn parse_args() -> Result<Options, String> {
                 opts.workloads = v.split(',').map(|w| w.trim().to_uppercase()).collect();
             }
             "-h" | "--help" => {
-                println!("usage: tradeoffs [--quick] [--json] [--threads N] [--workload W1,W2,W3,W4,W5,W6]");
+                println!("usage: tradeoffs [--quick] [--json] [--threads N] [--workload W1,W2,W3,W4,W5,W6,W7]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option {other} (try --help)")),
         }
     }
     for w in &opts.workloads {
-        if !["W1", "W2", "W3", "W4", "W5", "W6"].contains(&w.as_str()) {
-            return Err(format!("unknown workload {w}; known: W1, W2, W3, W4, W5, W6"));
+        if !["W1", "W2", "W3", "W4", "W5", "W6", "W7"].contains(&w.as_str()) {
+            return Err(format!("unknown workload {w}; known: W1, W2, W3, W4, W5, W6, W7"));
         }
     }
     Ok(opts)
@@ -532,6 +532,59 @@ fn main() {
             ],
         },
         Workload {
+            id: "W7",
+            title: format!("{W7_RUNS} small runs back to back, each of {W7_ITEMS} x mix(i, {k}) (~1 us each)"),
+            items: W7_RUNS * W7_ITEMS,
+            rounds: r(15, 5),
+            variants: vec![
+                Variant {
+                    name: "sequential",
+                    run: Box::new(move || {
+                        (0..W7_RUNS).fold(0, |acc, _| (0..W7_ITEMS).map(|i| mix(i, k)).fold(acc, u64::wrapping_add))
+                    }),
+                },
+                Variant {
+                    name: "fanout",
+                    run: Box::new(move || {
+                        (0..W7_RUNS).fold(0, |acc, _| {
+                            let run = pool.fold_index(
+                                0..W7_ITEMS as usize,
+                                || 0u64,
+                                |a, i| a.wrapping_add(mix(i as u64, k)),
+                                u64::wrapping_add,
+                            );
+                            acc.wrapping_add(run)
+                        })
+                    }),
+                },
+                Variant {
+                    name: "fanout run",
+                    run: Box::new(move || {
+                        (0..W7_RUNS).fold(0, |acc, _| {
+                            let run = pool.run_fold(
+                                0..W7_ITEMS,
+                                || 0u64,
+                                |a, i, _| *a = a.wrapping_add(mix(i, k)),
+                                u64::wrapping_add,
+                            );
+                            acc.wrapping_add(run)
+                        })
+                    }),
+                },
+                Variant {
+                    name: "rayon",
+                    run: Box::new(move || {
+                        (0..W7_RUNS).fold(0, |acc, _| {
+                            let run = rp.install(|| {
+                                (0..W7_ITEMS).into_par_iter().map(|i| mix(i, k)).reduce(|| 0, u64::wrapping_add)
+                            });
+                            acc.wrapping_add(run)
+                        })
+                    }),
+                },
+            ],
+        },
+        Workload {
             id: "W5",
             title: format!("{W5_N} items that block ~50 us each (I/O-like); x8 = 8 threads per core ({many} threads)"),
             items: W5_N,
@@ -663,7 +716,7 @@ fn verdicts(all_cells: &[Cell]) -> Vec<String> {
     let get = |w: &str, v: &str| cells.iter().copied().find(|c| c.workload == w && c.variant == v);
     let mut out = Vec::new();
     out.push("Pool parked (10 ms idle, nothing warmed) unless a line says otherwise:".into());
-    for w in ["W1", "W2", "W3", "W4", "W6", "W5"] {
+    for w in ["W1", "W2", "W3", "W4", "W6", "W7", "W5"] {
         let Some(best) = cells.iter().filter(|c| c.workload == w).min_by(|a, b| a.median_ns.total_cmp(&b.median_ns))
         else {
             continue;

@@ -1,6 +1,6 @@
 //! The fan-out/fan-in calls on [`Pool`]: follow-on runs, `for_each`, `map`, `fold`.
 
-use crate::fallible::{Failure, TryRunFold};
+use crate::fallible::{Failure, TryRunFold, reduce_or_resume};
 use crate::range::{Fold, ForEach};
 use crate::run::{Ctx, Work};
 use crate::runner::{OnStop, map_range};
@@ -98,7 +98,7 @@ impl Pool {
             _item: PhantomData,
         };
         let (accs, _) = self.execute(work, seeds);
-        accs.into_iter().reduce(reduce).unwrap_or_else(identity)
+        reduce_or_resume(accs, identity, reduce)
     }
 
     /// Calls `f(i)` for every `i` in `range`, in parallel; returns what the run did.
@@ -168,7 +168,7 @@ impl Pool {
     }
 
     /// Returns `[f(i) for i in range]`, computed in parallel and written in place in
-    /// input order.
+    /// input order. Panics, before any item runs, if the output cannot be allocated.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
@@ -212,7 +212,8 @@ impl Pool {
 
     /// Folds every index of `range` into per-thread accumulators started from
     /// `identity()`, then combines them with `reduce` (in no particular order, so
-    /// `reduce` should be associative and commutative).
+    /// `reduce` should be associative and commutative). A panic in any of the three
+    /// closures reaches the caller with its payload once the run has quiesced.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
@@ -232,7 +233,7 @@ impl Pool {
         }
         let work = Fold { identity: &identity, fold: &fold, _acc: PhantomData };
         let (accs, _) = self.execute(work, std::iter::once(start..end));
-        accs.into_iter().flatten().reduce(reduce).unwrap_or_else(identity)
+        reduce_or_resume(accs.into_iter().flatten(), identity, reduce)
     }
 
     /// Folds every item of `items` like [`Pool::fold_index`].

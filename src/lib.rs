@@ -52,6 +52,7 @@ mod run;
 mod runner;
 mod seats;
 mod sleep;
+mod spare;
 mod stack;
 mod stats;
 mod stop;

@@ -1,8 +1,10 @@
 //! The pool: pinned worker threads, the registry of runs in progress, and the worker
 //! loop (find a run with work, take part, otherwise sleep).
 
-use crate::run::{Control, Job, Outcome, Run, Work};
+use crate::fallible::drop_each_quietly;
+use crate::run::{Control, Job, Outcome, PoolParts, Run, Work};
 use crate::sleep::Sleep;
+use crate::spare::Spares;
 use crate::stats::RunStats;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use std::fmt;
@@ -28,6 +30,11 @@ pub enum BuildError {
         /// The smallest size allowed, in bytes.
         min: usize,
     },
+    /// The thread name prefix holds a NUL byte, which no thread name may contain.
+    InvalidThreadName {
+        /// The prefix given to [`PoolBuilder::thread_name`].
+        name: String,
+    },
     /// The operating system refused to start a thread.
     Spawn(std::io::Error),
 }
@@ -41,6 +48,9 @@ impl fmt::Display for BuildError {
             }
             BuildError::StackTooSmall { requested, min } => {
                 write!(f, "stack size of {requested} bytes requested, at least {min} are needed")
+            }
+            BuildError::InvalidThreadName { name } => {
+                write!(f, "thread name {name:?} contains a NUL byte, which a thread name cannot hold")
             }
             BuildError::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
         }
@@ -103,6 +113,8 @@ impl PoolBuilder {
     }
 
     /// Prefix of the worker threads' names (`"{prefix}-{index}"`). Default `"fanout"`.
+    /// A prefix holding a NUL byte makes [`build`](PoolBuilder::build) fail with
+    /// [`BuildError::InvalidThreadName`].
     pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
         self
@@ -115,6 +127,10 @@ impl PoolBuilder {
     }
 
     /// Starts the workers. Returns once every worker is running (and pinned, if asked).
+    ///
+    /// Bad settings are refused before any thread starts; if the operating system
+    /// refuses a thread ([`BuildError::Spawn`]), the workers already started are stopped
+    /// and joined before the error is returned.
     pub fn build(self) -> Result<Pool, BuildError> {
         let threads = match self.threads {
             Some(0) => return Err(BuildError::ZeroThreads),
@@ -128,6 +144,10 @@ impl PoolBuilder {
             && size < MIN_STACK_SIZE
         {
             return Err(BuildError::StackTooSmall { requested: size, min: MIN_STACK_SIZE });
+        }
+        // `std::thread::Builder::spawn` panics on such a name.
+        if self.name.contains('\0') {
+            return Err(BuildError::InvalidThreadName { name: self.name });
         }
         Pool::start(threads, self)
     }
@@ -144,6 +164,8 @@ unsafe impl Send for JobPtr {}
 
 pub(crate) struct Shared {
     sleep: Sleep,
+    /// Large stack buffers kept between runs (see `crate::spare`).
+    spares: Spares,
     jobs: Mutex<Vec<JobPtr>>,
     /// `jobs.len()`, for a lock-free "anything registered?" check.
     job_count: AtomicUsize,
@@ -299,6 +321,11 @@ fn pause(round: u32) {
 /// works on its own run too. A pool may be used from several threads at once and from
 /// inside its own tasks (nested runs). Dropping the pool stops and joins every worker.
 ///
+/// Memory: a run keeps its pending follow-ons in per-thread stacks. When a run ends,
+/// the pool keeps the large ones' buffers (128 KiB or more each, at most 64 MiB in all)
+/// for the runs after it, as a reused `Vec` keeps its capacity, so repeated wide
+/// fan-outs do not fault in fresh memory each time; dropping the pool frees them.
+///
 /// ```
 /// let pool = fanout::Pool::builder().num_threads(2).build()?;
 /// let words = ["fan", "out", "fan", "in"];
@@ -336,6 +363,7 @@ impl Pool {
     fn start(threads: usize, cfg: PoolBuilder) -> Result<Pool, BuildError> {
         let shared = crate::sync::Arc::new(Shared {
             sleep: Sleep::new(threads),
+            spares: Spares::new(),
             jobs: Mutex::new(Vec::new()),
             job_count: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
@@ -414,6 +442,9 @@ impl Pool {
     ) -> (Vec<W::Acc>, RunStats) {
         let Outcome { accs, stats, panic, .. } = self.execute_catching(work, Control::default(), seeds);
         if let Some(payload) = panic {
+            // One at a time and quietly: a panicking accumulator `Drop` must neither
+            // replace the task's panic nor, unwinding with it, abort the process.
+            drop_each_quietly(accs);
             resume_unwind(payload);
         }
         (accs, stats)
@@ -433,7 +464,8 @@ impl Pool {
         let nested = WORKER_OF.with(|w| w.get()) == me;
         let caller_holds_a_core = self.shared.one_per_core && !nested;
         let share_seeds = control.share_seeds;
-        let run = Run::new(work, &self.shared.sleep, self.shared.threads, caller_holds_a_core, control, seeds);
+        let parts = PoolParts { sleep: &self.shared.sleep, spares: &self.shared.spares, workers: self.shared.threads };
+        let run = Run::new(work, parts, caller_holds_a_core, control, seeds);
         // SAFETY: `registered` is dropped before `run` is consumed (the borrow checker
         // sees to that) or by unwinding, and never leaked.
         let registered = unsafe { Registered::new(&self.shared, &run) };
@@ -499,6 +531,13 @@ impl Drop for Pool {
 /// Hooks for jobs whose state lives on the heap rather than on a caller's stack
 /// (streams, see `crate::stream`).
 impl Shared {
+    /// Whether the pool has a worker per core, so that a thread working beside every
+    /// worker takes a core from one of them. Under loom, where there are no cores,
+    /// the pool counts as full, so the models explore waiting for the workers.
+    pub(crate) fn workers_fill_the_cores(&self) -> bool {
+        cfg!(loom) || self.one_per_core
+    }
+
     /// The pool's sleep/wake state, to wake a worker after making work available.
     pub(crate) fn sleep(&self) -> &Sleep {
         &self.sleep

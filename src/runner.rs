@@ -4,7 +4,7 @@
 use crate::api::FollowOn;
 use crate::cancel::earlier;
 use crate::error::{AllFailed, ItemError, RunError, panic_message};
-use crate::fallible::{Failure, TryFold, TryRunFold, cancelled_error, drop_quietly, into_result};
+use crate::fallible::{Failure, TryFold, TryRunFold, cancelled_error, drop_quietly, into_result, reduce_or_error};
 use crate::range::{Map, Output};
 use crate::run::{Control, Ctx};
 use crate::stats::RunStats;
@@ -233,7 +233,9 @@ impl<'p> Runner<'p> {
         Red: Fn(A, A) -> A,
     {
         let (accs, _) = self.run_catching(seeds, &identity, f)?;
-        Ok(accs.into_iter().reduce(reduce).unwrap_or_else(identity))
+        // A panic in `reduce` (or in the `identity` of a run without accumulators) is an
+        // error too, like a task's.
+        reduce_or_error(accs, identity, reduce)
     }
 
     /// The fallible follow-on run behind `try_run` and `try_run_fold`.
@@ -286,7 +288,8 @@ impl<'p> Runner<'p> {
     }
 
     /// Returns `[f(i)? for i in range]` in input order, or the first error (or panic)
-    /// with its index; the results already computed are dropped.
+    /// with its index; the results already computed are dropped. An output too large to
+    /// allocate is [`RunError::Panicked`] without an index, before any item runs.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
@@ -330,7 +333,8 @@ impl<'p> Runner<'p> {
     }
 
     /// Folds every index of `range` like [`Pool::fold_index`] with a fallible `fold`; the
-    /// first error (or panic) stops the run and is returned with its index.
+    /// first error (or panic) stops the run and is returned with its index. A panic in
+    /// `identity` or `reduce` is returned as [`RunError::Panicked`] too.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
@@ -354,7 +358,7 @@ impl<'p> Runner<'p> {
         let Range { start, end } = range;
         let control = self.control(Some(end.saturating_sub(start) as u64))?;
         if start >= end {
-            return Ok(identity());
+            return reduce_or_error(std::iter::empty(), identity, reduce);
         }
         // The walk runs over the indices themselves, so errors name them.
         let work = TryFold { identity: &identity, fold: &fold, failure: Failure::new(), _acc: PhantomData };
@@ -362,7 +366,7 @@ impl<'p> Runner<'p> {
         let outcome = self.pool.execute_catching(&work, control, seeds);
         let completed = |accs: &[(Option<A>, u64)], _: &RunStats| accs.iter().map(|a| a.1).sum();
         let (accs, _) = into_result(outcome, &work.failure, false, completed)?;
-        Ok(accs.into_iter().filter_map(|a| a.0).reduce(reduce).unwrap_or_else(identity))
+        reduce_or_error(accs.into_iter().filter_map(|a| a.0), identity, reduce)
     }
 
     /// Folds every item of `items` like [`Runner::try_fold_index`].
@@ -582,9 +586,19 @@ where
     E: Send,
     F: Fn(usize) -> Result<R, E> + Sync,
 {
-    let mut out: Vec<R> = Vec::with_capacity(len);
+    let mut out: Vec<R> = Vec::new();
     if len == 0 {
         return Ok(out);
+    }
+    // A length whose output cannot be allocated is bad input: say so (as a panic, or as
+    // the error of a fallible map) rather than abort the process as `with_capacity`
+    // would, before any item runs.
+    if let Err(e) = out.try_reserve_exact(len) {
+        let message = format!("cannot allocate the output of a map over {len} items: {e}");
+        match on_stop {
+            OnStop::Fail { resume_panics: false } => return Err(RunError::Panicked { message, index: None }),
+            _ => panic!("{message}"),
+        }
     }
     let work = Map { f, out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()), failure: Failure::new() };
     let seeds = std::iter::once(0..len);
@@ -627,5 +641,126 @@ where
                 Err(e) => Err(e),
             }
         }
+    }
+}
+
+/// `map_range`'s in-place writes, sized to run under Miri too (`cargo +nightly miri
+/// test --lib -- runner::tests::`): outputs own heap memory and count their drops, so
+/// an index written twice, never written, or dropped twice shows up as a leak, a read
+/// of uninitialized memory or a double free.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{CancelToken, ItemError, Pool, RunError};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Items per map: Miri interprets every instruction.
+    const N: usize = if cfg!(miri) { 40 } else { 5_000 };
+
+    fn pool() -> Pool {
+        Pool::builder().num_threads(2).pin(false).build().unwrap()
+    }
+
+    /// An output that owns heap memory and counts its drops.
+    struct Out<'a>(Box<usize>, &'a AtomicUsize);
+
+    impl Drop for Out<'_> {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn maps_write_every_index_once_in_input_order() {
+        let pool = pool();
+        let v = pool.map_index(0..N, Box::new);
+        assert!(v.iter().enumerate().all(|(i, b)| **b == i));
+        // A range not starting at 0 is written from output position 0.
+        let v = pool.try_map_index(7..7 + N, |i| Ok::<_, ()>(i.to_string())).unwrap();
+        assert!(v.iter().enumerate().all(|(k, s)| *s == (k + 7).to_string()));
+        // Blocking runs take the range one index at a time, each from a shared range.
+        let v = pool.runner().blocking().try_map_index(0..N, |i| Ok::<_, ()>(vec![i; 2])).unwrap();
+        assert!(v.iter().enumerate().all(|(i, x)| *x == [i, i]));
+        // Zero-sized outputs and a single item.
+        assert_eq!(pool.map_index(0..N, |_| ()).len(), N);
+        assert_eq!(pool.map_index(3..4, Box::new).into_iter().map(|b| *b).collect::<Vec<_>>(), [3]);
+        let dropped = AtomicUsize::new(0);
+        let v = pool.map_index(0..N, |i| Out(Box::new(i), &dropped));
+        assert_eq!(dropped.load(Ordering::Relaxed), 0, "an output was dropped inside the map");
+        drop(v);
+        assert_eq!(dropped.load(Ordering::Relaxed), N);
+    }
+
+    #[test]
+    fn a_map_stopped_midway_drops_exactly_what_it_wrote() {
+        let pool = pool();
+        let stop_at = N / 2;
+        // An infallible map whose item panics: the panic reaches the caller, and the
+        // outputs written so far are dropped, once each.
+        let (made, dropped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let make = |i: usize| {
+            made.fetch_add(1, Ordering::Relaxed);
+            Out(Box::new(i), &dropped)
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.map_index(0..N, |i| {
+                assert!(i != stop_at, "planned");
+                make(i)
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
+        // A fallible map whose item fails, or panics.
+        for panics in [false, true] {
+            let (made, dropped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let r = pool.try_map_index(0..N, |i| {
+                if i == stop_at {
+                    assert!(!panics, "planned");
+                    return Err("failed");
+                }
+                made.fetch_add(1, Ordering::Relaxed);
+                Ok(Out(Box::new(i), &dropped))
+            });
+            match r {
+                Err(RunError::Failed { error: "failed", index: Some(i) }) if !panics => assert_eq!(i, stop_at),
+                Err(RunError::Panicked { index: Some(i), .. }) if panics => assert_eq!(i, stop_at),
+                other => panic!("expected the item's failure, got {:?}", other.map(|v| v.len())),
+            }
+            assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
+        }
+    }
+
+    #[test]
+    fn a_cancelled_continue_on_error_map_fills_the_holes() {
+        let pool = pool();
+        let items: Vec<usize> = (0..N).collect();
+        let (made, dropped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let token = CancelToken::new();
+        // Cancelled early, within the caller's third block of indices (blocks start at
+        // one index and double): whatever else runs, most indices are left as holes.
+        let results = pool.runner().cancel_token(&token).try_map_all(&items, |&i| {
+            if i == 3 {
+                token.cancel();
+            }
+            if i % 7 == 3 {
+                return Err(i);
+            }
+            made.fetch_add(1, Ordering::Relaxed);
+            Ok(Out(Box::new(i), &dropped))
+        });
+        assert_eq!(results.len(), N);
+        let mut not_run = 0;
+        for (i, r) in results.iter().enumerate() {
+            match r {
+                Ok(out) => assert_eq!(*out.0, i),
+                Err(ItemError::Failed(e)) => assert_eq!(*e, i),
+                Err(ItemError::NotRun) => not_run += 1,
+                Err(ItemError::Panicked(m)) => panic!("item {i} panicked: {m}"),
+            }
+        }
+        assert!(results[0].is_ok() && not_run > 0, "expected outputs and holes, {not_run} holes");
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+        drop(results);
+        assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
     }
 }

@@ -60,15 +60,64 @@ impl<T> PrivateStack<T> {
         Self { buf: ptr, cap: buf.capacity(), len: 0, top: MaybeUninit::uninit(), dead: 0 }
     }
 
+    /// An empty stack that starts in `buffer`'s allocation (a spare from an earlier run).
+    pub(crate) fn in_buffer(buffer: Vec<MaybeUninit<T>>) -> Self {
+        let mut buffer = ManuallyDrop::new(buffer);
+        buffer.clear();
+        Self::from_parts(&mut buffer)
+    }
+
+    /// The stack's allocation, emptied, for a later stack to start in; `None` if the
+    /// stack still holds items (they are dropped here then, with the allocation).
+    pub(crate) fn into_buffer(self) -> Option<Vec<MaybeUninit<T>>> {
+        if self.len != 0 {
+            return None;
+        }
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `buf - dead` and `dead + cap` are the raw parts of a `Vec` (see
+        // `Drop`); the stack is empty and never dropped, so the allocation passes to the
+        // returned `Vec` alone, with length 0.
+        Some(unsafe { Vec::from_raw_parts(this.buf.as_ptr().sub(this.dead), 0, this.dead + this.cap) })
+    }
+
     /// A stack whose pops return `items` in the iterator's order (the first item on
-    /// top). The items are moved once, into the stack's own buffer, and reversed there.
-    pub(crate) fn from_iter_first_on_top(items: impl IntoIterator<Item = T>) -> Self {
+    /// top). The items are moved once, into the stack's own buffer (`buffer`'s
+    /// allocation, grown if need be): straight into their places when the iterator
+    /// says exactly how many it yields, else in order and then reversed.
+    pub(crate) fn from_iter_first_on_top(items: impl IntoIterator<Item = T>, buffer: Vec<MaybeUninit<T>>) -> Self {
         let items = items.into_iter();
-        let mut slots: Vec<MaybeUninit<T>> = Vec::with_capacity(items.size_hint().0.saturating_add(1));
-        // Slot 0 is the scratch slot (see the module docs).
-        slots.push(MaybeUninit::uninit());
-        slots.extend(items.map(MaybeUninit::new));
-        slots[1..].reverse();
+        let mut slots = buffer;
+        slots.clear();
+        let (fewest, most) = items.size_hint();
+        if most == Some(fewest) {
+            // Slot 0 is the scratch slot (see the module docs); the first item goes to
+            // the highest slot. An iterator that breaks its size hint still gets every
+            // item in place, through the slower fix-ups below.
+            slots.resize_with(fewest + 1, MaybeUninit::uninit);
+            let mut placed = 0;
+            let mut beyond = Vec::new();
+            for item in items {
+                if placed < fewest {
+                    slots[fewest - placed] = MaybeUninit::new(item);
+                    placed += 1;
+                } else {
+                    beyond.push(item);
+                }
+            }
+            if placed < fewest {
+                // Fewer than promised: close the unfilled gap above the scratch slot.
+                slots.drain(1..=fewest - placed);
+            }
+            if !beyond.is_empty() {
+                // More than promised: the later items go below the others.
+                slots.splice(1..1, beyond.into_iter().rev().map(MaybeUninit::new));
+            }
+        } else {
+            slots.reserve(fewest.saturating_add(1));
+            slots.push(MaybeUninit::uninit());
+            slots.extend(items.map(MaybeUninit::new));
+            slots[1..].reverse();
+        }
         let top = if slots.len() > 1 { slots.pop() } else { None };
         let len = slots.len() - 1 + usize::from(top.is_some());
         let mut stack = Self::from_parts(&mut ManuallyDrop::new(slots));
@@ -282,13 +331,13 @@ mod tests {
 
     #[test]
     fn from_iter_pops_first_first() {
-        let mut s = PrivateStack::from_iter_first_on_top([1, 2, 3]);
+        let mut s = PrivateStack::from_iter_first_on_top([1, 2, 3], Vec::new());
         assert_eq!(s.len(), 3);
         assert_eq!((s.pop(), s.pop(), s.pop(), s.pop()), (Some(1), Some(2), Some(3), None));
-        let mut e: PrivateStack<u8> = PrivateStack::from_iter_first_on_top([]);
+        let mut e: PrivateStack<u8> = PrivateStack::from_iter_first_on_top([], Vec::new());
         assert_eq!(e.pop(), None);
         // An iterator that under-reports its length, then pushes on top of it.
-        let mut s = PrivateStack::from_iter_first_on_top((0..40).filter(|i| i % 2 == 0));
+        let mut s = PrivateStack::from_iter_first_on_top((0..40).filter(|i| i % 2 == 0), Vec::new());
         s.push(99);
         let mut got = Vec::new();
         s.drain_oldest(5, |i| got.push(i));
@@ -340,6 +389,61 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 100);
+    }
+
+    /// An iterator over `0..n` whose size hint claims `claim` items.
+    struct Claims {
+        next: u32,
+        n: u32,
+        claim: usize,
+    }
+
+    impl Iterator for Claims {
+        type Item = u32;
+        fn next(&mut self) -> Option<u32> {
+            (self.next < self.n).then(|| {
+                self.next += 1;
+                self.next - 1
+            })
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (self.claim, Some(self.claim))
+        }
+    }
+
+    #[test]
+    fn seeds_come_out_in_order_whatever_the_size_hint_says() {
+        for (n, claim) in [(0, 0), (1, 1), (5, 5), (5, 3), (5, 9), (3, 0), (0, 4), (100, 64)] {
+            let mut s = PrivateStack::from_iter_first_on_top(Claims { next: 0, n, claim }, Vec::new());
+            assert_eq!(s.len(), n as usize, "{n} items claiming {claim}");
+            let out: Vec<u32> = std::iter::from_fn(|| s.pop()).collect();
+            assert_eq!(out, (0..n).collect::<Vec<_>>(), "{n} items claiming {claim}");
+        }
+    }
+
+    #[test]
+    fn a_buffer_passes_from_one_stack_to_the_next() {
+        let mut s = PrivateStack::new();
+        for i in 0..1000u64 {
+            s.push(i);
+        }
+        // Hand out some oldest items, so the base sits above the allocation's start.
+        let mut out = Vec::new();
+        s.drain_oldest(300, |x| out.push(x));
+        while s.pop().is_some() {}
+        let buffer = s.into_buffer().expect("an empty stack gives its buffer back");
+        let (ptr, cap) = (buffer.as_ptr(), buffer.capacity());
+        assert!(cap >= 1000);
+        // Seeds land in the same allocation, in order.
+        let mut t = PrivateStack::from_iter_first_on_top(0..10u64, buffer);
+        assert_eq!((0..10).map(|_| t.pop().unwrap()).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        let buffer = t.into_buffer().unwrap();
+        assert_eq!((buffer.as_ptr(), buffer.capacity()), (ptr, cap));
+        let mut u = PrivateStack::in_buffer(buffer);
+        u.push(7);
+        assert_eq!(u.allocation(), cap);
+        // A stack that still holds items keeps (and frees) them itself.
+        assert!(u.into_buffer().is_none());
     }
 
     #[test]

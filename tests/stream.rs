@@ -503,3 +503,29 @@ fn a_limited_stage_may_run_nested_pool_work() {
     let expected: Vec<u64> = (0..64u64).map(|x| 499_500 * x).collect();
     assert_eq!(out, expected);
 }
+
+#[test]
+fn the_consumer_of_a_one_worker_pool_pulls_batches_itself() {
+    // With one worker on two or more cores, the consumer has a core of its own: when
+    // its next batch is not ready it must pull and process batches too, not wait for
+    // the worker (which left the consumer a handful of ~800 batches before).
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two cores");
+        return;
+    }
+    let pool = pool(1);
+    let n = 60_000u64;
+    let mut it = pool.stream(0..n).map(|i| burn(i, 200)).into_iter();
+    let mut sum = 0u64;
+    for item in &mut it {
+        sum = sum.wrapping_add(item.unwrap());
+    }
+    assert_eq!(sum, (0..n).map(|i| burn(i, 200)).fold(0, u64::wrapping_add));
+    let st = it.stats();
+    let total = st.batches_by_consumer + st.batches_by_workers;
+    assert!(
+        st.batches_by_consumer * 4 >= total,
+        "the consumer processed {} of {total} batches (expected at least a quarter)",
+        st.batches_by_consumer
+    );
+}

@@ -132,6 +132,12 @@ pub fn w4_rayon_scope() -> u64 {
 /// W6: one task pushes this many follow-ons.
 pub const W6_N: u64 = 3_000_000;
 
+/// W7: back-to-back small runs, the shape of a program that fans out a few dozen
+/// microsecond items at a time (a phase per file, a batch per request).
+pub const W7_RUNS: u64 = 200;
+/// W7: items per run.
+pub const W7_ITEMS: u64 = 64;
+
 /// W6 on a fanout pool: the root (`u64::MAX`) pushes every index, each of which adds
 /// `mix(i, k)` to its thread's sum.
 pub fn w6_fanout(pool: &fanout::Pool, k: u32) -> u64 {

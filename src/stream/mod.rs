@@ -594,3 +594,115 @@ where
         self.window.wait_for_workers();
     }
 }
+
+/// Small streams, sized to run under Miri too (`cargo +nightly miri test --lib --
+/// stream::tests::`): the iterator hands a raw pointer to its heap-allocated window to
+/// the pool's registry, and workers reach the window only through it. Miri checks that
+/// no worker touches the window after the iterator's drop (early, at the end, after a
+/// panic) has freed it, and that every item and output is dropped exactly once.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{Pool, RunError};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Source items per stream: Miri interprets every instruction.
+    const N: u64 = if cfg!(miri) { 24 } else { 2_000 };
+
+    fn pool() -> Pool {
+        Pool::builder().num_threads(2).pin(false).build().unwrap()
+    }
+
+    /// An item that owns heap memory and counts its drops.
+    struct Tracked(Box<u64>, Arc<AtomicUsize>);
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn tracked(drops: &Arc<AtomicUsize>) -> impl Iterator<Item = Tracked> + Send + 'static {
+        let drops = Arc::clone(drops);
+        (0..N).map(move |i| Tracked(Box::new(i), Arc::clone(&drops)))
+    }
+
+    #[test]
+    fn a_stream_run_to_the_end_frees_everything() {
+        let pool = pool();
+        for ordered in [true, false] {
+            let drops = Arc::new(AtomicUsize::new(0));
+            // A small window, so that workers and the consumer hand batches back and forth.
+            let s = pool.stream(tracked(&drops)).window(4).map(|t| Tracked(Box::new(*t.0 * 2), Arc::clone(&t.1)));
+            let s = if ordered { s } else { s.unordered() };
+            let mut it = s.into_iter();
+            let mut seen: Vec<u64> = it.by_ref().map(|r| *r.unwrap().0).collect();
+            assert!(it.next().is_none());
+            let stats = it.stats();
+            drop(it);
+            seen.sort_unstable();
+            assert!(seen.iter().copied().eq((0..N).map(|i| i * 2)));
+            assert_eq!(stats.pulled, N);
+            assert!(stats.max_buffered <= 4);
+            // Every source item and every output, once each.
+            assert_eq!(drops.load(Ordering::Relaxed), 2 * N as usize);
+        }
+    }
+
+    #[test]
+    fn a_stream_dropped_early_frees_everything() {
+        let pool = pool();
+        for take in [0, 1, 5] {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let pulled = Arc::new(AtomicUsize::new(0));
+            let p = Arc::clone(&pulled);
+            let source = tracked(&drops).inspect(move |_| {
+                p.fetch_add(1, Ordering::Relaxed);
+            });
+            let mut it = pool.stream(source).window(6).filter(|t| *t.0 % 3 != 1).into_iter();
+            for _ in 0..take {
+                assert!(it.next().unwrap().is_ok());
+            }
+            // Dropped with batches in flight and outputs waiting in the window.
+            drop(it);
+            let pulled = pulled.load(Ordering::Relaxed);
+            assert!(pulled <= take * 2 + 6, "{pulled} pulled");
+            // Each pulled item was dropped once (as an output or by the filter).
+            assert_eq!(drops.load(Ordering::Relaxed), pulled);
+        }
+        // The pool is unharmed.
+        assert_eq!(pool.map_index(0..4, |i| i), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_stream_ended_by_a_panic_frees_everything() {
+        let pool = pool();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let s = pool.stream(tracked(&drops)).window(4).map(|t| {
+            assert!(*t.0 != N / 2, "stage failed");
+            t
+        });
+        let results: Vec<_> = s.into_iter().collect();
+        assert!(matches!(results.last(), Some(Err(RunError::Panicked { index: Some(i), .. })) if *i as u64 == N / 2));
+        drop(results);
+        let pulled = drops.load(Ordering::Relaxed);
+        assert!(pulled as u64 > N / 2);
+
+        // The consumer panics while it iterates: the unwind drops the iterator.
+        let drops = Arc::new(AtomicUsize::new(0));
+        let it = pool.stream(tracked(&drops)).window(4).into_iter();
+        let r = catch_unwind(AssertUnwindSafe(move || {
+            for (n, t) in it.enumerate() {
+                assert!(n != 3 || *t.unwrap().0 != 3, "consumer failed");
+            }
+        }));
+        assert!(r.is_err());
+        assert!(drops.load(Ordering::Relaxed) >= 4);
+        // A stream that never pulls (a stage limited to zero threads) frees its window too.
+        let drops = Arc::new(AtomicUsize::new(0));
+        let r = pool.stream(tracked(&drops)).map(|t| t).parallelism(0).for_each(drop);
+        assert!(matches!(r, Err(RunError::ZeroLimit)));
+        assert_eq!(drops.load(Ordering::Relaxed), 0);
+    }
+}

@@ -383,7 +383,13 @@ where
             st.stop = true;
             self.closed.store(true, Ordering::Relaxed);
         }
+        #[cfg(not(fanout_mutant_window_handoff))]
         let wake = st.consumer_waiting && (!self.cfg.ordered || batch.seq == st.next || batch.end.is_some());
+        // Mutant: off by one, the deposit of batch `next` itself no longer wakes the
+        // consumer waiting for it (lost unless a later deposit or a leaving worker
+        // unparks it).
+        #[cfg(fanout_mutant_window_handoff)]
+        let wake = st.consumer_waiting && (!self.cfg.ordered || batch.seq == st.next + 1 || batch.end.is_some());
         if self.cfg.ordered {
             let k = (batch.seq - st.next) as usize;
             while st.slots.len() <= k {
@@ -487,13 +493,15 @@ where
         }
     }
 
-    /// Whether every worker of the pool is working on this stream: the consumer then
-    /// leaves the pulling to them rather than be a third thread on two cores. Workers
-    /// inside `participate` keep pulling until they cannot (window full, source
-    /// finished or busy with another of them), so the consumer's batch is coming.
+    /// Whether every worker of the pool is working on this stream and they fill every
+    /// core: the consumer then leaves the pulling to them rather than be a third thread
+    /// on two cores. Workers inside `participate` keep pulling until they cannot
+    /// (window full, source finished or busy with another of them), so the consumer's
+    /// batch is coming. On a pool with fewer workers than cores (one worker on two
+    /// cores) the consumer has a core of its own, and pulls whenever it could.
     fn workers_all_in(&self) -> bool {
         // Relaxed: a hint; a stale value only changes who pulls the next batch.
-        self.participants.load(Ordering::Relaxed) >= self.cfg.workers
+        self.pool.workers_fill_the_cores() && self.participants.load(Ordering::Relaxed) >= self.cfg.workers
     }
 
     /// The consumer is going away: stop pulling, then (after the job is unregistered)
