@@ -8,24 +8,25 @@
 # took. LOOM_MAX_PREEMPTIONS defaults to 2; some cheap models use 3 whatever it says,
 # and the costliest ones never go above 2 (see each model's `Bound`).
 #
-# The mutant mode builds once more per mutant, each into its own directory under
-# target-loom-mutant/ (the flags differ, so sharing a directory would rebuild every
-# time):
-#   --cfg fanout_mutant_deque          drops the SeqCst fences of the deque's pop/steal pair;
-#   --cfg fanout_mutant_sleep          drops the SeqCst fences of prepare/notify_one (and
-#                                      the worker loop's re-check after prepare);
-#   --cfg fanout_mutant_gate           makes the stream stage gate forget to count waiters;
-#   --cfg fanout_mutant_activate_late  an idle participant takes an item before it
-#                                      increments `active` (termination rule 2 broken);
-#                                      caught by the loom-only check that no item runs
-#                                      after its run was declared done (`Run::burst`);
-#   --cfg fanout_mutant_cancel_unlocked  `CancelToken::child` reads the parent's flag
-#                                      before taking the child-list lock;
-#   --cfg fanout_mutant_window_handoff a stream's deposit of the consumer's next batch
-#                                      does not wake the waiting consumer (off by one);
-#   --cfg fanout_mutant_deque_release  the owner's `bottom` store in `push` is Relaxed,
-#                                      so a thief can read a slot before its write.
-# fanout_mutant_sleep is also checked against a whole-pool model (a worker woken for
+# The mutant mode builds once more per mutant, with one of fanout's internal `mutant_*`
+# Cargo features, into target-loom/ as well: the flags are the suite's, so only fanout
+# and the model file are rebuilt, never the dependencies. A mutant feature breaks its
+# protocol only under --cfg loom (it changes nothing in any other build):
+#   mutant_deque           drops the SeqCst fences of the deque's pop/steal pair;
+#   mutant_sleep           drops the SeqCst fences of prepare/notify_one (and the
+#                          worker loop's re-check after prepare);
+#   mutant_gate            makes the stream stage gate forget to count waiters;
+#   mutant_activate_late   an idle participant takes an item before it increments
+#                          `active` (termination rule 2 broken); caught by the
+#                          loom-only check that no item runs after its run was
+#                          declared done (`Run::burst`);
+#   mutant_cancel_unlocked `CancelToken::child` reads the parent's flag before taking
+#                          the child-list lock;
+#   mutant_window_handoff  a stream's deposit of the consumer's next batch does not
+#                          wake the waiting consumer (off by one);
+#   mutant_deque_release   the owner's `bottom` store in `push` is Relaxed, so a thief
+#                          can read a slot before its write.
+# mutant_sleep is also checked against a whole-pool model (a worker woken for
 # three runs in a row), whose bounded wait reports the lost wake-up.
 # There is no mutant for rule 4's re-check or for the activation epoch: with rules 1-3
 # intact the count reaches zero only when no item is left anywhere, so no model can
@@ -74,30 +75,28 @@ run_suite() {
     return "$status"
 }
 
-# check_mutant CFG TEST_FILE MODEL...: every MODEL of tests/TEST_FILE.rs must fail when
-# the crate is built with --cfg CFG.
+# check_mutant MUTANT TEST_FILE MODEL...: every MODEL of tests/TEST_FILE.rs must fail when
+# fanout is built with its feature MUTANT.
 check_mutant() {
-    local cfg=$1 file=$2
+    local mutant=$1 file=$2
     shift 2
-    local dir="target-loom-mutant/${cfg#fanout_mutant_}"
-    local flags="$BASE_FLAGS --cfg $cfg"
+    local build=(cargo test -p fanout-loom-tests --release --target-dir target-loom --features "fanout/$mutant" --test "$file")
     local log missed=0
 
-    echo "== building with --cfg $cfg into $dir"
+    echo "== building with the $mutant feature"
     # A build failure must not pass for a caught mutant: build first, on its own.
-    RUSTFLAGS="$flags" cargo test -p fanout-loom-tests --release --target-dir "$dir" --test "$file" --no-run
+    RUSTFLAGS="$BASE_FLAGS" "${build[@]}" --no-run
 
     log=$(mktemp)
     for model in "$@"; do
-        if RUSTFLAGS="$flags" cargo test -p fanout-loom-tests --release --target-dir "$dir" --test "$file" \
-            -- --exact "$model" --test-threads 1 >"$log" 2>&1; then
-            echo "mutant NOT caught: $cfg survives $file::$model"
+        if RUSTFLAGS="$BASE_FLAGS" "${build[@]}" -- --exact "$model" --test-threads 1 >"$log" 2>&1; then
+            echo "mutant NOT caught: $mutant survives $file::$model"
             missed=1
         elif grep -q "panicked at" "$log"; then
             # The first panic message line says what loom (or the model) saw.
             local why
             why=$(grep -A1 -m1 "panicked at" "$log" | tail -n1)
-            echo "mutant caught: $cfg by $file::$model ($why)"
+            echo "mutant caught: $mutant by $file::$model ($why)"
         else
             echo "mutant check broken: $file::$model failed without a panic; output follows" >&2
             cat "$log" >&2
@@ -110,14 +109,14 @@ check_mutant() {
 
 run_mutants() {
     local start=$SECONDS status=0
-    check_mutant fanout_mutant_deque deque "${DEQUE_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_sleep sleep "${SLEEP_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_sleep pool "${SLEEP_POOL_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_gate gate "${GATE_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_activate_late pool "${ACTIVATE_LATE_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_cancel_unlocked cancel "${CANCEL_UNLOCKED_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_window_handoff stream "${WINDOW_HANDOFF_CATCHERS[@]}" || status=1
-    check_mutant fanout_mutant_deque_release deque "${DEQUE_RELEASE_CATCHERS[@]}" || status=1
+    check_mutant mutant_deque deque "${DEQUE_CATCHERS[@]}" || status=1
+    check_mutant mutant_sleep sleep "${SLEEP_CATCHERS[@]}" || status=1
+    check_mutant mutant_sleep pool "${SLEEP_POOL_CATCHERS[@]}" || status=1
+    check_mutant mutant_gate gate "${GATE_CATCHERS[@]}" || status=1
+    check_mutant mutant_activate_late pool "${ACTIVATE_LATE_CATCHERS[@]}" || status=1
+    check_mutant mutant_cancel_unlocked cancel "${CANCEL_UNLOCKED_CATCHERS[@]}" || status=1
+    check_mutant mutant_window_handoff stream "${WINDOW_HANDOFF_CATCHERS[@]}" || status=1
+    check_mutant mutant_deque_release deque "${DEQUE_RELEASE_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

@@ -93,14 +93,14 @@ impl CancelToken {
         let child = Self::until(earlier(self.0.deadline, deadline));
         // Mutant: the flag read before the lock, which a `cancel` can pass between
         // this read and the push below (the child is then never cancelled).
-        #[cfg(fanout_mutant_cancel_unlocked)]
+        #[cfg(all(loom, feature = "mutant_cancel_unlocked"))]
         let cancelled = self.0.cancelled.load(Ordering::Relaxed);
         let mut children = lock(&self.0.children);
         tidy(&mut children);
         // Under the lock: either `cancel` already stored the flag (we see it here) or
         // it has yet to take the lock (and will find the child in the list).
         // Relaxed: the lock orders it.
-        #[cfg(not(fanout_mutant_cancel_unlocked))]
+        #[cfg(not(all(loom, feature = "mutant_cancel_unlocked")))]
         let cancelled = self.0.cancelled.load(Ordering::Relaxed);
         if cancelled {
             drop(children);

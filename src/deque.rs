@@ -175,10 +175,10 @@ impl<T> Deque<T> {
         // writes slots.
         self.slot(bottom).with_mut(|p| unsafe { (*p).write(item) });
         // Release: publishes the slot write to thieves that Acquire-load `bottom`.
-        #[cfg(not(fanout_mutant_deque_release))]
+        #[cfg(not(all(loom, feature = "mutant_deque_release")))]
         self.bottom.store(bottom.wrapping_add(1), Ordering::Release);
         // Mutant: a thief that sees the new `bottom` may read the slot before the write.
-        #[cfg(fanout_mutant_deque_release)]
+        #[cfg(all(loom, feature = "mutant_deque_release"))]
         self.bottom.store(bottom.wrapping_add(1), Ordering::Relaxed);
         Ok(())
     }
@@ -203,7 +203,7 @@ impl<T> Deque<T> {
         self.bottom.store(new_bottom, Ordering::Release);
         // SeqCst fence: the owner's half of the Dekker pair. Either a thief that claims
         // after this point sees the lowered `bottom`, or we see its claim below.
-        #[cfg(not(fanout_mutant_deque))]
+        #[cfg(not(all(loom, feature = "mutant_deque")))]
         fence(Ordering::SeqCst);
         let head = self.head.load(Ordering::Acquire);
         let (_, real) = unpack(head);
@@ -259,7 +259,7 @@ impl<T> Deque<T> {
     fn claim(&self, steal: u32, real: u32) -> Steal<()> {
         // SeqCst fence: the thief's half of the Dekker pair with `pop`. Our caller read
         // `head == (steal, real)` before this point.
-        #[cfg(not(fanout_mutant_deque))]
+        #[cfg(not(all(loom, feature = "mutant_deque")))]
         fence(Ordering::SeqCst);
         // Acquire: pairs with the owner's Release store of `bottom`, making the slot
         // contents below it visible.

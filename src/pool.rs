@@ -246,9 +246,9 @@ impl Shared {
             }
             self.sleep.prepare(me);
             // The re-check after registering as a sleeper (see the `sleep` module).
-            #[cfg(not(fanout_mutant_sleep))]
+            #[cfg(not(all(loom, feature = "mutant_sleep")))]
             let recheck = self.shutdown.load(Ordering::Acquire) || self.any_work();
-            #[cfg(fanout_mutant_sleep)]
+            #[cfg(all(loom, feature = "mutant_sleep"))]
             let recheck = self.shutdown.load(Ordering::Acquire);
             if recheck {
                 self.sleep.cancel(me);

@@ -753,10 +753,10 @@ impl<'p, W: Work> Run<'p, W> {
                     return;
                 }
                 // Join the count *before* taking anything (rule 2), bumping the epoch.
-                #[cfg(not(fanout_mutant_activate_late))]
+                #[cfg(not(all(loom, feature = "mutant_activate_late")))]
                 let found = self.work_visible();
                 // Mutant: take an item first (into the private stack), then activate.
-                #[cfg(fanout_mutant_activate_late)]
+                #[cfg(all(loom, feature = "mutant_activate_late"))]
                 let found = self
                     .find_remote(me, &slot.deque, &mut local.stats)
                     .map(|s| s.unpack_onto(&mut local.stack))

@@ -121,7 +121,7 @@ impl Sleep {
         }
         // SeqCst fence: the sleeper's half of the Dekker pair with `notify_one`. After it,
         // either our re-check sees the publisher's work, or the publisher sees our count.
-        #[cfg(not(fanout_mutant_sleep))]
+        #[cfg(not(all(loom, feature = "mutant_sleep")))]
         fence(Ordering::SeqCst);
     }
 
@@ -153,7 +153,7 @@ impl Sleep {
     pub fn notify_one(&self) {
         self.signal_published();
         // SeqCst fence: the publisher's half of the Dekker pair with `prepare`.
-        #[cfg(not(fanout_mutant_sleep))]
+        #[cfg(not(all(loom, feature = "mutant_sleep")))]
         fence(Ordering::SeqCst);
         // Relaxed: ordered after our publication by the fence above.
         if self.sleeper_count.load(Ordering::Relaxed) == 0 {

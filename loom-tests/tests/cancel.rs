@@ -5,7 +5,7 @@
 //! waiter asleep, which loom reports as a deadlock, since its `wait_timeout` never
 //! times out).
 //!
-//! With `--cfg fanout_mutant_cancel_unlocked` (`child` reads the parent's flag before
+//! With the `mutant_cancel_unlocked` feature (`child` reads the parent's flag before
 //! taking the child-list lock), a cancel can store the flag and take the list between
 //! that read and the push: every model here then finds a token that missed a cancel.
 

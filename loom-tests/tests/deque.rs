@@ -6,10 +6,10 @@
 //! accesses go through loom's `UnsafeCell`, so loom also fails a model on any data race
 //! on a slot.
 //!
-//! With `--cfg fanout_mutant_deque` (the Dekker fences in `pop` and `claim` removed),
+//! With the `mutant_deque` feature (the Dekker fences in `pop` and `claim` removed),
 //! the owner can take an item from the bottom while a thief claims the same index: the
 //! first three models catch it (a duplicated item, or loom's race detector on the slot).
-//! With `--cfg fanout_mutant_deque_release` (`push` stores `bottom` Relaxed), a thief
+//! With the `mutant_deque_release` feature (`push` stores `bottom` Relaxed), a thief
 //! that sees the new `bottom` reads a slot whose write does not happen before its read:
 //! loom's causality check on the slot fails `owner_vs_one_thief` and `wrap_around`, the
 //! models that push while a thief is already running (the others push every item

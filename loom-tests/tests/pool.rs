@@ -212,7 +212,7 @@ fn run_fan_out_4() {
 /// leaf, run dry and leave; between runs it goes back through the sleep registry
 /// (`prepare`, re-check, `park`), racing the next run's publication, which must wake
 /// it. A lost wake-up leaves the caller spinning in item 2 for good, which its bounded
-/// wait reports (`fanout_mutant_sleep` is caught so); every item must run exactly once
+/// wait reports (`mutant_sleep` is caught so); every item must run exactly once
 /// before each `run` returns. The model leans on the publication policy: a caller that
 /// kept both children would fail the bounded wait too.
 fn worker_every_run_model(name: &str, runs: usize, bound: Bound) {

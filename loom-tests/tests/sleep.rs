@@ -8,7 +8,7 @@
 //!
 //! The "work available" flag is accessed with plain Release/Acquire, as the real work
 //! queues are: the protocol must not depend on the work's own orderings, only on the
-//! `SeqCst` fences in `prepare` and `notify_one`. With `--cfg fanout_mutant_sleep`
+//! `SeqCst` fences in `prepare` and `notify_one`. With the `mutant_sleep` feature
 //! (those fences removed) the first two models deadlock.
 
 use fanout::__loom::Sleep;

@@ -13,7 +13,7 @@
 //! A worker that leaves the stream unparks the consumer too (for the consumer's wait
 //! for workers to leave), which also ends a consumer's wait for a deposit: so a lost
 //! deposit wake-up only shows when the worker stays in the stream afterwards. The
-//! model with a waiting stage makes it stay; it catches `fanout_mutant_window_handoff`
+//! model with a waiting stage makes it stay; it catches `mutant_window_handoff`
 //! (the deposit of the consumer's next batch does not wake it), the others do not.
 
 use fanout::Pool;

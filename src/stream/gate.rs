@@ -40,7 +40,7 @@
 //! busy without a sleep/wake per item. A waiter that loses the permit to such a thread
 //! counts itself and waits again (the gate is not fair: a thread may re-enter many
 //! times while a woken one loses). Modelled in `loom-tests/tests/gate.rs`, with a
-//! mutant that forgets to count waiters (built with `--cfg fanout_mutant_gate`).
+//! mutant that forgets to count waiters (the `mutant_gate` feature, under `--cfg loom`).
 
 use crate::sync::{AtomicU64, Condvar, Mutex, Ordering, lock, spin_hint};
 use crossbeam_utils::CachePadded;
@@ -167,12 +167,12 @@ impl Gate {
         let mut tokens = lock(&self.tokens);
         // Relaxed: a read-modify-write of the one word leavers decrement; its place in
         // that word's order is all the protocol needs (see the module docs).
-        #[cfg(not(fanout_mutant_gate))]
+        #[cfg(not(all(loom, feature = "mutant_gate")))]
         self.state.fetch_add(ONE_WAITER, Ordering::Relaxed);
         loop {
             if self.try_enter() {
                 // Relaxed: as above. We were counted (a retry always is).
-                #[cfg(not(fanout_mutant_gate))]
+                #[cfg(not(all(loom, feature = "mutant_gate")))]
                 self.state.fetch_sub(ONE_WAITER, Ordering::Relaxed);
                 return;
             }
@@ -188,7 +188,7 @@ impl Gate {
                 // A leaver un-counted a waiter to wake it: take that turn and count
                 // ourselves again before the retry.
                 *tokens -= 1;
-                #[cfg(not(fanout_mutant_gate))]
+                #[cfg(not(all(loom, feature = "mutant_gate")))]
                 self.state.fetch_add(ONE_WAITER, Ordering::Relaxed);
             }
         }

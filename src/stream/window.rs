@@ -383,12 +383,12 @@ where
             st.stop = true;
             self.closed.store(true, Ordering::Relaxed);
         }
-        #[cfg(not(fanout_mutant_window_handoff))]
+        #[cfg(not(all(loom, feature = "mutant_window_handoff")))]
         let wake = st.consumer_waiting && (!self.cfg.ordered || batch.seq == st.next || batch.end.is_some());
         // Mutant: off by one, the deposit of batch `next` itself no longer wakes the
         // consumer waiting for it (lost unless a later deposit or a leaving worker
         // unparks it).
-        #[cfg(fanout_mutant_window_handoff)]
+        #[cfg(all(loom, feature = "mutant_window_handoff"))]
         let wake = st.consumer_waiting && (!self.cfg.ordered || batch.seq == st.next + 1 || batch.end.is_some());
         if self.cfg.ordered {
             let k = (batch.seq - st.next) as usize;
