@@ -590,7 +590,6 @@ impl<'p, W: Work> Run<'p, W> {
         self.drop_leftovers();
         let mut stats = RunStats { busy: Vec::with_capacity(self.slots.len()), ..RunStats::default() };
         let mut accs = Vec::with_capacity(self.slots.len());
-        let mut buffers = Vec::with_capacity(self.slots.len());
         for slot in self.slots.iter() {
             // SAFETY: every participant has left (see `wait_for_workers`); the run is ours.
             slot.local.with_mut(|p| {
@@ -599,11 +598,14 @@ impl<'p, W: Work> Run<'p, W> {
                 if let Some(acc) = local.acc.take() {
                     accs.push(acc);
                 }
-                buffers.extend(std::mem::take(&mut local.stack).into_buffer());
             });
         }
         // Every stack is empty now (the run finished, or its leftovers were dropped).
-        self.spares.give(buffers);
+        // Small buffers are freed on the way, without the spares' lock.
+        self.spares.give(self.slots.iter().filter_map(|slot| {
+            // SAFETY: as above.
+            slot.local.with_mut(|p| std::mem::take(unsafe { &mut (*p).stack }).into_buffer())
+        }));
         if W::FOLLOW_ON {
             stats.pushed = stats.executed.saturating_sub(self.seed_count);
         }
