@@ -25,7 +25,15 @@
 #   mutant_window_handoff  a stream's deposit of the consumer's next batch does not
 #                          wake the waiting consumer (off by one);
 #   mutant_deque_release   the owner's `bottom` store in `push` is Relaxed, so a thief
-#                          can read a slot before its write.
+#                          can read a slot before its write;
+#   mutant_deque_push_acquire  `push` loads `head` Relaxed, so the owner may overwrite a
+#                          slot a thief's read of which does not happen before;
+#   mutant_deque_steal_acquire a thief's `claim` loads `bottom` Relaxed, so it may read
+#                          a slot before the owner's write of it;
+#   mutant_deque_release_cas   a thief's `release` CAS is Acquire only (no Release), so
+#                          the owner may overwrite a slot before the thief's read of it.
+# The steal claim CAS (AcqRel) has no mutant: Relaxed survives every deque model, since
+# slot reads are ordered by `bottom` and slot reuse by `release`, not by the claim.
 # mutant_sleep is also checked against a whole-pool model (a worker woken for
 # three runs in a row), whose bounded wait reports the lost wake-up.
 # There is no mutant for rule 4's re-check or for the activation epoch: with rules 1-3
@@ -54,6 +62,10 @@ readonly CANCEL_UNLOCKED_CATCHERS=(children_made_during_a_cancel_are_cancelled a
 readonly WINDOW_HANDOFF_CATCHERS=(window_2_stage_waits_for_consumer)
 # The other deque models push every item before the thieves start (a spawn orders it).
 readonly DEQUE_RELEASE_CATCHERS=(owner_vs_one_thief wrap_around)
+# Only wrap_around pushes into a slot a thief has read (push_or_spill reuses it via `room`).
+readonly DEQUE_PUSH_ACQUIRE_CATCHERS=(wrap_around)
+readonly DEQUE_STEAL_ACQUIRE_CATCHERS=(owner_vs_one_thief wrap_around)
+readonly DEQUE_RELEASE_CAS_CATCHERS=(wrap_around push_or_spill_vs_thief)
 
 run_suite() {
     local start build_secs status=0
@@ -117,6 +129,9 @@ run_mutants() {
     check_mutant mutant_cancel_unlocked cancel "${CANCEL_UNLOCKED_CATCHERS[@]}" || status=1
     check_mutant mutant_window_handoff stream "${WINDOW_HANDOFF_CATCHERS[@]}" || status=1
     check_mutant mutant_deque_release deque "${DEQUE_RELEASE_CATCHERS[@]}" || status=1
+    check_mutant mutant_deque_push_acquire deque "${DEQUE_PUSH_ACQUIRE_CATCHERS[@]}" || status=1
+    check_mutant mutant_deque_steal_acquire deque "${DEQUE_STEAL_ACQUIRE_CATCHERS[@]}" || status=1
+    check_mutant mutant_deque_release_cas deque "${DEQUE_RELEASE_CAS_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

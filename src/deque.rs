@@ -165,7 +165,11 @@ impl<T> Deque<T> {
         let bottom = self.bottom.load(Ordering::Relaxed);
         // Acquire: pairs with a copier's Release when it sets `steal = real`, so its
         // reads of the slots below `steal` happen before we overwrite them.
+        #[cfg(not(all(loom, feature = "mutant_deque_push_acquire")))]
         let (steal, _) = unpack(self.head.load(Ordering::Acquire));
+        // Mutant: we may overwrite a slot whose read by a thief does not happen before.
+        #[cfg(all(loom, feature = "mutant_deque_push_acquire"))]
+        let (steal, _) = unpack(self.head.load(Ordering::Relaxed));
         if bottom.wrapping_sub(steal) > self.mask {
             return Err(item);
         }
@@ -263,7 +267,11 @@ impl<T> Deque<T> {
         fence(Ordering::SeqCst);
         // Acquire: pairs with the owner's Release store of `bottom`, making the slot
         // contents below it visible.
+        #[cfg(not(all(loom, feature = "mutant_deque_steal_acquire")))]
         let bottom = self.bottom.load(Ordering::Acquire);
+        // Mutant: we may read a slot whose write by the owner does not happen before.
+        #[cfg(all(loom, feature = "mutant_deque_steal_acquire"))]
+        let bottom = self.bottom.load(Ordering::Relaxed);
         if distance(real, bottom) <= 0 {
             return Steal::Empty;
         }
@@ -299,10 +307,15 @@ impl<T> Deque<T> {
         // Acquire on the load and AcqRel on the CAS: the CAS is the Release that the
         // owner's Acquire in `push` pairs with, ordering our slot reads before its
         // overwrites.
+        #[cfg(not(all(loom, feature = "mutant_deque_release_cas")))]
+        let success = Ordering::AcqRel;
+        // Mutant: the owner may overwrite a slot whose read here does not happen before.
+        #[cfg(all(loom, feature = "mutant_deque_release_cas"))]
+        let success = Ordering::Acquire;
         let mut head = self.head.load(Ordering::Acquire);
         loop {
             let (_, real) = unpack(head);
-            match self.head.compare_exchange_weak(head, pack(real, real), Ordering::AcqRel, Ordering::Acquire) {
+            match self.head.compare_exchange_weak(head, pack(real, real), success, Ordering::Acquire) {
                 Ok(_) => return,
                 Err(actual) => head = actual,
             }
