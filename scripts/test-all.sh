@@ -65,7 +65,9 @@ if have_nightly rust-src; then
     RUSTFLAGS="-Zsanitizer=thread" "${tsan[@]}" --no-run
     # A build without the instrumentation would pass for a clean run: check it is there.
     bin=$(find "target-tsan/$target/release/deps" -maxdepth 1 -type f -executable -name 'core-*' | head -n1)
-    if ! nm "$bin" | grep -q __tsan_read; then
+    # (grep without -q reads all of nm's output: under pipefail an early exit would
+    # fail nm with SIGPIPE.)
+    if ! nm "$bin" | grep __tsan_read >/dev/null; then
         echo "ThreadSanitizer build has no instrumentation ($bin)" >&2
         exit 1
     fi

@@ -136,7 +136,7 @@ fn run_resumes_panic() {
     // Executions in which the panic was raised on the worker rather than the caller.
     let worker_ran = WorkerRan::default();
     let seen = worker_ran.clone();
-    model("pool::run_resumes_panic", Bound::Exactly(3), Some(100_000), move || {
+    model("pool::run_resumes_panic", Bound::Exactly(2), Some(100_000), move || {
         let pool = Pool::builder().num_threads(1).build().expect("a one-worker pool");
         let caller = thread::current().id();
         let runs: Vec<AtomicUsize> = (0..tree_size(1)).map(|_| AtomicUsize::new(0)).collect();
