@@ -13,7 +13,10 @@
 //! that sees the new `bottom` reads a slot whose write does not happen before its read:
 //! loom's causality check on the slot fails `owner_vs_one_thief` and `wrap_around`, the
 //! models that push while a thief is already running (the others push every item
-//! before spawning the thieves, and the spawn orders those writes).
+//! before spawning the thieves, and the spawn orders those writes). The other ordering
+//! mutants (`mutant_deque_push_acquire`, `mutant_deque_steal_acquire`,
+//! `mutant_deque_release_cas`) are caught the same way; `loom-tests/run.sh` lists which
+//! models catch each.
 //!
 //! The cheap models here use a preemption bound of 3 whatever `LOOM_MAX_PREEMPTIONS`
 //! says; all of them together take well under a minute.
