@@ -529,3 +529,46 @@ fn the_consumer_of_a_one_worker_pool_pulls_batches_itself() {
         st.batches_by_consumer
     );
 }
+
+/// A sink error for `try_for_each`, which also takes the stream's own errors.
+#[derive(Debug, PartialEq)]
+enum SinkError {
+    Full(u64),
+    Stream(String),
+}
+
+impl From<RunError<std::convert::Infallible>> for SinkError {
+    fn from(e: RunError<std::convert::Infallible>) -> Self {
+        SinkError::Stream(e.to_string())
+    }
+}
+
+#[test]
+fn try_for_each_stops_at_the_sinks_first_error_and_passes_stream_errors_through() {
+    let pool = pool(2);
+    let pulls = Arc::new(AtomicU64::new(0));
+    let mut seen = Vec::new();
+    let result = pool.stream(counted(0..1_000_000u64, &pulls)).window(64).map(|i| i * 2).try_for_each(|x| {
+        if x == 200 {
+            return Err(SinkError::Full(x));
+        }
+        seen.push(x);
+        Ok(())
+    });
+    assert_eq!(result, Err(SinkError::Full(200)));
+    assert_eq!(seen, (0..100).map(|i| i * 2).collect::<Vec<_>>(), "outputs before the error, in order");
+    // The stream stopped: the source was not run to its end.
+    assert!(pulls.load(Ordering::SeqCst) < 1_000, "pulled {} items", pulls.load(Ordering::SeqCst));
+
+    // A panic in a stage ends the stream; it reaches the sink's error type.
+    let result = pool
+        .stream(0..100u64)
+        .map(|i| if i == 7 { panic!("stage panic") } else { i })
+        .try_for_each(|_| Ok::<(), SinkError>(()));
+    match result {
+        Err(SinkError::Stream(message)) => assert!(message.contains("stage panic"), "{message}"),
+        other => panic!("expected the stage's panic, got {other:?}"),
+    }
+    // The pool is still fine.
+    assert_eq!(pool.stream(0..10u64).try_for_each(|_| Ok::<(), SinkError>(())), Ok(()));
+}

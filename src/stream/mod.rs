@@ -377,6 +377,35 @@ where
         Ok(())
     }
 
+    /// Like [`Stream::for_each`], with a sink that may fail (a write, a send): the
+    /// sink's first error ends the stream (the source is not pulled again, and the
+    /// workers stop as when the iterator is dropped) and is returned. An error or panic
+    /// of the stream itself comes back converted into the sink's error type, so a sink
+    /// returning `Box<dyn Error + Send + Sync>` (or `anyhow::Error`) takes both.
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut out = Vec::new();
+    /// pool.stream(1..=3u32)
+    ///     .map(|n| n * n)
+    ///     .try_for_each(|sq| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ///         Ok(writeln!(out, "{sq}")?)
+    ///     })?;
+    /// assert_eq!(out, b"1\n4\n9\n");
+    /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    /// ```
+    pub fn try_for_each<F>(self, mut sink: impl FnMut(P::Out) -> Result<(), F>) -> Result<(), F>
+    where
+        F: From<RunError<E>>,
+    {
+        for item in self {
+            sink(item?)?;
+        }
+        Ok(())
+    }
+
     fn config(&self) -> Config {
         let threads = self.pool.num_threads();
         let window = self.window.unwrap_or(1024 * (threads + 1)).max(1);
