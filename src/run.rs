@@ -362,17 +362,15 @@ unsafe fn share_older_half<T>(
     let count = (stack.len() / 2).min(BATCH_AT_MOST);
     let as_batch = count >= BATCH_AT_LEAST;
     if as_batch {
-        let mut batch = Vec::with_capacity(count);
-        stack.drain_oldest(count, |item| batch.push(item));
         // SAFETY: the caller owns `deque` (this function's contract).
-        unsafe { deque.push_or_spill(Shared::Batch(batch), |x| global.push(x)) };
+        unsafe { share_batch(stack, count, deque, global, stats) };
     } else {
         stack.drain_oldest(count, |item| {
             // SAFETY: as above.
             unsafe { deque.push_or_spill(Shared::One(item), |x| global.push(x)) }
         });
+        stats.published += count as u64;
     }
-    stats.published += count as u64;
     // Nobody is woken when a participant of the run is idle (it finds the items by
     // itself) or when no worker could join: a full limited run, or every seat taken.
     // Whoever frees a place finds the items in our deque at once (and wakes a sleeper
@@ -381,6 +379,26 @@ unsafe fn share_older_half<T>(
         sleep.notify_one();
     }
     as_batch
+}
+
+/// Moves the `count` oldest items of `stack` (`count < stack.len()`) to `deque` as one
+/// batch, and counts them; wakes nobody.
+///
+/// # Safety
+///
+/// As for `share_older_half`: the calling thread owns `deque`.
+unsafe fn share_batch<T>(
+    stack: &mut PrivateStack<T>,
+    count: usize,
+    deque: &Deque<Shared<T>>,
+    global: &GlobalQueue<Shared<T>>,
+    stats: &mut SlotStats,
+) {
+    let mut batch = Vec::with_capacity(count);
+    stack.drain_oldest(count, |item| batch.push(item));
+    // SAFETY: the caller owns `deque` (this function's contract).
+    unsafe { deque.push_or_spill(Shared::Batch(batch), |x| global.push(x)) };
+    stats.published += count as u64;
 }
 
 /// The most items one publication shares: enough that a thief's steal is noise next to
@@ -1015,12 +1033,8 @@ impl<'p, W: Work> Run<'p, W> {
     /// fifth of its time). A batch nobody takes is taken back by us, which ends this.
     #[cold]
     fn refill(&self, deque: &Deque<Shared<W::Item>>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
-        let count = BATCH_AT_MOST;
-        let mut batch = Vec::with_capacity(count);
-        stack.drain_oldest(count, |item| batch.push(item));
         // SAFETY: we own this slot's deque (see `participate_in`).
-        unsafe { deque.push_or_spill(Shared::Batch(batch), |x| self.global.push(x)) };
-        stats.published += count as u64;
+        unsafe { share_batch(stack, BATCH_AT_MOST, deque, &self.global, stats) };
     }
 
     /// Looks for work outside our own slot: the global queue, then the other deques.
