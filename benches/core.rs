@@ -82,6 +82,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("sequential", W4_TASKS), |b| b.iter(|| w4_recursive(0, 0)));
     g.bench_function(BenchmarkId::new("fanout", W4_TASKS), |b| b.iter(|| w4_fanout(&pool)));
     g.bench_function(BenchmarkId::new("fanout_try", W4_TASKS), |b| b.iter(|| w4_fanout_try(&pool)));
+    g.bench_function(BenchmarkId::new("fanout_collect", W4_TASKS), |b| b.iter(|| w4_collect(&pool)));
     g.bench_function(BenchmarkId::new("rayon_join", W4_TASKS), |b| b.iter(|| w4_rayon_join(0, 0)));
     g.finish();
 

@@ -16,6 +16,12 @@
 //! follow-ons). Each timed run starts from parked pools (10 ms idle before it). All
 //! must count exactly the same, or the program exits with status 1.
 //!
+//! One more variant works the way a compiler embedding fanout would: `run_collect`
+//! returns one diagnostic line per unit in an order fixed by the source alone (each
+//! function, then the closures and nested fns it contains, depth-first), checked byte
+//! for byte against a sequential walk; a `WorkerLocal` per thread keeps the totals and
+//! interns the function names (the symbol table), merged after the run.
+//!
 //! A large real corpus: the crate sources cargo has downloaded, e.g.
 //! `cargo run --release --example compile_queue -- ~/.cargo/registry/src`.
 //!
@@ -23,8 +29,10 @@
 //! the tokens of its own function or closure as text; compiling it parses that text
 //! and walks it, much as a compiler front end works one function at a time.
 
-use fanout::Pool;
+use fanout::{Pool, WorkerLocal};
 use quote::ToTokens;
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use syn::punctuated::Punctuated;
@@ -174,6 +182,64 @@ fn compile(unit: &Unit, t: &mut Totals, sink: &mut dyn FnMut(Unit)) {
     }
 }
 
+/// The unit's name, for the symbol table: the identifier after `fn`, or `closure`.
+fn unit_name(unit: &Unit) -> &str {
+    match unit.kind {
+        Kind::Closure => "closure",
+        _ => unit.text.split(' ').skip_while(|&tok| tok != "fn").nth(1).unwrap_or("?"),
+    }
+}
+
+/// One unit's diagnostic line, as a compiler would print a note per function.
+fn diagnostic(unit: &Unit, t: &Totals) -> String {
+    format!("{}: {} stmts, {} exprs{}", unit_name(unit), t.stmts, t.exprs, if t.errors > 0 { ", error" } else { "" })
+}
+
+/// The reference for `collecting`: the diagnostics of a sequential walk that visits
+/// each unit's follow-ons right after it, in the order it found them.
+fn sequential_diagnostics(seeds: Vec<Unit>) -> (Vec<String>, HashSet<String>) {
+    let mut stack: Vec<Unit> = seeds.into_iter().rev().collect();
+    let (mut lines, mut symbols) = (Vec::new(), HashSet::new());
+    while let Some(u) = stack.pop() {
+        let (mut t, mut children) = (Totals::default(), Vec::new());
+        compile(&u, &mut t, &mut |child| children.push(child));
+        lines.push(diagnostic(&u, &t));
+        symbols.insert(unit_name(&u).to_owned());
+        stack.extend(children.into_iter().rev());
+    }
+    (lines, symbols)
+}
+
+/// What each thread keeps across its tasks in `collecting`.
+#[derive(Default)]
+struct PerThread {
+    totals: Totals,
+    symbols: HashSet<String>,
+}
+
+/// The queue as an embedding compiler runs it: diagnostics in source order from
+/// `run_collect`, totals and interned names in per-thread state, merged at the end.
+fn collecting(pool: &Pool, seeds: Vec<Unit>) -> (Totals, Vec<String>, HashSet<String>) {
+    let local = WorkerLocal::new(pool, || RefCell::new(PerThread::default()));
+    let lines = pool.run_collect(seeds, |u, ctx| {
+        let mut t = Totals::default();
+        compile(&u, &mut t, &mut |child| ctx.push(child));
+        let mut mine = local.get().borrow_mut();
+        mine.totals = mine.totals.add(t);
+        if !mine.symbols.contains(unit_name(&u)) {
+            mine.symbols.insert(unit_name(&u).to_owned());
+        }
+        diagnostic(&u, &t)
+    });
+    let (mut totals, mut symbols) = (Totals::default(), HashSet::new());
+    for mine in local.into_vec() {
+        let mine = mine.into_inner();
+        totals = totals.add(mine.totals);
+        symbols.extend(mine.symbols);
+    }
+    (totals, lines, symbols)
+}
+
 /// The queue as a plain LIFO stack on one thread.
 fn sequential(seeds: Vec<Unit>) -> Totals {
     let mut t = Totals::default();
@@ -279,7 +345,8 @@ fn main() {
     // hits them alike; check every result.
     let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(pool.num_threads()).build().expect("rayon pool");
     let threads = pool.num_threads();
-    let names = ["sequential Vec stack", "fanout run_fold", "rayon::scope", "static split"];
+    let (want_lines, want_symbols) = sequential_diagnostics(seeds.clone());
+    let names = ["sequential Vec stack", "fanout run_fold", "rayon::scope", "static split", "fanout run_collect"];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
     let mut expected = None;
     let mut order: Vec<usize> = (0..names.len()).collect();
@@ -293,9 +360,21 @@ fn main() {
                 0 => sequential(s),
                 1 => parallel(&pool, s),
                 2 => rayon_scope(&rayon_pool, s),
-                _ => static_split(threads, s),
+                3 => static_split(threads, s),
+                _ => {
+                    let (totals, lines, symbols) = collecting(&pool, s);
+                    let elapsed = t0.elapsed();
+                    if lines != want_lines || symbols != want_symbols {
+                        eprintln!("MISMATCH: run_collect's diagnostics or symbols differ from the sequential walk's");
+                        std::process::exit(1);
+                    }
+                    times[v].push(elapsed);
+                    totals
+                }
             };
-            times[v].push(t0.elapsed());
+            if v != 4 {
+                times[v].push(t0.elapsed());
+            }
             if expected.is_some_and(|e| e != got) {
                 eprintln!("MISMATCH: {} counted {got:?}\n  expected {expected:?}", names[v]);
                 std::process::exit(1);
@@ -323,4 +402,10 @@ fn main() {
         println!("    {name:<22} {time:>10.2?}   {:.2}x", seq.as_secs_f64() / time.as_secs_f64());
     }
     println!("  totals identical in all {} runs: yes", reps * names.len());
+    println!(
+        "  run_collect: {} diagnostic lines and {} distinct names, identical to the sequential walk's in all {reps} runs \
+         (its row includes a per-thread WorkerLocal and one String per unit)",
+        want_lines.len(),
+        want_symbols.len()
+    );
 }

@@ -41,10 +41,12 @@
 
 mod api;
 mod cancel;
+mod collect;
 mod deque;
 mod error;
 mod fallible;
 mod global;
+mod local;
 mod pool;
 mod progress;
 mod range;
@@ -61,10 +63,14 @@ pub mod stream;
 mod sync;
 #[cfg(test)]
 mod test_util;
+#[cfg(not(loom))]
+mod tokens;
 
 pub use cancel::CancelToken;
+pub use collect::CollectCtx;
 pub use deque::{Deque, Steal};
 pub use error::{AllFailed, ItemError, RunError};
+pub use local::WorkerLocal;
 pub use pool::{BuildError, MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder};
 pub use progress::{Progress, ProgressSnapshot};
 pub use run::Ctx;

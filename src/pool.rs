@@ -1,12 +1,14 @@
 //! The pool: pinned worker threads, the registry of runs in progress, and the worker
 //! loop (find a run with work, take part, otherwise sleep).
 
+use crate::error::panic_message;
 use crate::fallible::drop_each_quietly;
 use crate::run::{Control, Job, Outcome, PoolParts, Run, Work};
 use crate::sleep::Sleep;
 use crate::spare::Spares;
 use crate::stats::RunStats;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use std::any::Any;
 use std::fmt;
 use std::panic::resume_unwind;
 
@@ -37,12 +39,25 @@ pub enum BuildError {
     },
     /// The operating system refused to start a thread.
     Spawn(std::io::Error),
+    /// The helper thread that waits for [`jobserver`](PoolBuilder::jobserver) tokens
+    /// could not be started (the cause is the `source`).
+    Jobserver(std::io::Error),
+    /// The [`on_thread_start`](PoolBuilder::on_thread_start) hook panicked on a worker.
+    /// The workers already started were stopped and joined.
+    StartHookPanicked {
+        /// The index of the worker whose hook panicked.
+        worker: usize,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BuildError::ZeroThreads => f.write_str("a pool needs at least one thread"),
+            BuildError::ZeroThreads => {
+                f.write_str("a pool needs at least one thread (`inline(true)` builds one that runs on its callers)")
+            }
             BuildError::TooManyThreads { requested, max } => {
                 write!(f, "{requested} threads requested, at most {max} are supported")
             }
@@ -53,6 +68,10 @@ impl fmt::Display for BuildError {
                 write!(f, "thread name {name:?} contains a NUL byte, which a thread name cannot hold")
             }
             BuildError::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
+            BuildError::Jobserver(_) => f.write_str("could not start the jobserver helper thread"),
+            BuildError::StartHookPanicked { worker, message } => {
+                write!(f, "the thread start hook panicked on worker {worker}: {message}")
+            }
         }
     }
 }
@@ -60,7 +79,7 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BuildError::Spawn(e) => Some(e),
+            BuildError::Spawn(e) | BuildError::Jobserver(e) => Some(e),
             _ => None,
         }
     }
@@ -83,17 +102,49 @@ pub const MIN_STACK_SIZE: usize = 64 * 1024;
 /// assert_eq!(pool.num_threads(), 2);
 /// # Ok::<(), fanout::BuildError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PoolBuilder {
     threads: Option<usize>,
-    pin: bool,
+    /// `None`: pin unless a jobserver is given (see `pin`).
+    pin: Option<bool>,
+    inline: bool,
     name: String,
     stack_size: Option<usize>,
+    on_start: Option<Hook>,
+    on_stop: Option<Hook>,
+    jobserver: Option<jobserver::Client>,
+}
+
+/// A thread start or stop hook, called with the worker's index.
+type Hook = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("threads", &self.threads)
+            .field("pin", &self.pin)
+            .field("inline", &self.inline)
+            .field("name", &self.name)
+            .field("stack_size", &self.stack_size)
+            .field("on_thread_start", &self.on_start.is_some())
+            .field("on_thread_stop", &self.on_stop.is_some())
+            .field("jobserver", &self.jobserver.is_some())
+            .finish()
+    }
 }
 
 impl Default for PoolBuilder {
     fn default() -> Self {
-        Self { threads: None, pin: true, name: "fanout".into(), stack_size: None }
+        Self {
+            threads: None,
+            pin: None,
+            inline: false,
+            name: "fanout".into(),
+            stack_size: None,
+            on_start: None,
+            on_stop: None,
+            jobserver: None,
+        }
     }
 }
 
@@ -104,11 +155,45 @@ impl PoolBuilder {
         self
     }
 
-    /// Pin worker `i` to core `i` (default `true`). Workers beyond the number of cores,
-    /// and every worker where the OS refuses, run unpinned; [`Pool::pinned_workers`]
-    /// says how many were pinned.
+    /// Pin worker `i` to the `i`-th core the process may run on (its affinity mask, so
+    /// `taskset` and cgroup cpusets are respected). Workers beyond that number, and every
+    /// worker where the OS refuses, run unpinned; [`Pool::pinned_workers`] says how many
+    /// were pinned.
+    ///
+    /// Default: pinned, unless a [`jobserver`](PoolBuilder::jobserver) is given. A
+    /// jobserver means other processes share the machine, and every process would pin
+    /// its worker `i` to the same core `i`, where the kernel may not move them: two
+    /// processes running the same follow-on tree at once took 1.90-2.01x the time of
+    /// one alone when pinned and 1.70-1.78x unpinned (`examples/shared_machine.rs`, 2
+    /// cores), while one process alone ran as fast either way.
     pub fn pin(mut self, pin: bool) -> Self {
-        self.pin = pin;
+        self.pin = Some(pin);
+        self
+    }
+
+    /// Inline mode (default `false`): the pool starts no thread at all, and every run
+    /// executes on its caller alone, in a fixed order: seeds first to last, each task's
+    /// follow-ons last pushed first (the order of a sequential loop over a `Vec` used as
+    /// a stack), ranges in index order. The same program then runs in parallel or
+    /// reproducibly one item at a time by configuration, for debugging or for
+    /// comparing outputs. `num_threads`, pinning, names, stack size and the thread hooks
+    /// have no effect; [`Pool::num_threads`] is 0.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().inline(true).build()?;
+    /// let order = std::sync::Mutex::new(Vec::new());
+    /// pool.run([1u32, 2], |n, ctx| {
+    ///     order.lock().unwrap().push(n);
+    ///     if n < 10 {
+    ///         ctx.push(n * 10);
+    ///         ctx.push(n * 10 + 1);
+    ///     }
+    /// });
+    /// assert_eq!(order.into_inner().unwrap(), [1, 11, 10, 2, 21, 20]);
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn inline(mut self, inline: bool) -> Self {
+        self.inline = inline;
         self
     }
 
@@ -126,12 +211,105 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts the workers. Returns once every worker is running (and pinned, if asked).
+    /// Calls `hook(index)` on each worker thread when it starts, after it was pinned and
+    /// before it takes any work, to set up thread-local state (tracing, an allocator's
+    /// arena, a thread name of one's own). [`build`](PoolBuilder::build) returns after
+    /// every worker's hook has returned. A hook that panics makes `build` fail with
+    /// [`BuildError::StartHookPanicked`], after the workers already started were
+    /// stopped and joined.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let started = Arc::new(AtomicUsize::new(0));
+    /// let seen = started.clone();
+    /// let pool = fanout::Pool::builder()
+    ///     .num_threads(2)
+    ///     .on_thread_start(move |_index| {
+    ///         seen.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build()?;
+    /// assert_eq!(started.load(Ordering::Relaxed), 2);
+    /// # drop(pool);
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn on_thread_start<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(usize) + Send + Sync + 'static,
+    {
+        self.on_start = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook(index)` on each worker thread when it stops, after its last task,
+    /// while the pool is being dropped; the drop returns after every hook has returned.
+    /// A hook that panics does not stop the other workers' hooks: once every worker has
+    /// been joined, dropping the pool panics with the first hook's panic (or, if the
+    /// pool is dropped while the thread is already unwinding, prints it to standard
+    /// error instead of aborting the process).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let stopped = Arc::new(AtomicUsize::new(0));
+    /// let seen = stopped.clone();
+    /// let pool = fanout::Pool::builder()
+    ///     .num_threads(2)
+    ///     .on_thread_stop(move |_index| {
+    ///         seen.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build()?;
+    /// drop(pool);
+    /// assert_eq!(stopped.load(Ordering::Relaxed), 2);
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn on_thread_stop<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(usize) + Send + Sync + 'static,
+    {
+        self.on_stop = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Shares the machine with other processes through a jobserver (the protocol of
+    /// GNU make and cargo; see the [`jobserver`] crate): a worker works only while it
+    /// holds one of the jobserver's tokens, so under `make -jN` or `cargo build -jN`
+    /// all the processes together run at most `N` threads. The thread that calls a run
+    /// works on the process's implicit token and takes none.
+    ///
+    /// A worker takes a token when it finds work (one non-blocking read; if none is
+    /// free it sleeps until the jobserver's helper thread hands it one) and gives it
+    /// back when it goes to sleep, so a busy worker makes no system call per item or
+    /// per run. Runs never wait for tokens: a run's caller works through it alone if
+    /// need be. If the jobserver fails later, the workers go on without tokens.
+    /// [`build`](PoolBuilder::build) fails with [`BuildError::Jobserver`] if the helper
+    /// thread cannot start.
+    ///
+    /// ```
+    /// // In a build script or a compiler driver: `unsafe { jobserver::Client::from_env() }`.
+    /// let client = jobserver::Client::new(1).expect("jobserver");
+    /// let pool = fanout::Pool::builder().num_threads(4).jobserver(client).build()?;
+    /// // At most two threads work at once: this one and a worker holding the token.
+    /// assert_eq!(pool.fold_index(0..1000, || 0, |a, i| a + i, |a, b| a + b), 499_500);
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn jobserver(mut self, client: jobserver::Client) -> Self {
+        self.jobserver = Some(client);
+        self
+    }
+
+    /// Starts the workers. Returns once every worker is running (and pinned, if asked,
+    /// and its start hook has returned).
     ///
     /// Bad settings are refused before any thread starts; if the operating system
-    /// refuses a thread ([`BuildError::Spawn`]), the workers already started are stopped
-    /// and joined before the error is returned.
+    /// refuses a thread ([`BuildError::Spawn`]) or a start hook panics, the workers
+    /// already started are stopped and joined before the error is returned.
     pub fn build(self) -> Result<Pool, BuildError> {
+        if self.inline {
+            return Pool::start(0, self);
+        }
         let threads = match self.threads {
             Some(0) => return Err(BuildError::ZeroThreads),
             Some(n) => n,
@@ -175,11 +353,30 @@ pub(crate) struct Shared {
     /// At least one worker per core: a caller that also works holds one of the cores,
     /// so its run admits one worker fewer while it takes part (see `Seats`).
     one_per_core: bool,
+    /// The first panic of a thread stop hook, with the worker's index, for `Pool::drop`.
+    stop_hook_panic: Mutex<Option<(usize, Box<dyn Any + Send>)>>,
+    /// Jobserver tokens the workers must hold to work (`PoolBuilder::jobserver`).
+    #[cfg(not(loom))]
+    tokens: Option<crate::tokens::Tokens>,
 }
 
 std::thread_local! {
-    /// The pool (its `Shared`'s address) whose worker this thread is, if any.
-    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Which pool's worker this thread is, if any: the pool's identity (`pool_id`) and
+    /// the worker's index. `(0, 0)` on every other thread.
+    static WORKER: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A pool's identity for `WORKER`: the address of its sleep state, which a `Ctx` can
+/// see too. Unique among live pools; a pool's workers are joined before it is freed.
+pub(crate) fn pool_id(sleep: &Sleep) -> usize {
+    std::ptr::from_ref(sleep) as usize
+}
+
+/// The index of the current thread among the workers of the pool `pool_id`, if it is
+/// one of them.
+pub(crate) fn worker_index_in(pool_id: usize) -> Option<usize> {
+    let (pool, index) = WORKER.with(std::cell::Cell::get);
+    (pool == pool_id).then_some(index)
 }
 
 impl Shared {
@@ -235,8 +432,24 @@ impl Shared {
     }
 
     fn worker_loop(&self, me: usize) {
+        // The jobserver token this worker holds while it may work (see `crate::tokens`).
+        #[cfg(not(loom))]
+        let mut token = None;
         // Acquire: pairs with the Release store in `Pool::drop`.
         while !self.shutdown.load(Ordering::Acquire) {
+            #[cfg(not(loom))]
+            if let Some(tokens) = &self.tokens
+                && token.is_none()
+            {
+                if self.any_work() {
+                    // `None`: the pool is shutting down, which the loop sees next.
+                    token = tokens.wait();
+                    continue;
+                }
+            } else if self.help_once(me) {
+                continue;
+            }
+            #[cfg(loom)]
             if self.help_once(me) {
                 continue;
             }
@@ -244,6 +457,9 @@ impl Shared {
             if self.spin_for_work() {
                 continue;
             }
+            // Going to sleep: the token goes back to the jobserver.
+            #[cfg(not(loom))]
+            drop(token.take());
             self.sleep.prepare(me);
             // The re-check after registering as a sleeper (see the `sleep` module).
             #[cfg(not(all(loom, feature = "mutant_sleep")))]
@@ -361,6 +577,11 @@ impl Pool {
     }
 
     fn start(threads: usize, cfg: PoolBuilder) -> Result<Pool, BuildError> {
+        #[cfg(not(loom))]
+        let tokens = match cfg.jobserver.clone() {
+            Some(client) if threads > 0 => Some(crate::tokens::Tokens::new(client).map_err(BuildError::Jobserver)?),
+            _ => None,
+        };
         let shared = crate::sync::Arc::new(Shared {
             sleep: Sleep::new(threads),
             spares: Spares::new(),
@@ -370,19 +591,28 @@ impl Pool {
             pinned: AtomicUsize::new(0),
             threads,
             // Not under loom, so that the models let every worker join beside the caller.
-            one_per_core: !cfg!(loom) && threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
+            one_per_core: !cfg!(loom)
+                && threads > 0
+                && threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stop_hook_panic: Mutex::new(None),
+            #[cfg(not(loom))]
+            tokens,
         });
         let mut pool = Pool { shared, threads: Vec::with_capacity(threads) };
         #[cfg(not(loom))]
         {
             // Miri cannot run the affinity system calls; pinning is a performance matter only.
-            let cores =
-                if cfg.pin && !cfg!(miri) { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+            let cores = if cfg.pin.unwrap_or(cfg.jobserver.is_none()) && !cfg!(miri) {
+                core_affinity::get_core_ids().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), BuildError>>();
             for i in 0..threads {
                 let shared = pool.shared.clone();
                 let core = cores.get(i).copied();
                 let ready = ready_tx.clone();
+                let (on_start, on_stop) = (cfg.on_start.clone(), cfg.on_stop.clone());
                 let mut builder = std::thread::Builder::new().name(format!("{}-{i}", cfg.name));
                 if let Some(size) = cfg.stack_size {
                     builder = builder.stack_size(size);
@@ -394,21 +624,46 @@ impl Pool {
                         shared.pinned.fetch_add(1, Ordering::Relaxed);
                         shared.sleep.set_pinned(i, core.id);
                     }
-                    let _ = ready.send(());
-                    WORKER_OF.with(|w| w.set(std::ptr::from_ref::<Shared>(&shared) as usize));
+                    WORKER.with(|w| w.set((pool_id(&shared.sleep), i)));
+                    if let Some(hook) = on_start
+                        && let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(i)))
+                    {
+                        let message = panic_message(payload.as_ref());
+                        let _ = ready.send(Err(BuildError::StartHookPanicked { worker: i, message }));
+                        return;
+                    }
+                    let _ = ready.send(Ok(()));
+                    // Not kept alive by this thread's loop: the channel's end is what
+                    // `build` waits on.
+                    drop(ready);
                     shared.worker_loop(i);
+                    if let Some(hook) = on_stop
+                        && let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(i)))
+                    {
+                        lock(&shared.stop_hook_panic).get_or_insert((i, payload));
+                    }
                 });
                 match spawned {
                     Ok(handle) => pool.threads.push(handle),
-                    // Dropping `pool` stops and joins the workers started so far.
-                    Err(e) => return Err(BuildError::Spawn(e)),
+                    Err(e) => {
+                        // As for a start hook's panic below.
+                        pool.shut_down();
+                        return Err(BuildError::Spawn(e));
+                    }
                 }
             }
             drop(ready_tx);
             for _ in 0..threads {
-                // A worker that died before reporting closes its sender; stop waiting.
-                if ready_rx.recv().is_err() {
-                    break;
+                match ready_rx.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        // The other workers are stopped and joined; their stop hooks'
+                        // panics, if any, give way to the error that ends the build.
+                        pool.shut_down();
+                        return Err(e);
+                    }
+                    // A worker that died before reporting closes its sender; stop waiting.
+                    Err(_) => break,
                 }
             }
         }
@@ -423,9 +678,27 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Number of worker threads (the caller of a run works too, as one more thread).
+    /// Number of worker threads (the caller of a run works too, as one more thread);
+    /// 0 for an [inline](PoolBuilder::inline) pool.
     pub fn num_threads(&self) -> usize {
         self.shared.threads
+    }
+
+    /// The index (`0..num_threads()`) of the current thread among this pool's workers,
+    /// or `None` on any other thread: the caller of a run (which takes part in it too),
+    /// or a worker of another pool. Stable for the pool's lifetime, so it can index
+    /// per-worker state (see also [`WorkerLocal`](crate::WorkerLocal) and
+    /// [`Ctx::worker_index`](crate::Ctx::worker_index)).
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// assert_eq!(pool.current_thread_index(), None); // the caller of the runs below
+    /// let seen = pool.map_index(0..1000, |_| pool.current_thread_index());
+    /// assert!(seen.iter().all(|i| i.is_none_or(|i| i < 2)));
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn current_thread_index(&self) -> Option<usize> {
+        worker_index_in(pool_id(&self.shared.sleep))
     }
 
     /// How many workers are pinned to a core.
@@ -460,8 +733,7 @@ impl Pool {
         // The caller takes a worker's seat on a pool with a worker per core (else three
         // threads would share two cores). Not in a nested run: the caller is then a
         // worker of this pool, already one of its threads.
-        let me = std::ptr::from_ref::<Shared>(&self.shared) as usize;
-        let nested = WORKER_OF.with(|w| w.get()) == me;
+        let nested = self.current_thread_index().is_some();
         let caller_holds_a_core = self.shared.one_per_core && !nested;
         let share_seeds = control.share_seeds;
         let parts = PoolParts { sleep: &self.shared.sleep, spares: &self.shared.spares, workers: self.shared.threads };
@@ -515,15 +787,37 @@ impl<W: Work> Drop for Registered<'_, '_, W> {
     }
 }
 
-impl Drop for Pool {
-    fn drop(&mut self) {
+impl Pool {
+    /// Stops and joins every worker; returns the first stop hook's panic, if any.
+    fn shut_down(&mut self) -> Option<(usize, Box<dyn Any + Send>)> {
         // Release: pairs with the workers' Acquire loads of the flag.
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.sleep.notify_all();
+        #[cfg(not(loom))]
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.close();
+        }
         for handle in self.threads.drain(..) {
-            // A worker never unwinds (task panics are caught in the run), so join's
+            // A worker never unwinds (task and hook panics are caught), so join's
             // error case cannot carry anything we could report.
             let _ = handle.join();
+        }
+        lock(&self.shared.stop_hook_panic).take()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some((worker, payload)) = self.shut_down() {
+            if std::thread::panicking() {
+                // A second panic here would abort the process.
+                eprintln!(
+                    "fanout: the thread stop hook panicked on worker {worker}: {}",
+                    panic_message(payload.as_ref())
+                );
+            } else {
+                resume_unwind(payload);
+            }
         }
     }
 }

@@ -201,6 +201,23 @@ impl<T> Ctx<'_, T> {
         }
     }
 
+    /// The index (`0..num_threads()`) of the pool worker running this task, or `None`
+    /// when the run's caller runs it (the thread that started the run takes part in
+    /// it). A nested run's caller is a worker, so its tasks there see its index. The
+    /// same as [`Pool::current_thread_index`](crate::Pool::current_thread_index) for
+    /// the task's pool.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let seen = std::sync::Mutex::new(Vec::new());
+    /// pool.run(0..100u32, |_, ctx| seen.lock().unwrap().push(ctx.worker_index()));
+    /// assert!(seen.into_inner().unwrap().iter().all(|i| i.is_none_or(|i| i < 2)));
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn worker_index(&self) -> Option<usize> {
+        crate::pool::worker_index_in(crate::pool::pool_id(self.sleep))
+    }
+
     /// Whether the run is stopping (an item panicked or failed, or the run was
     /// cancelled); long tasks may return early.
     #[inline]

@@ -239,7 +239,12 @@ impl<'p> Runner<'p> {
     }
 
     /// The fallible follow-on run behind `try_run` and `try_run_fold`.
-    fn run_catching<T, A, E, I, Id, F>(&self, seeds: I, identity: Id, f: F) -> Result<(Vec<A>, RunStats), RunError<E>>
+    pub(crate) fn run_catching<T, A, E, I, Id, F>(
+        &self,
+        seeds: I,
+        identity: Id,
+        f: F,
+    ) -> Result<(Vec<A>, RunStats), RunError<E>>
     where
         T: Send,
         A: Send,

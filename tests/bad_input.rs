@@ -796,7 +796,10 @@ fn streams_and_runs_across_two_pools_do_not_deadlock() {
 fn bad_builder_settings_get_clear_errors() {
     let err = Pool::builder().num_threads(0).build().unwrap_err();
     assert!(matches!(err, BuildError::ZeroThreads));
-    assert_eq!(err.to_string(), "a pool needs at least one thread");
+    assert_eq!(
+        err.to_string(),
+        "a pool needs at least one thread (`inline(true)` builds one that runs on its callers)"
+    );
     for n in [MAX_THREADS + 1, usize::MAX] {
         let err = Pool::builder().num_threads(n).build().unwrap_err();
         assert!(matches!(err, BuildError::TooManyThreads { requested, max: MAX_THREADS } if requested == n), "{err:?}");

@@ -257,7 +257,7 @@ fn builder_rejects_bad_settings() {
     assert!(matches!(Pool::builder().num_threads(1 << 20).build(), Err(BuildError::TooManyThreads { .. })));
     assert!(matches!(Pool::builder().stack_size(10).build(), Err(BuildError::StackTooSmall { .. })));
     let err = Pool::builder().num_threads(0).build().unwrap_err();
-    assert_eq!(err.to_string(), "a pool needs at least one thread");
+    assert!(err.to_string().starts_with("a pool needs at least one thread"), "{err}");
     let pool = Pool::builder().num_threads(1).pin(false).thread_name("x").build().unwrap();
     assert_eq!(pool.pinned_workers(), 0);
     assert_eq!(pool.num_threads(), 1);

@@ -86,6 +86,21 @@ pub fn w4_fanout(pool: &fanout::Pool) -> u64 {
     pool.run_fold([(0u64, 0u32)], || 0u64, w4_task, u64::wrapping_add)
 }
 
+/// W4 through `run_collect`: each task returns `tiny(id)`, the values come back in tree
+/// order and are summed after the run (the cost of a deterministic order over
+/// `run_fold`'s per-thread sum).
+pub fn w4_collect(pool: &fanout::Pool) -> u64 {
+    let values = pool.run_collect([(0u64, 0u32)], |(id, depth), ctx| {
+        if let Some(children) = w4_children(id, depth) {
+            for c in children {
+                ctx.push(c);
+            }
+        }
+        tiny(id)
+    });
+    values.into_iter().fold(0, u64::wrapping_add)
+}
+
 /// W4 as a fallible follow-on run that never fails: the cost of `try_*` over the
 /// infallible run.
 pub fn w4_fanout_try(pool: &fanout::Pool) -> u64 {
