@@ -716,7 +716,7 @@ mod tests {
                         assert_eq!(d.len(), model.len());
                         // Take a few from each end.
                         for k in 0..round % 3 + 1 {
-                            if (round + k) % 2 == 0 {
+                            if (round + k).is_multiple_of(2) {
                                 assert_eq!(d.pop(), model.pop_back());
                             } else {
                                 let expected = model.pop_front();

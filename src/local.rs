@@ -2,7 +2,6 @@
 //! a pool's runs, made on that thread's first use and gathered afterwards.
 
 use crate::pool::{Pool, Shared, pool_id, worker_index_in};
-use crate::sync::Arc;
 use crossbeam_utils::CachePadded;
 use std::cell::{Cell, OnceCell};
 use std::fmt;
@@ -44,9 +43,14 @@ use std::thread::ThreadId;
 /// # Ok::<(), fanout::BuildError>(())
 /// ```
 pub struct WorkerLocal<T> {
-    /// `pool_id` of the pool; `_pool` keeps it from being reused while we live.
+    /// `pool_id` of the pool; `_pool` keeps it from being reused while we live. A weak
+    /// handle: it keeps the address, not what the pool holds (its spare buffers, its
+    /// jobserver helper), which go when the pool is dropped.
     pool: usize,
-    _pool: Arc<Shared>,
+    #[cfg(not(loom))]
+    _pool: std::sync::Weak<Shared>,
+    #[cfg(loom)]
+    _pool: crate::sync::Arc<Shared>,
     /// Worker `i`'s value, touched only by worker `i` (through `get`).
     workers: Box<[CachePadded<OnceCell<T>>]>,
     /// Every other thread's value, in the order of first use, each in a box of its
@@ -83,11 +87,14 @@ impl<T> WorkerLocal<T> {
     /// Per-thread values for `pool`'s runs, each made by `init` on its thread's first
     /// [`get`](WorkerLocal::get).
     pub fn new(pool: &Pool, init: impl Fn() -> T + Send + Sync + 'static) -> Self {
-        let shared = pool.shared().clone();
+        let shared = pool.shared();
         let workers = (0..pool.num_threads()).map(|_| CachePadded::new(OnceCell::new())).collect();
         Self {
             pool: pool_id(shared.sleep()),
-            _pool: shared,
+            #[cfg(not(loom))]
+            _pool: std::sync::Arc::downgrade(shared),
+            #[cfg(loom)]
+            _pool: shared.clone(),
             workers,
             others: Mutex::new(Vec::new()),
             init: Box::new(init),
@@ -101,8 +108,11 @@ impl<T> WorkerLocal<T> {
     ///
     /// # Panics
     ///
-    /// If `init` panics (the next `get` on this thread calls it again), or calls `get`
-    /// on the same `WorkerLocal` itself.
+    /// If `init` panics (the next `get` on this thread calls it again), or reaches
+    /// `get` on the same `WorkerLocal` on the same thread: directly, or through a
+    /// nested run on the pool, whose items this thread runs too. The same goes for a
+    /// `RefCell` inside: a borrow held across a nested run whose items borrow it again
+    /// panics.
     pub fn get(&self) -> &T {
         let cell = match worker_index_in(self.pool) {
             Some(i) => &*self.workers[i],
@@ -172,8 +182,8 @@ impl<T> Drop for WorkerLocal<T> {
 
 impl<T> fmt::Debug for WorkerLocal<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let workers = self.workers.iter().filter(|cell| cell.get().is_some()).count();
-        f.debug_struct("WorkerLocal").field("worker_values", &workers).finish_non_exhaustive()
+        // Not the values, nor whether they exist: each is its own thread's to read.
+        f.debug_struct("WorkerLocal").field("workers", &self.workers.len()).finish_non_exhaustive()
     }
 }
 

@@ -174,10 +174,12 @@ impl PoolBuilder {
     /// Inline mode (default `false`): the pool starts no thread at all, and every run
     /// executes on its caller alone, in a fixed order: seeds first to last, each task's
     /// follow-ons last pushed first (the order of a sequential loop over a `Vec` used as
-    /// a stack), ranges in index order. The same program then runs in parallel or
-    /// reproducibly one item at a time by configuration, for debugging or for
-    /// comparing outputs. `num_threads`, pinning, names, stack size and the thread hooks
-    /// have no effect; [`Pool::num_threads`] is 0.
+    /// a stack; [`Ctx::push_high`](crate::Ctx::push_high) items still go first), ranges
+    /// in index order. The same program then runs in parallel or one item at a time by
+    /// configuration, for debugging or for comparing outputs, as long as no item waits
+    /// for another to run (items that feed each other through a channel deadlock with
+    /// one thread). `num_threads`, pinning, names, stack size and the thread hooks have
+    /// no effect; [`Pool::num_threads`] is 0.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().inline(true).build()?;
@@ -215,8 +217,10 @@ impl PoolBuilder {
     /// before it takes any work, to set up thread-local state (tracing, an allocator's
     /// arena, a thread name of one's own). [`build`](PoolBuilder::build) returns after
     /// every worker's hook has returned. A hook that panics makes `build` fail with
-    /// [`BuildError::StartHookPanicked`], after the workers already started were
-    /// stopped and joined.
+    /// [`BuildError::StartHookPanicked`] (naming the first worker to report one), after
+    /// the other workers were stopped and joined (their stop hooks run; the panicking
+    /// worker's does not). Hooks that wait for one another hang `build` if one of them
+    /// panics. Panics are caught only with `panic = "unwind"`.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
@@ -243,7 +247,8 @@ impl PoolBuilder {
     }
 
     /// Calls `hook(index)` on each worker thread when it stops, after its last task,
-    /// while the pool is being dropped; the drop returns after every hook has returned.
+    /// while the pool is being dropped (or while a failed `build` stops the workers it
+    /// started); the drop returns after every hook has returned.
     /// A hook that panics does not stop the other workers' hooks: once every worker has
     /// been joined, dropping the pool panics with the first hook's panic (or, if the
     /// pool is dropped while the thread is already unwinding, prints it to standard
@@ -640,14 +645,21 @@ impl Pool {
                     if let Some(hook) = on_stop
                         && let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(i)))
                     {
-                        lock(&shared.stop_hook_panic).get_or_insert((i, payload));
+                        let mut first = lock(&shared.stop_hook_panic);
+                        if first.is_none() {
+                            *first = Some((i, payload));
+                        } else {
+                            drop(first);
+                            // Not the first: drop it where a panicking `Drop` cannot escape.
+                            crate::fallible::drop_quietly(payload);
+                        }
                     }
                 });
                 match spawned {
                     Ok(handle) => pool.threads.push(handle),
                     Err(e) => {
                         // As for a start hook's panic below.
-                        pool.shut_down();
+                        crate::fallible::drop_quietly(pool.shut_down());
                         return Err(BuildError::Spawn(e));
                     }
                 }
@@ -659,7 +671,7 @@ impl Pool {
                     Ok(Err(e)) => {
                         // The other workers are stopped and joined; their stop hooks'
                         // panics, if any, give way to the error that ends the build.
-                        pool.shut_down();
+                        crate::fallible::drop_quietly(pool.shut_down());
                         return Err(e);
                     }
                     // A worker that died before reporting closes its sender; stop waiting.

@@ -52,7 +52,7 @@ impl Buffer {
     /// let it be one (the `Vec` must free it with the layout it was allocated with).
     fn into_vec<T>(self) -> Result<Vec<MaybeUninit<T>>, Self> {
         let item = Layout::new::<MaybeUninit<T>>();
-        if item.size() == 0 || item.align() != self.layout.align() || self.layout.size() % item.size() != 0 {
+        if item.size() == 0 || item.align() != self.layout.align() || !self.layout.size().is_multiple_of(item.size()) {
             return Err(self);
         }
         let capacity = self.layout.size() / item.size();

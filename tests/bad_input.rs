@@ -685,7 +685,7 @@ fn nested(pools: &[&Pool; 2], at: usize, depth: u32, width: usize) -> u64 {
         return 1;
     }
     let pool = pools[at];
-    let next = if depth % 3 == 0 { at } else { 1 - at };
+    let next = if depth.is_multiple_of(3) { at } else { 1 - at };
     let down = || nested(pools, next, depth - 1, width);
     match depth % 5 {
         0 => pool.fold_index(0..width, || 0, |a, _| a + down(), |a, b| a + b),

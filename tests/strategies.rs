@@ -249,7 +249,7 @@ fn panic_surfaces_and_strategy_recovers<S: Strategy>(s: &S) {
     impl<'a> Workload for Volatile<'a> {
         type Item = Tracked<'a>;
         fn execute<Sp: Spawner<Tracked<'a>>>(&self, item: Tracked<'a>, spawner: &mut Sp) {
-            if item.id > 100 && mix(99, item.id) % 7 == 0 {
+            if item.id > 100 && mix(99, item.id).is_multiple_of(7) {
                 std::panic::panic_any(item.id);
             }
             self.0.execute(item, spawner);
@@ -262,7 +262,7 @@ fn panic_surfaces_and_strategy_recovers<S: Strategy>(s: &S) {
     let seeds = work.0.seeds(8);
     let payload = catch_unwind(AssertUnwindSafe(|| s.run(seeds, &work))).expect_err("no panic surfaced");
     let id = *payload.downcast_ref::<usize>().expect("payload is an item id");
-    assert!(id > 100 && mix(99, id) % 7 == 0, "{}: unexpected payload {id}", s.name());
+    assert!(id > 100 && mix(99, id).is_multiple_of(7), "{}: unexpected payload {id}", s.name());
     assert_eq!(live.load(Ordering::Relaxed), 0, "{}: items leaked after many panics", s.name());
     many_seeds(s);
 }

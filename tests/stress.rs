@@ -495,7 +495,7 @@ fn check_stream(pool: &Pool, job: &StreamJob) -> Result<(), String> {
         stream = stream.window(w);
     }
     stream = if job.ordered { stream.ordered() } else { stream.unordered() };
-    let wanted = |id: u64| !job.filter || id % 3 != 0;
+    let wanted = |id: u64| !job.filter || !id.is_multiple_of(3);
     let mut got = Vec::new();
     let mut error = None;
     for item in stream.into_iter().take(job.take.unwrap_or(usize::MAX)) {
