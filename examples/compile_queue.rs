@@ -6,7 +6,13 @@
 //! cargo run --release --example compile_queue                    # this repository
 //! cargo run --release --example compile_queue -- ~/src/foo       # any tree of .rs files
 //! cargo run --release --example compile_queue -- --quick         # fewer repetitions
+//! cargo run --release --example compile_queue -- --jobserver     # fanout under a jobserver
+//! make -j2 -f examples/compile_queue.mk                           # two instances under make
 //! ```
+//!
+//! With `--jobserver` the fanout pool takes its workers' tokens from the jobserver in
+//! the environment (under `make -jN`), or from one made here with a token per worker
+//! beyond the first (this thread holds the implicit one), as a compiler driver would.
 //!
 //! The files are read and parsed with `syn` up front (fanned out with `Pool::map`, not
 //! part of the timed compile). The compile then runs, interleaved in a new order every
@@ -323,7 +329,26 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let dir = args.iter().find(|a| !a.starts_with("--")).map_or(env!("CARGO_MANIFEST_DIR"), |s| s.as_str());
     let reps = if quick { 3 } else { 9 };
-    let pool = Pool::new().expect("build pool");
+    let mut builder = Pool::builder();
+    let mut jobserver_note = String::new();
+    if args.iter().any(|a| a == "--jobserver") {
+        // SAFETY: called before this program opens or closes any file descriptor, so
+        // the descriptors named in the environment are still make's, as `from_env`
+        // requires.
+        let client = match unsafe { jobserver::Client::from_env() } {
+            Some(client) => {
+                jobserver_note = "the jobserver from the environment".into();
+                client
+            }
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                jobserver_note = format!("a jobserver of its own with {} tokens", cores - 1);
+                jobserver::Client::new(cores - 1).expect("jobserver")
+            }
+        };
+        builder = builder.jobserver(client);
+    }
+    let pool = builder.build().expect("build pool");
 
     // Front end, untimed by the compile: read sequentially, parse on the pool, and turn
     // each file's functions into seeds (syn::Error is not Send, so keep only Option).
@@ -387,6 +412,9 @@ fn main() {
     let seq = medians[0];
 
     println!("compile_queue: {dir}");
+    if !jobserver_note.is_empty() {
+        println!("  jobserver        fanout's workers hold tokens of {jobserver_note} (the pool is unpinned)");
+    }
     println!("  files            {} found, {parsed} parsed with syn ({} failed)", paths.len(), paths.len() - parsed);
     println!("  parse            {parse_time:.2?} (read + syn::parse_file on the pool; not in the timings below)");
     println!("  functions        {} (free fns, impl methods, trait default methods)", seeds.len());
