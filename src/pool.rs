@@ -292,7 +292,9 @@ impl PoolBuilder {
     /// free it sleeps until the jobserver's helper thread hands it one) and gives it
     /// back when it goes to sleep, so a busy worker makes no system call per item or
     /// per run. Runs never wait for tokens: a run's caller works through it alone if
-    /// need be. If the jobserver fails later, the workers go on without tokens.
+    /// need be. If the jobserver fails later, the workers go on without tokens. The
+    /// waiting is done by the `jobserver` crate's helper thread, which on Unix installs
+    /// a `SIGUSR1` handler to stop its blocking read when the pool is dropped.
     /// [`build`](PoolBuilder::build) fails with [`BuildError::Jobserver`] if the helper
     /// thread cannot start.
     ///

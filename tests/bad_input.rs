@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::thread_count;
+use common::{thread_count, threads_left, threads_named};
 use fanout::{BuildError, CancelToken, MAX_THREADS, MIN_STACK_SIZE, Pool, RunError};
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -107,28 +107,6 @@ fn child_process(name: &str) -> bool {
         String::from_utf8_lossy(&out.stderr)
     );
     false
-}
-
-/// Live threads of this process whose name starts with `prefix` (Linux; a thread's
-/// name there is cut to 15 bytes).
-fn threads_named(prefix: &str) -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with(prefix))
-        .count()
-}
-
-/// Waits (up to ten seconds) until no thread named `prefix...` is left; returns how many are.
-fn threads_left(prefix: &str) -> usize {
-    let start = Instant::now();
-    loop {
-        let n = threads_named(prefix);
-        if n == 0 || start.elapsed() > Duration::from_secs(10) {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Waits (up to ten seconds) until the process has `n` threads; returns how many it has.

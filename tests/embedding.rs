@@ -93,15 +93,6 @@ fn a_nested_run_started_on_a_worker_reports_that_worker() {
     assert_eq!(mismatches.into_inner(), 0);
 }
 
-/// Threads of this process whose name starts with `prefix` (Linux; 0 elsewhere).
-fn threads_named(prefix: &str) -> usize {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with(prefix))
-        .count()
-}
-
 fn pool_with_name(n: usize, name: &str) -> Pool {
     Pool::builder().num_threads(n).thread_name(name).build().expect("pool")
 }
@@ -200,11 +191,7 @@ fn a_panicking_start_hook_fails_build_and_the_started_workers_are_joined() {
     // (`build` joins them before it returns; a joined thread may still show in /proc
     // for a moment).
     assert_eq!(stopped.load(Ordering::Relaxed), 3);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while threads_named("hookfail") > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(threads_named("hookfail"), 0, "a worker thread outlived the failed build");
+    assert_eq!(common::threads_left("hookfail"), 0, "a worker thread outlived the failed build");
 }
 
 #[test]

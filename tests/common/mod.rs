@@ -33,6 +33,29 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// Live threads of this process whose name starts with `prefix` (Linux, 0 elsewhere; a
+/// thread's name there is cut to 15 bytes).
+pub fn threads_named(prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+/// Waits (up to ten seconds) until no thread named `prefix...` is left (a joined thread
+/// may show in /proc for a moment); returns how many are.
+pub fn threads_left(prefix: &str) -> usize {
+    let start = std::time::Instant::now();
+    loop {
+        let n = threads_named(prefix);
+        if n == 0 || start.elapsed() > std::time::Duration::from_secs(10) {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Threads of this process, from /proc (Linux; 0 elsewhere).
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
