@@ -65,6 +65,7 @@ mod sync;
 mod test_util;
 #[cfg(not(loom))]
 mod tokens;
+mod worker_index;
 
 pub use cancel::CancelToken;
 pub use collect::CollectCtx;

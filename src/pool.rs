@@ -8,6 +8,9 @@ use crate::sleep::Sleep;
 use crate::spare::Spares;
 use crate::stats::RunStats;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+#[cfg(not(loom))]
+use crate::worker_index::set_current;
+use crate::worker_index::{pool_id, worker_index_in};
 use std::any::Any;
 use std::fmt;
 use std::panic::resume_unwind;
@@ -371,25 +374,6 @@ pub(crate) struct Shared {
     tokens: Option<crate::tokens::Tokens>,
 }
 
-std::thread_local! {
-    /// Which pool's worker this thread is, if any: the pool's identity (`pool_id`) and
-    /// the worker's index. `(0, 0)` on every other thread.
-    static WORKER: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// A pool's identity for `WORKER`: the address of its sleep state, which a `Ctx` can
-/// see too. Unique among live pools; a pool's workers are joined before it is freed.
-pub(crate) fn pool_id(sleep: &Sleep) -> usize {
-    std::ptr::from_ref(sleep) as usize
-}
-
-/// The index of the current thread among the workers of the pool `pool_id`, if it is
-/// one of them.
-pub(crate) fn worker_index_in(pool_id: usize) -> Option<usize> {
-    let (pool, index) = WORKER.with(std::cell::Cell::get);
-    (pool == pool_id).then_some(index)
-}
-
 impl Shared {
     /// Joins the first registered run that has stealable work and takes part in it.
     fn help_once(&self, worker: usize) -> bool {
@@ -635,7 +619,7 @@ impl Pool {
                         shared.pinned.fetch_add(1, Ordering::Relaxed);
                         shared.sleep.set_pinned(i, core.id);
                     }
-                    WORKER.with(|w| w.set((pool_id(&shared.sleep), i)));
+                    set_current(pool_id(&shared.sleep), i);
                     if let Some(hook) = on_start
                         && let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(i)))
                     {

@@ -215,7 +215,7 @@ impl<T> Ctx<'_, T> {
     /// # Ok::<(), fanout::BuildError>(())
     /// ```
     pub fn worker_index(&self) -> Option<usize> {
-        crate::pool::worker_index_in(crate::pool::pool_id(self.sleep))
+        crate::worker_index::worker_index_in(crate::worker_index::pool_id(self.sleep))
     }
 
     /// Whether the run is stopping (an item panicked or failed, or the run was
