@@ -391,9 +391,10 @@ impl Shared {
         };
         match joined {
             Some(job) => {
-                // SAFETY: `try_join` counted us in; the run stays alive until we leave,
-                // which `participate` does last.
-                unsafe { (*job.0).participate(worker) };
+                // SAFETY: `try_join` counted us in; the run stays alive until we leave.
+                let leave = unsafe { (*job.0).participate(worker) };
+                // SAFETY: as above; this is our one leave, and our last access.
+                unsafe { leave.leave() };
                 true
             }
             None => false,

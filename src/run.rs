@@ -56,7 +56,7 @@ use crate::spare::Spares;
 use crate::stack::PrivateStack;
 use crate::stats::{RunStats, SlotStats};
 use crate::stop::{Clock, Stop, StopReason};
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering, Parker, UnsafeCell, lock};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
 use crossbeam_utils::CachePadded;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -465,8 +465,41 @@ pub(crate) trait Job: Sync {
     fn try_join(&self) -> bool;
     /// Whether there is stealable work (a snapshot).
     fn has_work(&self) -> bool;
-    /// Takes part as worker `worker` until idle, then leaves (after `try_join`).
-    fn participate(&self, worker: usize);
+    /// Takes part as worker `worker` until idle (after `try_join`); returns how to
+    /// leave, which the worker does after this borrow of the job has ended.
+    fn participate(&self, worker: usize) -> Leave;
+}
+
+/// A worker's last access to a job it took part in: the decrement of the job's
+/// participant count, after which the job's owner may free it, and the wake-up of that
+/// owner. Done outside any reference to the job (`participate` has returned), so that
+/// freeing the job cannot overlap a borrow of it, which Miri's borrow model forbids.
+pub(crate) struct Leave {
+    participants: *const AtomicUsize,
+    owner: Arc<Parker>,
+}
+
+impl Leave {
+    pub(crate) fn new(participants: &AtomicUsize, owner: &Arc<Parker>) -> Self {
+        Self { participants, owner: Arc::clone(owner) }
+    }
+
+    /// Leaves the job.
+    ///
+    /// # Safety
+    ///
+    /// The job this came from is still alive: its owner waits for the count to reach
+    /// zero before it frees the job, and this is the worker's one decrement.
+    pub(crate) unsafe fn leave(self) {
+        // SAFETY: the counter is alive until this decrement (this function's contract);
+        // the reference made for the call covers the atomic alone, all interior
+        // mutability. Release: the worker's accesses to the job happen before the
+        // owner frees it (it loads the count with Acquire).
+        let last = unsafe { (*self.participants).fetch_sub(1, Ordering::Release) } == 1;
+        if last {
+            self.owner.unpark();
+        }
+    }
 }
 
 /// What a run borrows from its pool.
@@ -613,7 +646,7 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// Waits until every worker has left (after the run was unregistered).
     pub(crate) fn wait_for_workers(&self) {
-        // Acquire: pairs with the Release decrement in `leave`, so each worker's writes
+        // Acquire: pairs with the Release decrement in `Leave::leave`, so each worker's writes
         // to its slot are visible to `finish_outcome`.
         while self.seats.participants.load(Ordering::Acquire) != 0 {
             self.caller.park();
@@ -665,15 +698,6 @@ impl<'p, W: Work> Run<'p, W> {
         // here already acquired every other participant's last decrement.
         self.done.store(true, Ordering::Release);
         self.caller.unpark();
-    }
-
-    fn leave(&self) {
-        let caller = Arc::clone(&self.caller);
-        // Release: our slot writes happen before the caller reads them (it loads with
-        // Acquire). After this decrement the run may be gone: only `caller` is used.
-        if self.seats.participants.fetch_sub(1, Ordering::Release) == 1 {
-            caller.unpark();
-        }
     }
 
     /// Stops the run for a panic and keeps its payload if it is the first. Never
@@ -1116,8 +1140,8 @@ impl<W: Work> Job for Run<'_, W> {
         self.seats.admit_worker() && self.work_visible() && self.seats.has_room()
     }
 
-    fn participate(&self, worker: usize) {
+    fn participate(&self, worker: usize) -> Leave {
         self.participate_in(worker, false);
-        self.leave();
+        Leave::new(&self.seats.participants, &self.caller)
     }
 }

@@ -63,7 +63,7 @@
 use super::pipe::Pipe;
 use crate::error::{RunError, panic_message};
 use crate::pool::Shared;
-use crate::run::Job;
+use crate::run::{Job, Leave};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, lock};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -515,7 +515,7 @@ where
     }
 
     pub(crate) fn wait_for_workers(&self) {
-        // Acquire: pairs with the Release decrement in `participate`, so every worker
+        // Acquire: pairs with the Release decrement in `Leave::leave`, so every worker
         // access to the window happens before we free it.
         while self.participants.load(Ordering::Acquire) != 0 {
             self.consumer.park();
@@ -560,13 +560,9 @@ where
             && self.room.load(Ordering::Relaxed) > 0
     }
 
-    fn participate(&self, _worker: usize) {
+    fn participate(&self, _worker: usize) -> Leave {
         while self.work_one(false) {}
-        let consumer = Arc::clone(&self.consumer);
-        // Release: our accesses to the window happen before the consumer frees it (it
-        // loads with Acquire). After this decrement the window may be gone.
-        if self.participants.fetch_sub(1, Ordering::Release) == 1 {
-            consumer.unpark();
-        }
+        // The decrement, after which the window may be gone, comes after this borrow.
+        Leave::new(&self.participants, &self.consumer)
     }
 }
