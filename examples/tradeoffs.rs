@@ -5,8 +5,14 @@
 //! cargo run --release --example tradeoffs               # full table (< 60 s on 2 cores)
 //! cargo run --release --example tradeoffs -- --quick    # fewer rounds (< 20 s)
 //! cargo run --release --example tradeoffs -- --json     # one JSON object per cell
+//! cargo run --release --example tradeoffs -- --csv      # the same as CSV
+//! cargo run --release --example tradeoffs -- --svg FILE # also write the chart
+//! cargo run --release --example tradeoffs -- --sweep    # item cost where strategies cross over
 //! cargo run --release --example tradeoffs -- --threads 4 --workload W1,W4
 //! ```
+//!
+//! The harness (states, interleaved shuffled rounds, medians, ranks, result checks,
+//! the printers) is the library's `fanout::compare`; this file only defines W1-W7.
 //!
 //! Every variant is timed in three pool states, because a program meets all three:
 //!
@@ -27,39 +33,70 @@ mod workloads;
 const W1_CHUNK: u64 = 1000;
 
 use fanout::Pool;
-use fanout::strategy::{ChannelPool, MutexQueue, Spawner, Strategy, Workload as StrategyWorkload};
+use fanout::compare::{Compare, Group, PoolState, Report};
+use fanout::strategy::{ChannelPool, FoldWorkload, MutexQueue, Spawner, Strategy};
 use rayon::prelude::*;
-use std::io::Write;
 use std::time::Instant;
 use workloads::*;
 
-/// W1–W3 and W5 for the strategies: an item is an index range, the checksum sharded.
-struct RangeSum<'a, F> {
+/// W1–W3 and W5 for the strategies: an item is an index range, summed into the
+/// thread's own accumulator.
+struct RangeSum<F> {
     f: F,
-    sum: &'a Checksum,
 }
 
-impl<F: Fn(u64) -> u64 + Sync> StrategyWorkload for RangeSum<'_, F> {
+impl<F: Fn(u64) -> u64 + Sync> FoldWorkload for RangeSum<F> {
     type Item = std::ops::Range<u64>;
-    fn execute<S: Spawner<Self::Item>>(&self, r: Self::Item, _: &mut S) {
-        self.sum.add(r.map(&self.f).fold(0, u64::wrapping_add));
+    type Acc = u64;
+    fn identity(&self) -> u64 {
+        0
+    }
+    fn execute<S: Spawner<Self::Item>>(&self, r: Self::Item, sum: &mut u64, _: &mut S) {
+        *sum = r.map(&self.f).fold(*sum, u64::wrapping_add);
+    }
+    fn reduce(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
     }
 }
 
 /// W4 for the strategies: each task adds `tiny(id)` and pushes its children.
-struct Tree<'a> {
-    sum: &'a Checksum,
-}
+struct Tree;
 
-impl StrategyWorkload for Tree<'_> {
+impl FoldWorkload for Tree {
     type Item = (u64, u32);
-    fn execute<S: Spawner<Self::Item>>(&self, (id, depth): Self::Item, spawner: &mut S) {
-        self.sum.add(tiny(id));
+    type Acc = u64;
+    fn identity(&self) -> u64 {
+        0
+    }
+    fn execute<S: Spawner<Self::Item>>(&self, (id, depth): Self::Item, sum: &mut u64, spawner: &mut S) {
+        *sum = sum.wrapping_add(tiny(id));
         if let Some(children) = w4_children(id, depth) {
             for c in children {
                 spawner.push(c);
             }
         }
+    }
+    fn reduce(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+}
+
+/// One item of `mix(i, k)` per seed, for the sweep: every strategy hands out every item.
+struct PerItem {
+    k: u32,
+}
+
+impl FoldWorkload for PerItem {
+    type Item = u64;
+    type Acc = u64;
+    fn identity(&self) -> u64 {
+        0
+    }
+    fn execute<S: Spawner<u64>>(&self, i: u64, sum: &mut u64, _: &mut S) {
+        *sum = sum.wrapping_add(mix(i, self.k));
+    }
+    fn reduce(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
     }
 }
 
@@ -126,34 +163,24 @@ fn chunks(n: u64, chunk: u64) -> Vec<std::ops::Range<u64>> {
 /// A strategy variant over index ranges.
 fn strategy_sum<'a, S: Strategy + 'a, F: Fn(u64) -> u64 + Sync + Copy + 'a>(
     name: &'static str,
-    s: S,
-    sum: &'a Checksum,
+    s: &'a S,
     n: u64,
     chunk: u64,
     f: F,
 ) -> Variant<'a> {
-    Variant {
-        name,
-        run: Box::new(move || {
-            s.run(chunks(n, chunk), &RangeSum { f, sum });
-            sum.take()
-        }),
-    }
+    Variant { name, run: Box::new(move || s.run_fold(chunks(n, chunk), &RangeSum { f })) }
 }
 
-fn strategy_tree<'a, S: Strategy + 'a>(name: &'static str, s: S, sum: &'a Checksum) -> Variant<'a> {
-    Variant {
-        name,
-        run: Box::new(move || {
-            s.run(vec![(0u64, 0u32)], &Tree { sum });
-            sum.take()
-        }),
-    }
+fn strategy_tree<'a, S: Strategy + 'a>(name: &'static str, s: &'a S) -> Variant<'a> {
+    Variant { name, run: Box::new(move || s.run_fold(vec![(0u64, 0u32)], &Tree)) }
 }
 
 struct Options {
     quick: bool,
     json: bool,
+    csv: bool,
+    svg: Option<String>,
+    sweep: bool,
     threads: usize,
     workloads: Vec<String>,
 }
@@ -162,6 +189,9 @@ fn parse_args() -> Result<Options, String> {
     let mut opts = Options {
         quick: false,
         json: false,
+        csv: false,
+        svg: None,
+        sweep: false,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         workloads: Vec::new(),
     };
@@ -170,6 +200,9 @@ fn parse_args() -> Result<Options, String> {
         match arg.as_str() {
             "--quick" => opts.quick = true,
             "--json" => opts.json = true,
+            "--csv" => opts.csv = true,
+            "--sweep" => opts.sweep = true,
+            "--svg" => opts.svg = Some(args.next().ok_or("--svg needs a file name")?),
             "--threads" => {
                 let v = args.next().ok_or("--threads needs a number")?;
                 opts.threads = v.parse().map_err(|_| format!("--threads: not a number: {v}"))?;
@@ -182,7 +215,9 @@ fn parse_args() -> Result<Options, String> {
                 opts.workloads = v.split(',').map(|w| w.trim().to_uppercase()).collect();
             }
             "-h" | "--help" => {
-                println!("usage: tradeoffs [--quick] [--json] [--threads N] [--workload W1,W2,W3,W4,W5,W6,W7]");
+                println!(
+                    "usage: tradeoffs [--quick] [--json | --csv] [--svg FILE] [--sweep] [--threads N] [--workload W1,W2,W3,W4,W5,W6,W7]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option {other} (try --help)")),
@@ -196,52 +231,10 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
-/// How long the pool idles before a *parked* run: well past every runtime's spinning.
-const PARK_TIME: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// The pool state a variant is timed in (see the module docs).
-#[derive(Clone, Copy, PartialEq)]
-enum State {
-    Parked,
-    AfterOthers,
-    Hot,
-}
-
-const STATES: [State; 3] = [State::Parked, State::AfterOthers, State::Hot];
-
-impl State {
-    fn name(self) -> &'static str {
-        match self {
-            State::Parked => "parked",
-            State::AfterOthers => "after others",
-            State::Hot => "hot",
-        }
-    }
-}
-
 /// One way of running a workload; returns a checksum compared across variants.
 struct Variant<'a> {
     name: &'static str,
     run: Box<dyn Fn() -> u64 + 'a>,
-}
-
-/// What puts the machine in a state before a timed run: short runs of other runtimes.
-struct Others<'a> {
-    pool: &'a Pool,
-    rayon: &'a rayon::ThreadPool,
-}
-
-impl Others<'_> {
-    /// Runs another runtime than `variant`'s for a moment (about 50 us of work).
-    fn run_before(&self, variant: &str) {
-        let n = 1u64 << 16;
-        let sum = if variant.starts_with("rayon") {
-            self.pool.fold_index(0..n as usize, || 0u64, |a, i| a.wrapping_add(tiny(i as u64)), u64::wrapping_add)
-        } else {
-            self.rayon.install(|| (0..n).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))
-        };
-        std::hint::black_box(sum);
-    }
 }
 
 struct Workload<'a> {
@@ -250,107 +243,6 @@ struct Workload<'a> {
     items: u64,
     rounds: usize,
     variants: Vec<Variant<'a>>,
-}
-
-struct Cell {
-    workload: &'static str,
-    variant: &'static str,
-    state: State,
-    median_ns: f64,
-    ns_per_item: f64,
-    speedup: f64,
-    rank: usize,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
-}
-
-fn measure(w: &Workload<'_>, others: &Others<'_>, progress: &mut Progress) -> Vec<Cell> {
-    let runs: Vec<(usize, State)> =
-        STATES.iter().flat_map(|&state| (0..w.variants.len()).map(move |v| (v, state))).collect();
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
-    // One untimed round, which also checks every variant's result.
-    let mut reference: Option<u64> = None;
-    for v in &w.variants {
-        let sum = (v.run)();
-        match reference {
-            None => reference = Some(sum),
-            Some(r) => assert_eq!(sum, r, "{} {}: wrong result", w.id, v.name),
-        }
-    }
-    let mut order: Vec<usize> = (0..runs.len()).collect();
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    for _ in 0..w.rounds {
-        // A new order every round (a seeded shuffle), so that no variant always follows
-        // the same one.
-        for k in (1..order.len()).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            order.swap(k, (seed % (k as u64 + 1)) as usize);
-        }
-        for &r in &order {
-            let (i, state) = runs[r];
-            let v = &w.variants[i];
-            match state {
-                State::Parked => std::thread::sleep(PARK_TIME),
-                State::AfterOthers => others.run_before(v.name),
-                State::Hot => {
-                    (v.run)();
-                }
-            }
-            let start = Instant::now();
-            let sum = (v.run)();
-            samples[r].push(start.elapsed().as_nanos() as f64);
-            assert_eq!(Some(sum), reference, "{} {}: wrong result", w.id, v.name);
-        }
-        progress.step();
-    }
-    let medians: Vec<f64> = samples.into_iter().map(median).collect();
-    let mut cells = Vec::new();
-    for &state in &STATES {
-        let of_state: Vec<usize> = (0..runs.len()).filter(|&r| runs[r].1 == state).collect();
-        // Variant 0 is the sequential baseline, timed in the same state.
-        let seq = medians[of_state[0]];
-        let mut ranked = of_state.clone();
-        ranked.sort_by(|&a, &b| medians[a].total_cmp(&medians[b]));
-        for &r in &of_state {
-            cells.push(Cell {
-                workload: w.id,
-                variant: w.variants[runs[r].0].name,
-                state,
-                median_ns: medians[r],
-                ns_per_item: medians[r] / w.items as f64,
-                speedup: seq / medians[r],
-                rank: ranked.iter().position(|&o| o == r).unwrap() + 1,
-            });
-        }
-    }
-    cells
-}
-
-struct Progress {
-    done: usize,
-    total: usize,
-    enabled: bool,
-}
-
-impl Progress {
-    fn step(&mut self) {
-        self.done += 1;
-        if self.enabled {
-            let width = 30;
-            let filled = width * self.done / self.total.max(1);
-            eprint!("\r[{}{}] {}/{} rounds", "#".repeat(filled), " ".repeat(width - filled), self.done, self.total);
-            let _ = std::io::stderr().flush();
-            if self.done == self.total {
-                eprintln!();
-            }
-        }
-    }
 }
 
 fn main() {
@@ -362,24 +254,42 @@ fn main() {
         }
     };
     let threads = opts.threads;
-    let pool = Pool::builder().num_threads(threads).build().expect("fanout pool");
-    let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
+    let rayon_pool =
+        std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool"));
+    let rayon_for_others = std::sync::Arc::clone(&rayon_pool);
+    // Every strategy's threads start here, once, outside the timing. "After others":
+    // a short run (about 50 us of work) of another runtime than the variant's own.
+    let cmp = Compare::builder()
+        .threads(threads)
+        .progress(!opts.json && !opts.csv)
+        .after_others(move |variant, pool| {
+            let n = 1usize << 16;
+            let sum = if variant.starts_with("rayon") {
+                pool.fold_index(0..n, || 0u64, |a, i| a.wrapping_add(tiny(i as u64)), u64::wrapping_add)
+            } else {
+                rayon_for_others.install(|| (0..n as u64).into_par_iter().map(tiny).reduce(|| 0, u64::wrapping_add))
+            };
+            std::hint::black_box(sum);
+        })
+        .build()
+        .expect("the comparison's strategies");
+    if opts.sweep {
+        sweep(threads, opts.quick);
+        return;
+    }
     let k = calibrate_mix(1000.0);
     let k20 = calibrate_mix(20.0);
     let r = |full: usize, quick: usize| if opts.quick { quick } else { full };
-    let channel = ChannelPool::new(threads).expect("threads > 0");
-    let mutex = MutexQueue::new(threads, 1).expect("threads > 0");
-    let mutex_batch = MutexQueue::new(threads, 16).expect("threads > 0");
+    let (channel, mutex, mutex_batch) = (cmp.channel(), cmp.mutex_queue(), cmp.mutex_queue_batched());
     // For blocking work, more threads than cores: the strategies and a second pool.
     let many = threads * 8;
     let channel_many = ChannelPool::new(many).expect("threads > 0");
     let mutex_many = MutexQueue::new(many, 1).expect("threads > 0");
     let pool_many = Pool::builder().num_threads(many).pin(false).build().expect("fanout pool");
-    let sum = &Checksum::new();
 
-    let pool = &pool;
+    let pool = cmp.pool();
     let pool_many = &pool_many;
-    let rp = &rayon_pool;
+    let rp = &*rayon_pool;
     let mut all = vec![
         Workload {
             id: "W1",
@@ -418,8 +328,8 @@ fn main() {
                     }),
                 },
                 static_split(threads, W1_N, tiny),
-                strategy_sum("channel", channel.clone(), sum, W1_N, W1_CHUNK, tiny),
-                strategy_sum("mutex-queue", mutex.clone(), sum, W1_N, W1_CHUNK, tiny),
+                strategy_sum("channel", channel, W1_N, W1_CHUNK, tiny),
+                strategy_sum("mutex-queue", mutex, W1_N, W1_CHUNK, tiny),
             ],
         },
         Workload {
@@ -450,8 +360,8 @@ fn main() {
                     }),
                 },
                 static_split(threads, W2_N, move |i| mix(i, k)),
-                strategy_sum("channel", channel.clone(), sum, W2_N, 1, move |i| mix(i, k)),
-                strategy_sum("mutex-queue", mutex.clone(), sum, W2_N, 1, move |i| mix(i, k)),
+                strategy_sum("channel", channel, W2_N, 1, move |i| mix(i, k)),
+                strategy_sum("mutex-queue", mutex, W2_N, 1, move |i| mix(i, k)),
             ],
         },
         Workload {
@@ -481,8 +391,8 @@ fn main() {
                         rp.install(|| (0..W2_N).into_par_iter().map(|i| skewed(i, k)).reduce(|| 0, u64::wrapping_add))
                     }),
                 },
-                strategy_sum("channel", channel.clone(), sum, W2_N, 1, move |i| skewed(i, k)),
-                strategy_sum("mutex-queue", mutex.clone(), sum, W2_N, 1, move |i| skewed(i, k)),
+                strategy_sum("channel", channel, W2_N, 1, move |i| skewed(i, k)),
+                strategy_sum("mutex-queue", mutex, W2_N, 1, move |i| skewed(i, k)),
             ],
         },
         Workload {
@@ -497,9 +407,9 @@ fn main() {
                 Variant { name: "rayon join", run: Box::new(|| rp.install(|| w4_rayon_join(0, 0))) },
                 Variant { name: "rayon scope", run: Box::new(|| rp.install(w4_rayon_scope)) },
                 Variant { name: "static split", run: Box::new(move || w4_static_split(threads)) },
-                strategy_tree("channel", channel.clone(), sum),
-                strategy_tree("mutex-queue", mutex.clone(), sum),
-                strategy_tree("mutex-queue/16", mutex_batch.clone(), sum),
+                strategy_tree("channel", channel),
+                strategy_tree("mutex-queue", mutex),
+                strategy_tree("mutex-queue/16", mutex_batch),
             ],
         },
         Workload {
@@ -608,8 +518,8 @@ fn main() {
                         rp.install(|| (0..W5_N).into_par_iter().map(blocking).reduce(|| 0, u64::wrapping_add))
                     }),
                 },
-                strategy_sum("channel", channel.clone(), sum, W5_N, 1, blocking),
-                strategy_sum("mutex-queue", mutex.clone(), sum, W5_N, 1, blocking),
+                strategy_sum("channel", channel, W5_N, 1, blocking),
+                strategy_sum("mutex-queue", mutex, W5_N, 1, blocking),
                 Variant {
                     name: "fanout x8",
                     run: Box::new(|| {
@@ -638,8 +548,8 @@ fn main() {
                             .expect("nothing fails")
                     }),
                 },
-                strategy_sum("channel x8", channel_many.clone(), sum, W5_N, 1, blocking),
-                strategy_sum("mutex-queue x8", mutex_many.clone(), sum, W5_N, 1, blocking),
+                strategy_sum("channel x8", &channel_many, W5_N, 1, blocking),
+                strategy_sum("mutex-queue x8", &mutex_many, W5_N, 1, blocking),
             ],
         },
     ];
@@ -647,95 +557,102 @@ fn main() {
         all.retain(|w| opts.workloads.iter().any(|x| x == w.id));
     }
 
-    let total: usize = all.iter().map(|w| w.rounds).sum();
-    let mut progress = Progress { done: 0, total, enabled: !opts.json };
     let started = Instant::now();
-    let mut cells = Vec::new();
-    let others = Others { pool, rayon: rp };
-    for w in &all {
-        cells.extend(measure(w, &others, &mut progress));
+    let mut report = cmp.report("fanout tradeoffs");
+    for w in all {
+        let mut group = Group::new(w.id, w.title, w.items).rounds(w.rounds);
+        for v in w.variants {
+            group = group.variant(v.name, v.run);
+        }
+        report.push(cmp.measure(group));
     }
-
+    for (w, v, what) in report.wrong_results() {
+        eprintln!("tradeoffs: {w} {v}: wrong result: {what}");
+    }
+    if let Some(path) = &opts.svg {
+        report.write_svg(path).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+    }
     if opts.json {
-        for c in &cells {
-            println!(
-                "{{\"workload\":\"{}\",\"variant\":\"{}\",\"state\":\"{}\",\"threads\":{},\"median_ns\":{:.0},\"ns_per_item\":{:.4},\"speedup\":{:.4},\"rank\":{}}}",
-                c.workload,
-                c.variant,
-                c.state.name(),
-                threads,
-                c.median_ns,
-                c.ns_per_item,
-                c.speedup,
-                c.rank
-            );
+        print!("{}", report.to_json());
+    } else if opts.csv {
+        print!("{}", report.to_csv());
+    } else {
+        print!("{report}");
+        println!();
+        for line in verdicts(&report) {
+            println!("{line}");
         }
-        return;
+        println!("\n(measured in {:.1} s)", started.elapsed().as_secs_f64());
     }
+    if !report.wrong_results().is_empty() {
+        std::process::exit(1);
+    }
+}
+
+/// `--sweep`: at which item cost each strategy comes within 10% of work stealing, and
+/// at which it is as fast, on this machine (every item handed out on its own).
+fn sweep(threads: usize, quick: bool) {
+    let cmp = Compare::builder()
+        .threads(threads)
+        .rounds(if quick { 3 } else { 7 })
+        .states(&[PoolState::Parked])
+        .build()
+        .expect("the comparison's strategies");
+    let costs = [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0];
+    let works: Vec<PerItem> = costs.iter().map(|&ns| PerItem { k: calibrate_mix(ns) }).collect();
+    let mut next = works.iter();
+    let sweep = cmp.sweep(&costs, "fanout", |ns| {
+        let work = next.next().expect("one workload per cost");
+        // About 20 ms of work per run, at least 2,000 items.
+        let n = ((2e7 / ns) as u64).clamp(2_000, 1_000_000);
+        cmp.follow_on(format!("{ns} ns"), format!("{n} items of ~{ns} ns"), move || (0..n).collect(), work)
+    });
     println!(
-        "fanout tradeoffs: {threads} worker threads ({} pinned), {} cores; medians of interleaved rounds; \
-         speedup over sequential in the same state",
-        pool.pinned_workers(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "fanout sweep: {threads} threads, pool parked before each run; each of n items handed out on its own, \
+         ~20 ms of work per run; speed relative to fanout's work stealing"
     );
-    for w in &all {
-        println!("\n{}  {}", w.id, w.title);
-        println!(
-            "  {:<18} {:>10} {:>8} {:>5} {:>13} {:>8}",
-            "variant", "ns/item", "parked", "rank", "after others", "hot"
-        );
-        for c in cells.iter().filter(|c| c.workload == w.id && c.state == State::Parked) {
-            let other = |state| {
-                cells
-                    .iter()
-                    .find(|o| o.workload == w.id && o.variant == c.variant && o.state == state)
-                    .map_or(0.0, |o| o.speedup)
-            };
-            println!(
-                "  {:<18} {:>10.3} {:>7.2}x {:>5} {:>12.2}x {:>7.2}x",
-                c.variant,
-                c.ns_per_item,
-                c.speedup,
-                c.rank,
-                other(State::AfterOthers),
-                other(State::Hot)
-            );
-        }
+    print!("{sweep}");
+    println!("\nspeed relative to fanout at each cost (ns): {costs:?}");
+    for (name, relative) in sweep.relative() {
+        let cells: Vec<String> = relative.iter().map(|r| format!("{r:.2}")).collect();
+        println!("  {name:<16} {}", cells.join("  "));
     }
-    println!();
-    for line in verdicts(&cells) {
-        println!("{line}");
-    }
-    println!("\n(measured in {:.1} s)", started.elapsed().as_secs_f64());
 }
 
 /// Plain-language conclusions drawn from this run's numbers only.
-fn verdicts(all_cells: &[Cell]) -> Vec<String> {
-    let parked: Vec<&Cell> = all_cells.iter().filter(|c| c.state == State::Parked).collect();
-    let cells = &parked[..];
-    let get = |w: &str, v: &str| cells.iter().copied().find(|c| c.workload == w && c.variant == v);
+fn verdicts(report: &Report) -> Vec<String> {
+    let get = |w: &str, v: &str| report.cell(w, v, PoolState::Parked);
+    // The fastest variant of a workload, parked: (name, cell).
+    let fastest = |w: &str| {
+        report
+            .table(w)?
+            .rows
+            .iter()
+            .filter(|r| r.wrong.is_none())
+            .filter_map(|r| Some((r.variant.as_str(), r.cell(PoolState::Parked)?)))
+            .min_by(|a, b| a.1.median_ns.total_cmp(&b.1.median_ns))
+    };
     let mut out = Vec::new();
     out.push("Pool parked (10 ms idle, nothing warmed) unless a line says otherwise:".into());
     for w in ["W1", "W2", "W3", "W4", "W6", "W7", "W5"] {
-        let Some(best) = cells.iter().filter(|c| c.workload == w).min_by(|a, b| a.median_ns.total_cmp(&b.median_ns))
-        else {
+        let Some((best, cell)) = fastest(w) else {
             continue;
         };
         let ours = get(w, "fanout").map_or(0.0, |c| c.speedup);
         out.push(format!(
-            "- {w}: fastest is {} ({:.2}x sequential); fanout runs at {:.2}x sequential.",
-            best.variant, best.speedup, ours
+            "- {w}: fastest is {best} ({:.2}x sequential); fanout runs at {:.2}x sequential.",
+            cell.speedup, ours
         ));
     }
-    let in_state = |w: &str, v: &str, state: State| {
-        all_cells.iter().find(|c| c.workload == w && c.variant == v && c.state == state).map_or(0.0, |c| c.speedup)
-    };
+    let in_state = |w: &str, v: &str, state: PoolState| report.cell(w, v, state).map_or(0.0, |c| c.speedup);
     for w in ["W4", "W6"] {
         if get(w, "fanout").is_some() {
             let ours: Vec<String> =
-                STATES.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "fanout", st))).collect();
-            let split: Vec<String> =
-                STATES.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "static split", st))).collect();
+                PoolState::ALL.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "fanout", st))).collect();
+            let split: Vec<String> = PoolState::ALL
+                .iter()
+                .map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "static split", st)))
+                .collect();
             out.push(format!(
                 "- {w} by pool state: fanout {}; the static split (threads spawned per run) {}.",
                 ours.join(", "),
@@ -778,7 +695,7 @@ fn verdicts(all_cells: &[Cell]) -> Vec<String> {
             try_costs.join(", ")
         ));
     }
-    if let Some(best) = cells.iter().filter(|c| c.workload == "W5").min_by(|a, b| a.median_ns.total_cmp(&b.median_ns)) {
+    if let Some((best_name, best)) = fastest("W5") {
         let fan = get("W5", "fanout").map_or(0.0, |c| c.speedup);
         let lazy = get("W5", "fanout x8").map_or(0.0, |c| c.speedup);
         let eager = get("W5", "fanout x8 blocking").map_or(0.0, |c| c.speedup);
@@ -788,7 +705,7 @@ fn verdicts(all_cells: &[Cell]) -> Vec<String> {
              are a fine choice; give blocking work its own oversized pool rather than the pinned one, and run it \
              with `runner().blocking()` (every index stealable while one blocks: {:.1}x) rather than lazy splitting ({:.1}x), \
              which reaches the threads one split at a time.",
-            best.variant, best.speedup, fan, eager, lazy
+            best_name, best.speedup, fan, eager, lazy
         ));
     }
     out

@@ -87,6 +87,26 @@ impl Pool {
         F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
         Red: Fn(A, A) -> A,
     {
+        self.run_fold_with_stats(seeds, identity, f, reduce).0
+    }
+
+    /// [`run_fold`](Pool::run_fold) that also returns what the run did (for
+    /// [`crate::strategy::WorkStealing`]'s reports).
+    pub(crate) fn run_fold_with_stats<T, A, I, Id, F, Red>(
+        &self,
+        seeds: I,
+        identity: Id,
+        f: F,
+        reduce: Red,
+    ) -> (A, RunStats)
+    where
+        T: Send,
+        A: Send,
+        I: IntoIterator<Item = T>,
+        Id: Fn() -> A + Sync,
+        F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
+        Red: Fn(A, A) -> A,
+    {
         // The fallible work with an error that cannot happen: one engine path for both.
         let work = TryRunFold {
             identity: &identity,
@@ -97,8 +117,8 @@ impl Pool {
             failure: Failure::new(),
             _item: PhantomData,
         };
-        let (accs, _) = self.execute(work, seeds);
-        reduce_or_resume(accs, identity, reduce)
+        let (accs, stats) = self.execute(work, seeds);
+        (reduce_or_resume(accs, identity, reduce), stats)
     }
 
     /// Calls `f(i)` for every `i` in `range`, in parallel; returns what the run did.

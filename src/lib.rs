@@ -42,6 +42,8 @@
 mod api;
 mod cancel;
 mod collect;
+pub mod compare;
+mod crew;
 mod deque;
 mod error;
 mod fallible;

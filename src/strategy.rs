@@ -57,7 +57,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::{Ctx, Pool};
+use crate::crew::Crew;
+use crate::{Ctx, Pool, RunStats};
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
 use std::fmt;
@@ -139,13 +140,87 @@ pub trait Workload: Sync {
     fn execute<S: Spawner<Self::Item>>(&self, item: Self::Item, spawner: &mut S);
 }
 
-/// A way to run a [`Workload`], follow-ons included, to completion.
+/// A workload whose items fold into a per-thread accumulator: what a strategy needs to
+/// produce a result without a shared atomic per item.
 ///
-/// The contract every implementation here keeps: [`run`](Strategy::run) returns once
-/// every seed and every follow-on item has executed exactly once. If an `execute` call
-/// panics, no new item is started, the items not yet executed are dropped, and the
-/// panic is resumed on the caller after every thread of the run has stopped; the
-/// strategy can be used again afterwards.
+/// Each thread of a run starts from [`identity`](FoldWorkload::identity), folds the
+/// items it executes into its own accumulator, and the run combines the threads'
+/// accumulators with [`reduce`](FoldWorkload::reduce) (in an unspecified grouping, so
+/// `reduce` should be associative and commutative with `identity` as its unit). Every
+/// [`Workload`] is a `FoldWorkload` with `()` as its accumulator.
+///
+/// ```
+/// use fanout::strategy::{FoldWorkload, MutexQueue, Sequential, Spawner, Strategy};
+///
+/// /// Sums the depths of the nodes of a complete binary tree.
+/// struct DepthSum(u32);
+///
+/// impl FoldWorkload for DepthSum {
+///     type Item = u32;
+///     type Acc = u64;
+///     fn identity(&self) -> u64 {
+///         0
+///     }
+///     fn execute<S: Spawner<u32>>(&self, depth: u32, sum: &mut u64, spawner: &mut S) {
+///         *sum += u64::from(depth);
+///         if depth < self.0 {
+///             spawner.push(depth + 1);
+///             spawner.push(depth + 1);
+///         }
+///     }
+///     fn reduce(&self, a: u64, b: u64) -> u64 {
+///         a + b
+///     }
+/// }
+///
+/// let expected = Sequential.run_fold(vec![0], &DepthSum(10));
+/// assert_eq!(MutexQueue::new(2, 4)?.run_fold(vec![0], &DepthSum(10)), expected);
+/// # Ok::<(), fanout::strategy::StrategyError>(())
+/// ```
+pub trait FoldWorkload: Sync {
+    /// The items of the workload, seeds and follow-ons alike.
+    type Item: Send;
+    /// What each thread accumulates.
+    type Acc: Send;
+
+    /// A fresh accumulator, for each thread of a run.
+    fn identity(&self) -> Self::Acc;
+
+    /// Executes one item, folding its result into `acc`; follow-on items go to
+    /// `spawner`.
+    fn execute<S: Spawner<Self::Item>>(&self, item: Self::Item, acc: &mut Self::Acc, spawner: &mut S);
+
+    /// Combines two threads' accumulators.
+    fn reduce(&self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+}
+
+impl<W: Workload> FoldWorkload for W {
+    type Item = W::Item;
+    type Acc = ();
+
+    #[inline]
+    fn identity(&self) {}
+
+    #[inline]
+    fn execute<S: Spawner<Self::Item>>(&self, item: Self::Item, _: &mut (), spawner: &mut S) {
+        Workload::execute(self, item, spawner)
+    }
+
+    #[inline]
+    fn reduce(&self, (): (), (): ()) {}
+}
+
+/// A way to run a [`Workload`] or a [`FoldWorkload`], follow-ons included, to
+/// completion.
+///
+/// The contract every implementation here keeps: [`run_fold`](Strategy::run_fold)
+/// returns once every seed and every follow-on item has executed exactly once. If an
+/// `execute` call panics, no new item is started, the items not yet executed are
+/// dropped, and the panic is resumed on the caller after every thread of the run has
+/// stopped; the strategy can be used again afterwards.
+///
+/// The trait has generic methods, so it is not object safe; for a list of strategies
+/// over one workload type, box them as [`dyn StrategyFor<W>`](StrategyFor).
 ///
 /// ```
 /// use fanout::strategy::{MutexQueue, Spawner, Strategy, Workload};
@@ -182,8 +257,71 @@ pub trait Strategy {
     /// A short name for reports, such as `"channel"` (the configuration is not included).
     fn name(&self) -> &str;
 
-    /// Executes every seed and every follow-on item, then returns; see the trait docs.
-    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W);
+    /// Executes every seed and every follow-on item, folding them into per-thread
+    /// accumulators, and returns their reduction; see the trait docs.
+    fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc;
+
+    /// [`run_fold`](Strategy::run_fold), with the run's [`RunStats`] where the strategy
+    /// keeps them (only [`WorkStealing`] does; the others return `None`).
+    fn run_fold_with_stats<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> (W::Acc, Option<RunStats>) {
+        (self.run_fold(seeds, work), None)
+    }
+
+    /// Executes every seed and every follow-on item of a workload without an
+    /// accumulator, then returns; see the trait docs.
+    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+        self.run_fold(seeds, work)
+    }
+}
+
+/// One [`Strategy`] for one workload type, as a trait object: `Vec<Box<dyn
+/// StrategyFor<W>>>` holds strategies of different types. Every `Strategy` is one; the
+/// per-item path stays monomorphized inside each, only the call per run is dynamic.
+///
+/// ```
+/// use fanout::strategy::{ChannelPool, FoldWorkload, Sequential, Spawner, StrategyFor};
+///
+/// struct Countdown;
+/// impl FoldWorkload for Countdown {
+///     type Item = u32;
+///     type Acc = u32;
+///     fn identity(&self) -> u32 { 0 }
+///     fn execute<S: Spawner<u32>>(&self, n: u32, count: &mut u32, spawner: &mut S) {
+///         *count += 1;
+///         if n > 0 {
+///             spawner.push(n - 1);
+///         }
+///     }
+///     fn reduce(&self, a: u32, b: u32) -> u32 { a + b }
+/// }
+///
+/// let strategies: Vec<Box<dyn StrategyFor<Countdown>>> =
+///     vec![Box::new(Sequential), Box::new(ChannelPool::new(2)?)];
+/// for s in &strategies {
+///     assert_eq!(s.run_workload(vec![9], &Countdown), 10, "{}", s.label());
+/// }
+/// # Ok::<(), fanout::strategy::StrategyError>(())
+/// ```
+pub trait StrategyFor<W: FoldWorkload> {
+    /// [`Strategy::name`] (named apart so that a type with both traits in scope is
+    /// not ambiguous).
+    fn label(&self) -> &str;
+    /// [`Strategy::run_fold`].
+    fn run_workload(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc;
+    /// [`Strategy::run_fold_with_stats`].
+    fn run_workload_with_stats(&self, seeds: Vec<W::Item>, work: &W) -> (W::Acc, Option<RunStats>);
+}
+
+impl<S: Strategy, W: FoldWorkload> StrategyFor<W> for S {
+    fn label(&self) -> &str {
+        self.name()
+    }
+    fn run_workload(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
+        self.run_fold(seeds, work)
+    }
+    fn run_workload_with_stats(&self, seeds: Vec<W::Item>, work: &W) -> (W::Acc, Option<RunStats>) {
+        self.run_fold_with_stats(seeds, work)
+    }
 }
 
 /// Why a strategy could not be configured.
@@ -194,6 +332,8 @@ pub enum StrategyError {
     ZeroThreads,
     /// A batch size of zero was requested.
     ZeroBatch,
+    /// A helper thread could not be started (the OS's reason).
+    SpawnFailed(String),
 }
 
 impl fmt::Display for StrategyError {
@@ -201,6 +341,7 @@ impl fmt::Display for StrategyError {
         match self {
             StrategyError::ZeroThreads => f.write_str("a strategy needs at least one thread"),
             StrategyError::ZeroBatch => f.write_str("a batch must hold at least one item"),
+            StrategyError::SpawnFailed(reason) => write!(f, "could not start a strategy's thread: {reason}"),
         }
     }
 }
@@ -243,13 +384,15 @@ impl Strategy for Sequential {
         "sequential"
     }
 
-    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+    fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
         let mut stack = seeds;
         // First seed on top, so that seeds start in order.
         stack.reverse();
+        let mut acc = work.identity();
         while let Some(item) = stack.pop() {
-            work.execute(item, &mut stack);
+            work.execute(item, &mut acc, &mut stack);
         }
+        acc
     }
 }
 
@@ -300,14 +443,31 @@ impl Failure {
     }
 }
 
-/// Runs `body` on `threads` threads: the caller and `threads - 1` scoped threads.
-fn on_threads(threads: usize, body: impl Fn() + Sync) {
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(&body);
-        }
-        body();
-    });
+/// The threads' accumulators of one run, reduced as they arrive.
+struct Accs<A>(Mutex<Option<A>>);
+
+impl<A> Accs<A> {
+    fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// Adds one thread's accumulator (once per thread per run, not per item).
+    fn add<W: FoldWorkload<Acc = A>>(&self, work: &W, acc: A) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *all = Some(match all.take() {
+            None => acc,
+            Some(other) => work.reduce(other, acc),
+        });
+    }
+
+    fn into_result<W: FoldWorkload<Acc = A>>(self, work: &W) -> A {
+        self.0.into_inner().unwrap_or_else(PoisonError::into_inner).unwrap_or_else(|| work.identity())
+    }
+}
+
+/// Starts the helper threads of a strategy; a spawn failure becomes a [`StrategyError`].
+fn start_crew(threads: usize, name: &str) -> Result<Crew, StrategyError> {
+    Crew::new(threads, name).map_err(|e| StrategyError::SpawnFailed(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------------
@@ -317,10 +477,10 @@ fn on_threads(threads: usize, body: impl Fn() + Sync) {
 /// Go style: workers receive items from one unbounded MPMC channel
 /// ([`crossbeam_channel`]) and send follow-ons back into it.
 ///
-/// Each [`run`](Strategy::run) starts `threads - 1` scoped threads
-/// ([`std::thread::scope`]) and the calling thread works as the last one; they are
-/// joined before `run` returns, so nothing is kept between runs (and thread start-up
-/// is part of every run's cost). A run with no seeds starts no thread.
+/// `threads - 1` helper threads are started by [`new`](ChannelPool::new) and park
+/// between runs (as a [`Pool`]'s workers do); the calling thread works as the last one.
+/// Clones share the threads, which are joined when the last clone is dropped. A run
+/// with no seeds wakes no thread.
 ///
 /// Termination: a pending counter starts at the number of seeds, is incremented before
 /// each follow-on is sent and decremented after each item has executed. The worker that
@@ -355,15 +515,17 @@ fn on_threads(threads: usize, body: impl Fn() + Sync) {
 #[derive(Debug, Clone)]
 pub struct ChannelPool {
     threads: usize,
+    crew: Crew,
 }
 
 impl ChannelPool {
-    /// A channel pool of `threads` threads (the caller included); fails if it is zero.
+    /// A channel pool of `threads` threads (the caller included); fails if it is zero
+    /// or if a thread cannot be started.
     pub fn new(threads: usize) -> Result<Self, StrategyError> {
         if threads == 0 {
             return Err(StrategyError::ZeroThreads);
         }
-        Ok(Self { threads })
+        Ok(Self { threads, crew: start_crew(threads, "fanout-channel")? })
     }
 
     /// Number of threads that work on a run (the caller included).
@@ -379,7 +541,7 @@ enum Msg<T> {
 }
 
 /// Shared by the threads of one [`ChannelPool`] run.
-struct ChannelRun<'w, W: Workload> {
+struct ChannelRun<'w, W: FoldWorkload> {
     work: &'w W,
     tx: Sender<Msg<W::Item>>,
     rx: Receiver<Msg<W::Item>>,
@@ -387,14 +549,15 @@ struct ChannelRun<'w, W: Workload> {
     pending: AtomicUsize,
     threads: usize,
     failure: Failure,
+    accs: Accs<W::Acc>,
 }
 
 /// A [`ChannelPool`] worker's spawner: counts, then sends.
-struct ChannelSpawner<'r, 'w, W: Workload> {
+struct ChannelSpawner<'r, 'w, W: FoldWorkload> {
     run: &'r ChannelRun<'w, W>,
 }
 
-impl<W: Workload> Spawner<W::Item> for ChannelSpawner<'_, '_, W> {
+impl<W: FoldWorkload> Spawner<W::Item> for ChannelSpawner<'_, '_, W> {
     #[inline]
     fn push(&mut self, item: W::Item) {
         // Relaxed: the increment is sequenced before our own item's decrement, and the
@@ -404,7 +567,7 @@ impl<W: Workload> Spawner<W::Item> for ChannelSpawner<'_, '_, W> {
     }
 }
 
-impl<W: Workload> ChannelRun<'_, W> {
+impl<W: FoldWorkload> ChannelRun<'_, W> {
     fn send(&self, msg: Msg<W::Item>) {
         // The receiver lives in `self`, so the channel cannot be disconnected here.
         if self.tx.send(msg).is_err() {
@@ -421,13 +584,14 @@ impl<W: Workload> ChannelRun<'_, W> {
 
     fn worker(&self) {
         let mut spawner = ChannelSpawner { run: self };
+        let mut acc = self.work.identity();
         // `recv` cannot fail while `self.tx` is alive; treat it like a stop anyway.
         while let Ok(Msg::Item(item)) = self.rx.recv() {
             if self.failure.is_stopping() {
                 self.failure.discard(item);
                 continue;
             }
-            match catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut spawner))) {
+            match catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut acc, &mut spawner))) {
                 Ok(()) => {
                     // AcqRel: whoever sees zero has seen every item's effects (the
                     // scope's join orders them for the caller anyway).
@@ -443,6 +607,7 @@ impl<W: Workload> ChannelRun<'_, W> {
                 }
             }
         }
+        self.accs.add(self.work, acc);
     }
 }
 
@@ -451,9 +616,9 @@ impl Strategy for ChannelPool {
         "channel"
     }
 
-    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+    fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
         if seeds.is_empty() {
-            return;
+            return work.identity();
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let run = ChannelRun {
@@ -463,16 +628,19 @@ impl Strategy for ChannelPool {
             pending: AtomicUsize::new(seeds.len()),
             threads: self.threads,
             failure: Failure::new(),
+            accs: Accs::new(),
         };
         for seed in seeds {
             run.send(Msg::Item(seed));
         }
-        on_threads(self.threads, || run.worker());
-        let ChannelRun { tx, rx, failure, .. } = run;
+        self.crew.broadcast(&|| run.worker());
+        let ChannelRun { tx, rx, failure, accs, .. } = run;
         // Follow-ons sent after a panic's stop messages are still queued: drop them
         // (a panicking `Drop` is kept like a task's panic) before resuming the panic.
         failure.discard((tx, rx));
+        let acc = accs.into_result(work);
         failure.resume();
+        acc
     }
 }
 
@@ -495,9 +663,9 @@ impl Strategy for ChannelPool {
 /// zero only when the stack and every buffer are empty; the worker that brings it there
 /// wakes everyone to leave. Idle workers sleep on the condvar, never spin.
 ///
-/// Like [`ChannelPool`], each [`run`](Strategy::run) starts `threads - 1` scoped
-/// threads ([`std::thread::scope`]) and the calling thread works as the last one; a run
-/// with no seeds starts none.
+/// Like [`ChannelPool`], `threads - 1` helper threads are started by
+/// [`new`](MutexQueue::new) and park between runs; the calling thread works as the last
+/// one.
 ///
 /// ```
 /// use fanout::strategy::{MutexQueue, Spawner, Strategy, StrategyError, Workload};
@@ -529,11 +697,13 @@ impl Strategy for ChannelPool {
 pub struct MutexQueue {
     threads: usize,
     batch: usize,
+    crew: Crew,
 }
 
 impl MutexQueue {
     /// A mutex queue of `threads` threads (the caller included) taking up to `batch`
-    /// items per lock; fails if either is zero (`threads` is checked first).
+    /// items per lock; fails if either is zero (`threads` is checked first) or if a
+    /// thread cannot be started.
     pub fn new(threads: usize, batch: usize) -> Result<Self, StrategyError> {
         if threads == 0 {
             return Err(StrategyError::ZeroThreads);
@@ -541,7 +711,7 @@ impl MutexQueue {
         if batch == 0 {
             return Err(StrategyError::ZeroBatch);
         }
-        Ok(Self { threads, batch })
+        Ok(Self { threads, batch, crew: start_crew(threads, "fanout-mutex-queue")? })
     }
 
     /// Number of threads that work on a run (the caller included).
@@ -569,15 +739,16 @@ struct QueueState<T> {
 }
 
 /// Shared by the threads of one [`MutexQueue`] run.
-struct QueueRun<'w, W: Workload> {
+struct QueueRun<'w, W: FoldWorkload> {
     work: &'w W,
     batch: usize,
     state: Mutex<QueueState<W::Item>>,
     wake: Condvar,
     failure: Failure,
+    accs: Accs<W::Acc>,
 }
 
-impl<W: Workload> QueueRun<'_, W> {
+impl<W: FoldWorkload> QueueRun<'_, W> {
     fn lock(&self) -> MutexGuard<'_, QueueState<W::Item>> {
         // No user code runs under the lock, so poisoning cannot carry a broken state.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -609,6 +780,12 @@ impl<W: Workload> QueueRun<'_, W> {
     }
 
     fn worker(&self) {
+        let mut acc = self.work.identity();
+        self.work_into(&mut acc);
+        self.accs.add(self.work, acc);
+    }
+
+    fn work_into(&self, acc: &mut W::Acc) {
         let mut mine: Vec<W::Item> = Vec::with_capacity(self.batch);
         let mut spawned: Vec<W::Item> = Vec::new();
         let mut finished = 0;
@@ -636,7 +813,7 @@ impl<W: Workload> QueueRun<'_, W> {
                     self.failure.discard(item);
                     break;
                 }
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut spawned))) {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, acc, &mut spawned))) {
                     self.abort(payload);
                     break;
                 }
@@ -662,9 +839,9 @@ impl Strategy for MutexQueue {
         "mutex-queue"
     }
 
-    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
+    fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
         if seeds.is_empty() {
-            return;
+            return work.identity();
         }
         let mut stack = seeds;
         // First seed on top, so that seeds start in order.
@@ -675,12 +852,15 @@ impl Strategy for MutexQueue {
             state: Mutex::new(QueueState { pending: stack.len(), stack, sleeping: 0, done: false }),
             wake: Condvar::new(),
             failure: Failure::new(),
+            accs: Accs::new(),
         };
-        on_threads(self.threads, || run.worker());
-        let QueueRun { state, failure, .. } = run;
+        self.crew.broadcast(&|| run.worker());
+        let QueueRun { state, failure, accs, .. } = run;
         // After a panic, items may be left on the stack: drop them before resuming it.
         failure.discard(state);
+        let acc = accs.into_result(work);
         failure.resume();
+        acc
     }
 }
 
@@ -721,7 +901,143 @@ impl Strategy for WorkStealing<'_> {
         "work-stealing"
     }
 
-    fn run<W: Workload>(&self, seeds: Vec<W::Item>, work: &W) {
-        self.0.run(seeds, |item, ctx| work.execute(item, ctx));
+    fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
+        self.0.run_fold(
+            seeds,
+            || work.identity(),
+            |acc, item, ctx| work.execute(item, acc, ctx),
+            |a, b| work.reduce(a, b),
+        )
+    }
+
+    fn run_fold_with_stats<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> (W::Acc, Option<RunStats>) {
+        let (acc, stats) = self.0.run_fold_with_stats(
+            seeds,
+            || work.identity(),
+            |acc, item, ctx| work.execute(item, acc, ctx),
+            |a, b| work.reduce(a, b),
+        );
+        (acc, Some(stats))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// StaticSplit
+// ---------------------------------------------------------------------------------
+
+/// The reference ceiling a user compares a scheduler with: the work dealt out once, up
+/// front, to `threads` plain threads spawned for the run, with no scheduling after.
+///
+/// The caller first expands the seeds breadth-first, one level at a time, until there
+/// are at least 8 items per thread (or nothing is left); it then deals that frontier
+/// round-robin to `threads - 1` freshly spawned scoped threads and itself, and each
+/// walks its share depth-first with a private `Vec` stack. Thread start-up is part of
+/// every run, as it is for a program that splits its work this way. A shape that never
+/// widens (a chain) runs on the caller alone.
+///
+/// ```
+/// use fanout::strategy::{Sequential, Spawner, StaticSplit, Strategy, FoldWorkload};
+///
+/// struct Leaves(u32);
+/// impl FoldWorkload for Leaves {
+///     type Item = u32;
+///     type Acc = u64;
+///     fn identity(&self) -> u64 { 0 }
+///     fn execute<S: Spawner<u32>>(&self, depth: u32, leaves: &mut u64, spawner: &mut S) {
+///         if depth == self.0 {
+///             *leaves += 1;
+///         } else {
+///             spawner.push(depth + 1);
+///             spawner.push(depth + 1);
+///         }
+///     }
+///     fn reduce(&self, a: u64, b: u64) -> u64 { a + b }
+/// }
+///
+/// let split = StaticSplit::new(2)?;
+/// assert_eq!(split.run_fold(vec![0], &Leaves(12)), 4096);
+/// # Ok::<(), fanout::strategy::StrategyError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StaticSplit {
+    threads: usize,
+}
+
+impl StaticSplit {
+    /// Items per thread the frontier grows to before it is dealt out.
+    const ITEMS_PER_THREAD: usize = 8;
+
+    /// A static split over `threads` threads (the caller included); fails if it is zero.
+    pub fn new(threads: usize) -> Result<Self, StrategyError> {
+        if threads == 0 {
+            return Err(StrategyError::ZeroThreads);
+        }
+        Ok(Self { threads })
+    }
+
+    /// Number of threads that work on a run (the caller included).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// One thread's share of a [`StaticSplit`] run, walked depth-first.
+fn walk_share<W: FoldWorkload>(work: &W, mut stack: Vec<W::Item>, acc: &mut W::Acc, failure: &Failure) {
+    stack.reverse();
+    while let Some(item) = stack.pop() {
+        if failure.is_stopping() {
+            break;
+        }
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| work.execute(item, acc, &mut stack))) {
+            failure.record(payload);
+            break;
+        }
+    }
+    failure.discard(stack);
+}
+
+impl Strategy for StaticSplit {
+    fn name(&self) -> &str {
+        "static split"
+    }
+
+    fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
+        let failure = Failure::new();
+        let mut acc = work.identity();
+        let mut frontier = seeds;
+        let wanted = self.threads * Self::ITEMS_PER_THREAD;
+        while self.threads > 1 && !frontier.is_empty() && frontier.len() < wanted && !failure.is_stopping() {
+            let mut next = Vec::new();
+            let mut level = frontier.into_iter();
+            for item in level.by_ref() {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| work.execute(item, &mut acc, &mut next))) {
+                    failure.record(payload);
+                    break;
+                }
+            }
+            failure.discard(level);
+            frontier = next;
+        }
+        let mut shares: Vec<Vec<W::Item>> = (0..self.threads).map(|_| Vec::new()).collect();
+        for (i, item) in frontier.into_iter().enumerate() {
+            shares[i % self.threads].push(item);
+        }
+        let accs = Accs::new();
+        let mut shares = shares.into_iter();
+        let mine = shares.next().unwrap_or_default();
+        std::thread::scope(|scope| {
+            for share in shares {
+                let (accs, failure) = (&accs, &failure);
+                scope.spawn(move || {
+                    let mut acc = work.identity();
+                    walk_share(work, share, &mut acc, failure);
+                    accs.add(work, acc);
+                });
+            }
+            walk_share(work, mine, &mut acc, &failure);
+        });
+        let acc = work.reduce(acc, accs.into_result(work));
+        failure.resume();
+        acc
     }
 }

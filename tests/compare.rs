@@ -1,0 +1,225 @@
+//! The comparison API: results checked across strategies, wrong results reported,
+//! strategies' threads kept between runs, the output formats.
+
+mod common;
+
+use fanout::compare::{Compare, CompareError, Group, PoolState};
+use fanout::strategy::{
+    ChannelPool, FoldWorkload, MutexQueue, Sequential, Spawner, StaticSplit, Strategy, StrategyFor, WorkStealing,
+};
+use std::error::Error;
+
+/// A tree of `fanout` children to `depth`; folds the sum of node ids.
+struct Tree {
+    fanout: u64,
+    depth: u32,
+}
+
+impl FoldWorkload for Tree {
+    type Item = (u64, u32);
+    type Acc = (u64, u64);
+    fn identity(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn execute<S: Spawner<(u64, u32)>>(&self, (id, depth): (u64, u32), acc: &mut (u64, u64), spawner: &mut S) {
+        acc.0 = acc.0.wrapping_add(id.wrapping_mul(0x9E37_79B9));
+        acc.1 += 1;
+        if depth < self.depth {
+            for c in 0..self.fanout {
+                spawner.push((id * self.fanout + c + 1, depth + 1));
+            }
+        }
+    }
+    fn reduce(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0.wrapping_add(b.0), a.1 + b.1)
+    }
+}
+
+/// A strategy with a bug: it forgets the last seed.
+struct DropsLastSeed;
+
+impl Strategy for DropsLastSeed {
+    fn name(&self) -> &str {
+        "drops last seed"
+    }
+    fn run_fold<W: FoldWorkload>(&self, mut seeds: Vec<W::Item>, work: &W) -> W::Acc {
+        seeds.pop();
+        Sequential.run_fold(seeds, work)
+    }
+}
+
+fn quick(threads: usize) -> Compare {
+    Compare::builder().threads(threads).rounds(2).states(&[PoolState::Hot, PoolState::Parked]).build().unwrap()
+}
+
+#[test]
+fn every_strategy_folds_the_same_result_as_sequential() {
+    let pool = fanout::Pool::builder().num_threads(3).pin(false).build().unwrap();
+    let strategies: Vec<Box<dyn StrategyFor<Tree>>> = vec![
+        Box::new(ChannelPool::new(3).unwrap()),
+        Box::new(MutexQueue::new(3, 1).unwrap()),
+        Box::new(MutexQueue::new(3, 7).unwrap()),
+        Box::new(StaticSplit::new(3).unwrap()),
+        Box::new(StaticSplit::new(1).unwrap()),
+        Box::new(WorkStealing(&pool)),
+    ];
+    for (fanout, depth) in [(1, 300), (2, 9), (5, 4), (40, 2)] {
+        let tree = Tree { fanout, depth };
+        let seeds = || vec![(0, 0), (1_000_000, 1)];
+        let expected = Sequential.run_fold(seeds(), &tree);
+        for s in &strategies {
+            assert_eq!(s.run_workload(seeds(), &tree), expected, "{} on fanout {fanout} depth {depth}", s.label());
+        }
+    }
+    assert_eq!(
+        StrategyFor::<Tree>::run_workload_with_stats(&WorkStealing(&pool), vec![(0, 0)], &Tree { fanout: 2, depth: 3 })
+            .1
+            .map(|s| s.executed),
+        Some(15)
+    );
+}
+
+#[test]
+fn a_wrong_result_is_reported_and_left_out_of_the_ranks() {
+    let cmp = quick(2);
+    let tree = Tree { fanout: 3, depth: 6 };
+    let seeds = || vec![(0, 0), (5_000, 2)];
+    let group = cmp.follow_on("tree", "a tree", seeds, &tree).strategy("buggy", &DropsLastSeed, seeds, &tree);
+    let mut report = cmp.report("test");
+    report.push(cmp.measure(group));
+    let wrong = report.wrong_results();
+    assert_eq!(wrong.len(), 1, "{wrong:?}");
+    assert_eq!((wrong[0].0, wrong[0].1), ("tree", "buggy"));
+    let table = report.table("tree").unwrap();
+    let buggy = table.row("buggy").unwrap();
+    assert!(buggy.cells.iter().all(|c| c.rank.is_none()));
+    // The other rows are ranked 1..=6 in each state, with no gap for the wrong one.
+    for state in [PoolState::Hot, PoolState::Parked] {
+        let mut ranks: Vec<usize> = table.rows.iter().filter_map(|r| r.cell(state)?.rank).collect();
+        ranks.sort_unstable();
+        assert_eq!(ranks, (1..=6).collect::<Vec<_>>());
+    }
+    let text = report.to_string();
+    assert!(text.contains("WRONG RESULT"), "{text}");
+    assert!(report.to_json().contains("\"wrong\":\"returned"));
+    // The tree has 1 + 3 + ... + 729 nodes plus the second seed's 1 + 3 + ... + 81.
+    assert_eq!(table.items, 1093 + 121);
+    assert!(table.row("fanout").unwrap().stats.as_ref().is_some_and(|s| s.executed == 1214));
+    assert!(report.to_json().contains("\"stats\":{\"executed\":1214,"));
+}
+
+#[test]
+fn a_result_wrong_only_in_later_rounds_is_caught() {
+    let cmp = quick(1);
+    let mut calls = 0u32;
+    let group = Group::new("flaky", "flaky", 1).variant("sequential", || 7).variant("flaky", move || {
+        calls += 1;
+        if calls == 3 { 8 } else { 7 }
+    });
+    let table = cmp.measure(group);
+    assert_eq!(table.row("flaky").unwrap().wrong.as_deref(), Some("returned 8, the baseline 7"));
+}
+
+#[test]
+fn flat_rows_agree_and_formats_hold_every_cell() {
+    let cmp = quick(2);
+    let group = cmp.flat("sum", "sum of squares", 3..10_003, 7, || 0u64, |a, i| a + (i * i) as u64, |a, b| a + b);
+    let mut report = cmp.report("flat");
+    report.push(cmp.measure(group));
+    assert!(report.wrong_results().is_empty());
+    let table = report.table("sum").unwrap();
+    let names: Vec<&str> = table.rows.iter().map(|r| r.variant.as_str()).collect();
+    assert_eq!(names, ["sequential", "fanout", "channel", "mutex-queue", "mutex-queue/16", "static split"]);
+    let cells = names.len() * 2;
+    assert_eq!(report.to_json().lines().count(), cells);
+    let csv = report.to_csv();
+    assert_eq!(csv.lines().count(), cells + 1);
+    assert!(csv.lines().all(|l| l.split(',').count() == 11), "{csv}");
+    let base = report.cell("sum", "sequential", PoolState::Hot).unwrap();
+    assert!((base.speedup - 1.0).abs() < 1e-9);
+    assert!(base.min_ns <= base.median_ns && base.median_ns <= base.max_ns);
+}
+
+#[test]
+fn strategies_keep_their_threads_between_runs() {
+    // Thread names are counted process-wide, so this runs alone in a child process.
+    if std::env::var_os("FANOUT_COMPARE_CHILD").is_none() {
+        let name = "strategies_keep_their_threads_between_runs";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env("FANOUT_COMPARE_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let channel = ChannelPool::new(3).unwrap();
+    let queue = MutexQueue::new(3, 2).unwrap();
+    let tree = Tree { fanout: 2, depth: 8 };
+    // (A new thread names itself once it runs, so the count is taken after a run.)
+    for _ in 0..20 {
+        channel.run_fold(vec![(0, 0)], &tree);
+        queue.run_fold(vec![(0, 0)], &tree);
+        assert_eq!(common::threads_named("fanout-channel"), 2);
+        assert_eq!(common::threads_named("fanout-mutex-q"), 2);
+    }
+    let clone = channel.clone();
+    drop(channel);
+    assert_eq!(clone.run_fold(vec![(0, 0)], &tree).1, 511);
+    drop((clone, queue));
+    assert_eq!(common::threads_left("fanout-channel"), 0);
+    assert_eq!(common::threads_left("fanout-mutex-q"), 0);
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    assert!(matches!(Compare::builder().threads(0).build(), Err(CompareError::ZeroThreads)));
+    assert!(matches!(Compare::builder().rounds(0).build(), Err(CompareError::ZeroRounds)));
+    assert!(matches!(Compare::builder().states(&[]).build(), Err(CompareError::NoStates)));
+    let e = Compare::builder().threads(fanout::MAX_THREADS + 10).build().unwrap_err();
+    assert!(matches!(e, CompareError::Pool(_)), "{e:?}");
+    // Display or source, not both.
+    let source = e.source().expect("the pool's error is the source").to_string();
+    assert!(!e.to_string().contains(&source));
+}
+
+#[test]
+fn an_after_others_hook_runs_before_each_after_others_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let cmp = Compare::builder()
+        .threads(1)
+        .rounds(3)
+        .states(&[PoolState::AfterOthers])
+        .after_others(move |_, _| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .unwrap();
+    cmp.measure(Group::new("g", "g", 1).variant("a", || 1).variant("b", || 1));
+    assert_eq!(calls.load(Ordering::Relaxed), 2 * 3);
+}
+
+#[test]
+fn the_svg_chart_names_every_workload_and_variant() {
+    let cmp = quick(2);
+    let tree = Tree { fanout: 2, depth: 6 };
+    let mut report = cmp.report("chart");
+    report.push(cmp.measure(cmp.follow_on("W-tree", "tree", || vec![(0, 0)], &tree)));
+    report.push(cmp.measure(Group::new("W-flat", "flat", 10).variant("sequential", || 1).variant("other", || 1)));
+    let path = std::env::temp_dir().join(format!("fanout-compare-{}.svg", std::process::id()));
+    report.write_svg(&path).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..svg.len().min(80)]);
+    for name in ["W-tree", "W-flat", "mutex-queue/16", "static split", "other"] {
+        assert!(svg.contains(name), "{name} missing from the chart");
+    }
+}
