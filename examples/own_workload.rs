@@ -1,7 +1,8 @@
 //! Your own workload through every strategy: a directory walk that counts the lines of
-//! the `.rs` files below a directory (default: this crate), as a follow-on workload.
+//! the `.rs` files below a directory (default: the current one), as a follow-on workload.
 //!
 //! `cargo run --release --example own_workload -- [DIR] [--quick]`
+
 use fanout::compare::{Compare, PoolState};
 use fanout::strategy::{FoldWorkload, Spawner};
 use std::path::PathBuf;
@@ -30,17 +31,12 @@ impl FoldWorkload for LineCount {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let dir =
-        std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    let states: &[PoolState] = if quick { &[PoolState::Parked] } else { &PoolState::ALL };
+    let dir = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or_else(|| ".".into());
+    let states = if quick { &[PoolState::Parked][..] } else { &PoolState::ALL[..] };
     let cmp = Compare::builder().rounds(if quick { 3 } else { 9 }).states(states).build()?;
+    let walk = cmp.follow_on("walk", format!(".rs files below {dir}"), || vec![PathBuf::from(&dir)], &LineCount);
     let mut report = cmp.report("line count");
-    report.push(cmp.measure(cmp.follow_on(
-        "walk",
-        format!("the .rs files below {dir}"),
-        || vec![PathBuf::from(&dir)],
-        &LineCount,
-    )));
+    report.push(cmp.measure(walk));
     print!("{report}");
     Ok(())
 }

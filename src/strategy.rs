@@ -1041,3 +1041,212 @@ impl Strategy for StaticSplit {
         acc
     }
 }
+
+// ---------------------------------------------------------------------------------
+// rayon (feature `rayon`)
+// ---------------------------------------------------------------------------------
+
+#[cfg(feature = "rayon")]
+pub(crate) use with_rayon::rayon_pair;
+#[cfg(feature = "rayon")]
+pub use with_rayon::{RayonJoin, RayonScope};
+
+#[cfg(feature = "rayon")]
+mod with_rayon {
+    use super::{Failure, FoldWorkload, Strategy, StrategyError};
+    use crossbeam_utils::CachePadded;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    fn build(threads: usize) -> Result<Arc<rayon::ThreadPool>, StrategyError> {
+        if threads == 0 {
+            return Err(StrategyError::ZeroThreads);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fanout-rayon-{i}"))
+            .build()
+            .map_err(|e| StrategyError::SpawnFailed(e.to_string()))?;
+        Ok(Arc::new(pool))
+    }
+
+    /// Runs one item; its follow-ons come back in `children`. Skips the item once the
+    /// run is stopping.
+    fn execute_one<W: FoldWorkload>(work: &W, item: W::Item, acc: &mut W::Acc, failure: &Failure) -> Vec<W::Item> {
+        let mut children = Vec::new();
+        if failure.is_stopping() {
+            failure.discard(item);
+        } else if let Err(payload) = catch_unwind(AssertUnwindSafe(|| work.execute(item, acc, &mut children))) {
+            failure.record(payload);
+        }
+        children
+    }
+
+    /// rayon's `join`, as a rayon user writes a follow-on workload: each task runs,
+    /// collects its follow-ons in a `Vec`, and the `Vec` is halved recursively with
+    /// `rayon::join`. Accumulators are per task, reduced up the join tree. The rayon
+    /// pool of `threads` threads is built by [`new`](RayonJoin::new) and kept; the
+    /// caller waits in `install` (it does not work on the run).
+    ///
+    /// ```
+    /// use fanout::strategy::{RayonJoin, Sequential, Spawner, Strategy, FoldWorkload};
+    ///
+    /// struct Nodes(u32);
+    /// impl FoldWorkload for Nodes {
+    ///     type Item = u32;
+    ///     type Acc = u64;
+    ///     fn identity(&self) -> u64 { 0 }
+    ///     fn execute<S: Spawner<u32>>(&self, depth: u32, n: &mut u64, spawner: &mut S) {
+    ///         *n += 1;
+    ///         if depth < self.0 {
+    ///             spawner.push(depth + 1);
+    ///             spawner.push(depth + 1);
+    ///         }
+    ///     }
+    ///     fn reduce(&self, a: u64, b: u64) -> u64 { a + b }
+    /// }
+    ///
+    /// assert_eq!(RayonJoin::new(2)?.run_fold(vec![0, 0], &Nodes(9)), 2 * 1023);
+    /// # Ok::<(), fanout::strategy::StrategyError>(())
+    /// ```
+    #[derive(Debug, Clone)]
+    pub struct RayonJoin {
+        pool: Arc<rayon::ThreadPool>,
+    }
+
+    impl RayonJoin {
+        /// A rayon pool of `threads` threads; fails if it is zero or cannot be built.
+        pub fn new(threads: usize) -> Result<Self, StrategyError> {
+            Ok(Self { pool: build(threads)? })
+        }
+    }
+
+    /// Both rayon strategies on one rayon pool (for `compare`).
+    pub(crate) fn rayon_pair(threads: usize) -> Result<(RayonJoin, RayonScope), StrategyError> {
+        let pool = build(threads)?;
+        Ok((RayonJoin { pool: Arc::clone(&pool) }, RayonScope { pool }))
+    }
+
+    impl RayonJoin {
+        /// The rayon pool it runs on.
+        pub fn thread_pool(&self) -> &rayon::ThreadPool {
+            &self.pool
+        }
+    }
+
+    fn join_walk<W: FoldWorkload>(work: &W, mut items: Vec<W::Item>, failure: &Failure) -> W::Acc {
+        if items.len() > 1 {
+            let right = items.split_off(items.len() / 2);
+            let (a, b) = rayon::join(|| join_walk(work, items, failure), || join_walk(work, right, failure));
+            return work.reduce(a, b);
+        }
+        let mut acc = work.identity();
+        if let Some(item) = items.pop() {
+            let children = execute_one(work, item, &mut acc, failure);
+            if !children.is_empty() {
+                let below = join_walk(work, children, failure);
+                acc = work.reduce(acc, below);
+            }
+        }
+        acc
+    }
+
+    impl Strategy for RayonJoin {
+        fn name(&self) -> &str {
+            "rayon join"
+        }
+
+        fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
+            let failure = Failure::new();
+            let acc = self.pool.install(|| join_walk(work, seeds, &failure));
+            failure.resume();
+            acc
+        }
+    }
+
+    /// rayon's `scope`: every follow-on is a `scope.spawn`. Each rayon thread folds
+    /// into its own slot (a mutex no other thread takes, once per task). The rayon
+    /// pool of `threads` threads is built by [`new`](RayonScope::new) and kept.
+    ///
+    /// ```
+    /// use fanout::strategy::{RayonScope, Spawner, Strategy, FoldWorkload};
+    ///
+    /// struct Countdown;
+    /// impl FoldWorkload for Countdown {
+    ///     type Item = u32;
+    ///     type Acc = u32;
+    ///     fn identity(&self) -> u32 { 0 }
+    ///     fn execute<S: Spawner<u32>>(&self, n: u32, count: &mut u32, spawner: &mut S) {
+    ///         *count += 1;
+    ///         if n > 0 {
+    ///             spawner.push(n - 1);
+    ///         }
+    ///     }
+    ///     fn reduce(&self, a: u32, b: u32) -> u32 { a + b }
+    /// }
+    ///
+    /// assert_eq!(RayonScope::new(2)?.run_fold(vec![99, 9], &Countdown), 110);
+    /// # Ok::<(), fanout::strategy::StrategyError>(())
+    /// ```
+    #[derive(Debug, Clone)]
+    pub struct RayonScope {
+        pool: Arc<rayon::ThreadPool>,
+    }
+
+    impl RayonScope {
+        /// A rayon pool of `threads` threads; fails if it is zero or cannot be built.
+        pub fn new(threads: usize) -> Result<Self, StrategyError> {
+            Ok(Self { pool: build(threads)? })
+        }
+    }
+
+    type Slots<A> = [CachePadded<Mutex<Option<A>>>];
+
+    fn scope_task<'s, W: FoldWorkload>(
+        scope: &rayon::Scope<'s>,
+        item: W::Item,
+        work: &'s W,
+        slots: &'s Slots<W::Acc>,
+        failure: &'s Failure,
+    ) {
+        scope.spawn(move |scope| {
+            let mut acc = work.identity();
+            let children = execute_one(work, item, &mut acc, failure);
+            let slot = &slots[rayon::current_thread_index().unwrap_or(0) % slots.len()];
+            let mut mine = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            *mine = Some(match mine.take() {
+                None => acc,
+                Some(before) => work.reduce(before, acc),
+            });
+            drop(mine);
+            for child in children {
+                scope_task(scope, child, work, slots, failure);
+            }
+        });
+    }
+
+    impl Strategy for RayonScope {
+        fn name(&self) -> &str {
+            "rayon scope"
+        }
+
+        fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
+            let failure = Failure::new();
+            let slots: Vec<CachePadded<Mutex<Option<W::Acc>>>> =
+                (0..self.pool.current_num_threads()).map(|_| CachePadded::new(Mutex::new(None))).collect();
+            self.pool.install(|| {
+                rayon::scope(|scope| {
+                    for seed in seeds {
+                        scope_task(scope, seed, work, &slots, &failure);
+                    }
+                })
+            });
+            let acc = slots
+                .into_iter()
+                .filter_map(|slot| CachePadded::into_inner(slot).into_inner().unwrap_or_else(PoisonError::into_inner))
+                .fold(work.identity(), |a, b| work.reduce(a, b));
+            failure.resume();
+            acc
+        }
+    }
+}

@@ -5,7 +5,8 @@ mod common;
 
 use fanout::compare::{Compare, CompareError, Group, PoolState};
 use fanout::strategy::{
-    ChannelPool, FoldWorkload, MutexQueue, Sequential, Spawner, StaticSplit, Strategy, StrategyFor, WorkStealing,
+    ChannelPool, FoldWorkload, MutexQueue, RayonJoin, RayonScope, Sequential, Spawner, StaticSplit, Strategy,
+    StrategyFor, WorkStealing,
 };
 use std::error::Error;
 
@@ -62,6 +63,8 @@ fn every_strategy_folds_the_same_result_as_sequential() {
         Box::new(StaticSplit::new(3).unwrap()),
         Box::new(StaticSplit::new(1).unwrap()),
         Box::new(WorkStealing(&pool)),
+        Box::new(RayonJoin::new(2).unwrap()),
+        Box::new(RayonScope::new(3).unwrap()),
     ];
     for (fanout, depth) in [(1, 300), (2, 9), (5, 4), (40, 2)] {
         let tree = Tree { fanout, depth };
@@ -93,11 +96,11 @@ fn a_wrong_result_is_reported_and_left_out_of_the_ranks() {
     let table = report.table("tree").unwrap();
     let buggy = table.row("buggy").unwrap();
     assert!(buggy.cells.iter().all(|c| c.rank.is_none()));
-    // The other rows are ranked 1..=6 in each state, with no gap for the wrong one.
+    // The other rows (six, and rayon's two) are ranked with no gap for the wrong one.
     for state in [PoolState::Hot, PoolState::Parked] {
         let mut ranks: Vec<usize> = table.rows.iter().filter_map(|r| r.cell(state)?.rank).collect();
         ranks.sort_unstable();
-        assert_eq!(ranks, (1..=6).collect::<Vec<_>>());
+        assert_eq!(ranks, (1..=8).collect::<Vec<_>>());
     }
     let text = report.to_string();
     assert!(text.contains("WRONG RESULT"), "{text}");
@@ -129,7 +132,7 @@ fn flat_rows_agree_and_formats_hold_every_cell() {
     assert!(report.wrong_results().is_empty());
     let table = report.table("sum").unwrap();
     let names: Vec<&str> = table.rows.iter().map(|r| r.variant.as_str()).collect();
-    assert_eq!(names, ["sequential", "fanout", "channel", "mutex-queue", "mutex-queue/16", "static split"]);
+    assert_eq!(names, ["sequential", "fanout", "channel", "mutex-queue", "mutex-queue/16", "static split", "rayon"]);
     let cells = names.len() * 2;
     assert_eq!(report.to_json().lines().count(), cells);
     let csv = report.to_csv();
@@ -219,7 +222,42 @@ fn the_svg_chart_names_every_workload_and_variant() {
     let svg = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..svg.len().min(80)]);
-    for name in ["W-tree", "W-flat", "mutex-queue/16", "static split", "other"] {
+    for name in ["W-tree", "W-flat", "mutex-queue/16", "static split", "rayon scope", "other"] {
         assert!(svg.contains(name), "{name} missing from the chart");
+    }
+}
+
+#[test]
+fn a_panic_in_any_strategy_reaches_the_caller_and_the_strategy_stays_usable() {
+    struct Bomb;
+    impl FoldWorkload for Bomb {
+        type Item = u32;
+        type Acc = u32;
+        fn identity(&self) -> u32 {
+            0
+        }
+        fn execute<S: Spawner<u32>>(&self, n: u32, acc: &mut u32, spawner: &mut S) {
+            assert!(n != 500, "boom");
+            *acc += 1;
+            if n < 1000 {
+                spawner.push(n + 1);
+            }
+        }
+        fn reduce(&self, a: u32, b: u32) -> u32 {
+            a + b
+        }
+    }
+    let strategies: Vec<Box<dyn StrategyFor<Bomb>>> = vec![
+        Box::new(ChannelPool::new(2).unwrap()),
+        Box::new(MutexQueue::new(2, 3).unwrap()),
+        Box::new(StaticSplit::new(2).unwrap()),
+        Box::new(RayonJoin::new(2).unwrap()),
+        Box::new(RayonScope::new(2).unwrap()),
+    ];
+    for s in &strategies {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.run_workload(vec![0, 10], &Bomb)));
+        let payload = caught.expect_err(s.label());
+        assert!(payload.downcast_ref::<&str>().is_some_and(|m| m.contains("boom")), "{}", s.label());
+        assert_eq!(s.run_workload(vec![501, 900], &Bomb), 500 + 101, "{} after a panic", s.label());
     }
 }

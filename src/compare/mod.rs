@@ -247,6 +247,8 @@ impl CompareBuilder {
             mutex: MutexQueue::new(threads, 1).map_err(CompareError::Strategy)?,
             mutex_batch: MutexQueue::new(threads, Compare::MUTEX_BATCH).map_err(CompareError::Strategy)?,
             split: StaticSplit::new(threads).map_err(CompareError::Strategy)?,
+            #[cfg(feature = "rayon")]
+            rayon: crate::strategy::rayon_pair(threads).map_err(CompareError::Strategy)?,
             pool,
         })
     }
@@ -266,6 +268,8 @@ pub struct Compare {
     mutex: MutexQueue,
     mutex_batch: MutexQueue,
     split: StaticSplit,
+    #[cfg(feature = "rayon")]
+    rayon: (crate::strategy::RayonJoin, crate::strategy::RayonScope),
 }
 
 impl fmt::Debug for Compare {
@@ -489,7 +493,8 @@ impl Compare {
 
     /// A follow-on workload through every strategy: `sequential` (the baseline),
     /// `fanout` (work stealing, with its [`RunStats`]), `channel`, `mutex-queue`,
-    /// `mutex-queue/16` and `static split`. `seeds` makes a run's seeds (inside the
+    /// `mutex-queue/16` and `static split`, and with the `rayon` feature `rayon join`
+    /// and `rayon scope` ([`crate::strategy::RayonJoin`], [`crate::strategy::RayonScope`]). `seeds` makes a run's seeds (inside the
     /// timing, for every strategy alike); the item count is taken from an untimed
     /// sequential run.
     pub fn follow_on<'a, W>(
@@ -503,7 +508,7 @@ impl Compare {
         W: FoldWorkload,
     {
         let items = Strategy::run_fold(&Sequential, seeds(), &Counting(work));
-        Group::new(id, title, items)
+        let group = Group::new(id, title, items)
             .strategy("sequential", &Sequential, seeds, work)
             .variant_with_stats("fanout", move || {
                 Strategy::run_fold_with_stats(&crate::strategy::WorkStealing(&self.pool), seeds(), work)
@@ -511,14 +516,23 @@ impl Compare {
             .strategy("channel", &self.channel, seeds, work)
             .strategy("mutex-queue", &self.mutex, seeds, work)
             .strategy("mutex-queue/16", &self.mutex_batch, seeds, work)
-            .strategy("static split", &self.split, seeds, work)
+            .strategy("static split", &self.split, seeds, work);
+        #[cfg(feature = "rayon")]
+        let group = group.strategy("rayon join", &self.rayon.0, seeds, work).strategy(
+            "rayon scope",
+            &self.rayon.1,
+            seeds,
+            work,
+        );
+        group
     }
 
     /// A flat workload, `range` folded into a result, through every strategy: a
     /// `sequential` fold (the baseline), `fanout` ([`Pool::fold_index`]), `static split`
     /// (the range in equal shares on threads spawned per run), and `channel`,
     /// `mutex-queue` and `mutex-queue/16` receiving items of `chunk` indices (1 = one
-    /// message per index; a Go programmer would batch fine items).
+    /// message per index; a Go programmer would batch fine items), and with the `rayon`
+    /// feature `rayon` (`into_par_iter().fold(..).reduce(..)`).
     #[allow(clippy::too_many_arguments)]
     pub fn flat<'a, A, Id, F, Red>(
         &'a self,
@@ -551,6 +565,8 @@ impl Compare {
             .variant_with_stats("mutex-queue/16", on(&self.mutex_batch, chunk))
             .variant_with_stats("static split", on(&self.split, share));
         let (w1, r1) = (Rc::clone(&work), range.clone());
+        #[cfg(feature = "rayon")]
+        let (w2_for_rayon, r_for_rayon) = (Rc::clone(&work), range.clone());
         let (w2, r2) = (work, range);
         let mut group = group
             .variant("sequential", move || r1.clone().fold((w1.identity)(), &w1.fold))
@@ -558,6 +574,15 @@ impl Compare {
         // The sequential fold is the baseline, so it goes first; then fanout.
         let tail = group.variants.split_off(4);
         group.variants.splice(0..0, tail);
+        #[cfg(feature = "rayon")]
+        let group = {
+            use rayon::prelude::*;
+            let (w, r, rayon) = (Rc::clone(&w2_for_rayon), r_for_rayon, self.rayon.0.thread_pool());
+            group.variant("rayon", move || {
+                let w = &*w;
+                rayon.install(|| r.clone().into_par_iter().fold(&w.identity, &w.fold).reduce(&w.identity, &w.reduce))
+            })
+        };
         group
     }
 

@@ -207,7 +207,7 @@ impl Report {
         out
     }
 
-    /// The same fields as [`to_json`](Report::to_json), as CSV with a header line.
+    /// The fields of [`to_json`](Report::to_json) but `stats`, as CSV with a header line.
     pub fn to_csv(&self) -> String {
         let mut out =
             String::from("workload,variant,state,threads,median_ns,min_ns,max_ns,ns_per_item,speedup,rank,wrong\n");
