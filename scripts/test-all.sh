@@ -48,7 +48,7 @@ have_nightly() {
 section "Miri (unsafe core: deque, private stack, pool, stream registry, map_range)"
 if have_nightly miri rust-src && cargo +nightly miri --version >/dev/null 2>&1; then
     start=$(date +%s)
-        MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test --target-dir target-miri --lib -- deque:: api:: stack:: spare:: runner::tests:: stream::tests:: local:: collect::
+        MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test --target-dir target-miri --lib -- deque:: api:: stack:: spare:: runner::tests:: stream::tests:: local:: collect:: crew::
     echo "miri: passed in $(( $(date +%s) - start )) s"
 else
     echo "SKIP miri: could not install nightly with the miri and rust-src components"
