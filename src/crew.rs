@@ -8,6 +8,7 @@
 //! lock-free part: one mutex and two condvars.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -41,9 +42,37 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // No user code runs under the lock, so a poisoned state is still consistent.
+        // No user code runs under the lock (payloads are dropped after it is
+        // released), so a poisoned state is still consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+thread_local! {
+    /// The crew whose broadcast this thread is running (its `Shared`'s address), if
+    /// any: a broadcast on the same crew from inside one runs inline.
+    static RUNNING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as running a broadcast of `crew` until dropped (then restores
+/// what was there, for broadcasts of other crews nested inside each other).
+struct Running(usize);
+
+impl Running {
+    fn enter(crew: &Shared) -> Self {
+        Running(RUNNING.with(|r| r.replace(crew as *const Shared as usize)))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.0));
+    }
+}
+
+/// Drops a panic payload, whose own `Drop` may panic, without unwinding.
+fn drop_quietly(payload: Box<dyn Any + Send>) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
 }
 
 struct Inner {
@@ -58,7 +87,8 @@ impl Drop for Inner {
         self.shared.lock().shutdown = true;
         self.shared.start.notify_all();
         for helper in self.helpers.drain(..) {
-            // A helper catches every panic of a job, so it cannot have panicked.
+            // A helper catches every panic of a job and of a payload's drop, so it
+            // has not panicked; nothing to report if it had.
             let _ = helper.join();
         }
     }
@@ -113,21 +143,28 @@ impl Crew {
     }
 
     /// Runs `body` once on every helper and once on the caller, and returns when all
-    /// calls have returned. A panic in any call is resumed here afterwards (the
-    /// caller's own first).
+    /// calls have returned. If calls panicked, one panic is resumed here afterwards
+    /// (the caller's if it panicked, else the first helper's); the others are dropped.
+    ///
+    /// Broadcasts from different threads take turns. A broadcast on this crew from
+    /// inside one of its own (a nested run on the same strategy) runs `body` on the
+    /// calling thread alone, since every helper is busy with the outer one.
     pub(crate) fn broadcast(&self, body: &(dyn Fn() + Sync + '_)) {
-        let _serial = self.inner.serial.lock().unwrap_or_else(PoisonError::into_inner);
         let shared = &*self.inner.shared;
         let helpers = self.inner.helpers.len();
-        if helpers == 0 {
+        let nested = RUNNING.with(|r| r.get()) == shared as *const Shared as usize;
+        if helpers == 0 || nested {
             body();
             return;
         }
-        // SAFETY: only the lifetime changes (same fat-pointer layout). The erased
-        // pointer is used by helpers only while `running > 0` for this epoch, and
-        // `wait` below (an `AwaitHelpers`, dropped on every path out of this function,
-        // unwinding included) blocks until `running == 0` and withdraws the job before
-        // `body`'s borrow ends.
+        let _serial = self.inner.serial.lock().unwrap_or_else(PoisonError::into_inner);
+        let _running = Running::enter(shared);
+        // SAFETY: only the lifetime changes (same fat-pointer layout). A helper calls
+        // the pointer only between taking this epoch's job and its decrement of
+        // `running` (both under the lock, in `helper_loop`); `wait` below is created
+        // before the job is published and, dropped on every path out of this function
+        // (unwinding included), blocks until `running == 0` and withdraws the job, so
+        // no helper holds the pointer once `body`'s borrow ends.
         let job = JobRef(unsafe {
             std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(body)
         });
@@ -142,16 +179,21 @@ impl Crew {
         let mine = catch_unwind(AssertUnwindSafe(body));
         drop(wait);
         let theirs = shared.lock().panic.take();
-        if let Err(payload) = mine {
-            resume_unwind(payload);
-        }
-        if let Some(payload) = theirs {
-            resume_unwind(payload);
+        match (mine, theirs) {
+            (Err(payload), theirs) => {
+                if let Some(other) = theirs {
+                    drop_quietly(other);
+                }
+                resume_unwind(payload);
+            }
+            (Ok(()), Some(payload)) => resume_unwind(payload),
+            (Ok(()), None) => {}
         }
     }
 }
 
 fn helper_loop(shared: &Shared) {
+    let _running = Running::enter(shared);
     let mut seen = 0;
     loop {
         let job = {
@@ -174,12 +216,21 @@ fn helper_loop(shared: &Shared) {
         // and this helper's decrement below comes after its call has returned.
         let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() }));
         let mut state = shared.lock();
-        if let Err(payload) = result {
-            state.panic.get_or_insert(payload);
-        }
+        let extra = match result {
+            Err(payload) if state.panic.is_none() => {
+                state.panic = Some(payload);
+                None
+            }
+            Err(payload) => Some(payload),
+            Ok(()) => None,
+        };
         state.running -= 1;
         if state.running == 0 {
             shared.done.notify_all();
+        }
+        drop(state);
+        if let Some(payload) = extra {
+            drop_quietly(payload);
         }
     }
 }
@@ -199,6 +250,18 @@ mod tests {
             });
             assert_eq!(calls.load(Ordering::Relaxed), 3 * round);
         }
+    }
+
+    #[test]
+    fn a_broadcast_from_inside_one_runs_inline() {
+        let crew = Crew::new(2, "crew-test").unwrap();
+        let inner = AtomicUsize::new(0);
+        crew.broadcast(&|| {
+            crew.broadcast(&|| {
+                inner.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(inner.load(Ordering::Relaxed), 2, "each of the two outer calls ran the inner body once, inline");
     }
 
     #[test]

@@ -594,7 +594,7 @@ impl<W: FoldWorkload> ChannelRun<'_, W> {
             match catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut acc, &mut spawner))) {
                 Ok(()) => {
                     // AcqRel: whoever sees zero has seen every item's effects (the
-                    // scope's join orders them for the caller anyway).
+                    // crew's broadcast orders them for the caller anyway).
                     if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
                         self.stop_all();
                     }
@@ -868,11 +868,12 @@ impl Strategy for MutexQueue {
 // WorkStealing
 // ---------------------------------------------------------------------------------
 
-/// This crate's work-stealing [`Pool`], through [`Pool::run`]; the [`Ctx`] is the
-/// spawner, so nothing is boxed or dynamically dispatched.
+/// This crate's work-stealing [`Pool`], through [`Pool::run_fold`]; the [`Ctx`] is
+/// the spawner, so nothing is boxed or dynamically dispatched.
 ///
-/// The pool's threads are started once and kept between runs, and the caller works on
-/// its run too: a pool of `n` threads runs items on up to `n + 1` threads.
+/// The pool's threads are started once and kept between runs. The caller works on its
+/// run too: in its own seat when the pool has a worker per core (`n` threads at work),
+/// beside the workers otherwise (up to `n + 1`).
 ///
 /// ```
 /// use fanout::strategy::{Spawner, Strategy, WorkStealing, Workload};
@@ -928,12 +929,13 @@ impl Strategy for WorkStealing<'_> {
 /// The reference ceiling a user compares a scheduler with: the work dealt out once, up
 /// front, to `threads` plain threads spawned for the run, with no scheduling after.
 ///
-/// The caller first expands the seeds breadth-first, one level at a time, until there
-/// are at least 8 items per thread (or nothing is left); it then deals that frontier
-/// round-robin to `threads - 1` freshly spawned scoped threads and itself, and each
+/// With fewer seeds than threads, the caller first expands them breadth-first, one
+/// level at a time, until there is an item per thread (or nothing is left); it then
+/// deals the items round-robin to freshly spawned scoped threads and itself, and each
 /// walks its share depth-first with a private `Vec` stack. Thread start-up is part of
 /// every run, as it is for a program that splits its work this way. A shape that never
-/// widens (a chain) runs on the caller alone.
+/// widens (a chain) runs on the caller alone, and no thread is spawned for an empty
+/// share.
 ///
 /// ```
 /// use fanout::strategy::{Sequential, Spawner, StaticSplit, Strategy, FoldWorkload};
@@ -964,9 +966,6 @@ pub struct StaticSplit {
 }
 
 impl StaticSplit {
-    /// Items per thread the frontier grows to before it is dealt out.
-    const ITEMS_PER_THREAD: usize = 8;
-
     /// A static split over `threads` threads (the caller included); fails if it is zero.
     pub fn new(threads: usize) -> Result<Self, StrategyError> {
         if threads == 0 {
@@ -1005,8 +1004,7 @@ impl Strategy for StaticSplit {
         let failure = Failure::new();
         let mut acc = work.identity();
         let mut frontier = seeds;
-        let wanted = self.threads * Self::ITEMS_PER_THREAD;
-        while self.threads > 1 && !frontier.is_empty() && frontier.len() < wanted && !failure.is_stopping() {
+        while self.threads > 1 && !frontier.is_empty() && frontier.len() < self.threads && !failure.is_stopping() {
             let mut next = Vec::new();
             let mut level = frontier.into_iter();
             for item in level.by_ref() {
@@ -1026,12 +1024,19 @@ impl Strategy for StaticSplit {
         let mut shares = shares.into_iter();
         let mine = shares.next().unwrap_or_default();
         std::thread::scope(|scope| {
-            for share in shares {
+            for share in shares.filter(|share| !share.is_empty()) {
                 let (accs, failure) = (&accs, &failure);
                 scope.spawn(move || {
-                    let mut acc = work.identity();
-                    walk_share(work, share, &mut acc, failure);
-                    accs.add(work, acc);
+                    // `identity` and `reduce` may panic too: keep their payload, which
+                    // the scope would replace with its own.
+                    let whole = catch_unwind(AssertUnwindSafe(|| {
+                        let mut acc = work.identity();
+                        walk_share(work, share, &mut acc, failure);
+                        accs.add(work, acc);
+                    }));
+                    if let Err(payload) = whole {
+                        failure.record(payload);
+                    }
                 });
             }
             walk_share(work, mine, &mut acc, &failure);
@@ -1141,9 +1146,14 @@ mod with_rayon {
             return work.reduce(a, b);
         }
         let mut acc = work.identity();
-        if let Some(item) = items.pop() {
-            let children = execute_one(work, item, &mut acc, failure);
-            if !children.is_empty() {
+        // A run of single follow-ons (a chain) loops here: recursing per item would
+        // overflow the stack on a long chain.
+        let mut next = items.pop();
+        while let Some(item) = next.take() {
+            let mut children = execute_one(work, item, &mut acc, failure);
+            if children.len() == 1 {
+                next = children.pop();
+            } else if !children.is_empty() {
                 let below = join_walk(work, children, failure);
                 acc = work.reduce(acc, below);
             }

