@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example tradeoffs               # full table (< 60 s on 2 cores)
-//! cargo run --release --example tradeoffs -- --quick    # fewer rounds (< 20 s)
+//! cargo run --release --example tradeoffs -- --quick    # parked only, fewer rounds (~15 s)
 //! cargo run --release --example tradeoffs -- --json     # one JSON object per cell
 //! cargo run --release --example tradeoffs -- --csv      # the same as CSV
 //! cargo run --release --example tradeoffs -- --svg FILE # also write the chart
@@ -25,6 +25,10 @@
 //! Variants and states are interleaved round by round, in a new (seeded, shuffled)
 //! order every round, and each cell reports the median, so that a noisy machine shifts
 //! all variants alike. Every variant's result is checked against the sequential one.
+//! W4 and W6 get a time budget (8 and 12 s): a variant far slower than the rest there
+//! (a channel or a lock per tiny task, a rayon scope spawn per item) does fewer
+//! rounds, and its row says so. `--quick` times the parked state alone, in fewer
+//! rounds.
 
 mod workloads;
 
@@ -242,6 +246,10 @@ struct Workload<'a> {
     title: String,
     items: u64,
     rounds: usize,
+    /// Seconds, for workloads with rows far slower than the rest (see the module
+    /// docs); a quarter of it with `--quick`, which times one state instead of four
+    /// runs a round.
+    budget_s: Option<f64>,
     variants: Vec<Variant<'a>>,
 }
 
@@ -262,6 +270,7 @@ fn main() {
     let cmp = Compare::builder()
         .threads(threads)
         .progress(!opts.json && !opts.csv)
+        .states(if opts.quick { &[PoolState::Parked] } else { &PoolState::ALL })
         .after_others(move |variant, pool| {
             let n = 1usize << 16;
             let sum = if variant.starts_with("rayon") {
@@ -295,7 +304,8 @@ fn main() {
             id: "W1",
             title: format!("sum of tiny(i), {W1_N} items (~1 ns each; strategies get items of {W1_CHUNK})"),
             items: W1_N,
-            rounds: r(21, 7),
+            rounds: r(15, 7),
+            budget_s: None,
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| (0..W1_N).map(tiny).fold(0, u64::wrapping_add)) },
                 Variant {
@@ -337,6 +347,7 @@ fn main() {
             title: format!("sum of mix(i, {k}), {W2_N} items (~1 us each)"),
             items: W2_N,
             rounds: r(7, 3),
+            budget_s: None,
             variants: vec![
                 Variant {
                     name: "sequential",
@@ -366,19 +377,20 @@ fn main() {
         },
         Workload {
             id: "W3",
-            title: format!("W2 with the first 5% of items 50x dearer, {W2_N} items"),
-            items: W2_N,
+            title: format!("mix(i, {k}) with the first 5% of items 50x dearer, {W3_N} items (~3.5 us on average)"),
+            items: W3_N,
             rounds: r(5, 3),
+            budget_s: None,
             variants: vec![
                 Variant {
                     name: "sequential",
-                    run: Box::new(move || (0..W2_N).map(|i| skewed(i, k)).fold(0, u64::wrapping_add)),
+                    run: Box::new(move || (0..W3_N).map(|i| skewed(i, k)).fold(0, u64::wrapping_add)),
                 },
                 Variant {
                     name: "fanout",
                     run: Box::new(move || {
                         pool.fold_index(
-                            0..W2_N as usize,
+                            0..W3_N as usize,
                             || 0u64,
                             |a, i| a.wrapping_add(skewed(i as u64, k)),
                             u64::wrapping_add,
@@ -388,11 +400,11 @@ fn main() {
                 Variant {
                     name: "rayon",
                     run: Box::new(move || {
-                        rp.install(|| (0..W2_N).into_par_iter().map(|i| skewed(i, k)).reduce(|| 0, u64::wrapping_add))
+                        rp.install(|| (0..W3_N).into_par_iter().map(|i| skewed(i, k)).reduce(|| 0, u64::wrapping_add))
                     }),
                 },
-                strategy_sum("channel", channel, W2_N, 1, move |i| skewed(i, k)),
-                strategy_sum("mutex-queue", mutex, W2_N, 1, move |i| skewed(i, k)),
+                strategy_sum("channel", channel, W3_N, 1, move |i| skewed(i, k)),
+                strategy_sum("mutex-queue", mutex, W3_N, 1, move |i| skewed(i, k)),
             ],
         },
         Workload {
@@ -400,6 +412,7 @@ fn main() {
             title: format!("follow-on tree, 4 children to depth {W4_DEPTH}, {W4_TASKS} tasks"),
             items: W4_TASKS,
             rounds: r(21, 7),
+            budget_s: Some(8.0),
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| w4_recursive(0, 0)) },
                 Variant { name: "fanout", run: Box::new(|| w4_fanout(pool)) },
@@ -416,7 +429,8 @@ fn main() {
             id: "W6",
             title: format!("wide fan-out: one task pushes {W6_N} follow-ons of mix(i, {k20}) (~20 ns each)"),
             items: W6_N,
-            rounds: r(11, 5),
+            rounds: r(9, 5),
+            budget_s: Some(12.0),
             variants: vec![
                 Variant {
                     name: "sequential",
@@ -446,6 +460,7 @@ fn main() {
             title: format!("{W7_RUNS} small runs back to back, each of {W7_ITEMS} x mix(i, {k}) (~1 us each)"),
             items: W7_RUNS * W7_ITEMS,
             rounds: r(15, 5),
+            budget_s: None,
             variants: vec![
                 Variant {
                     name: "sequential",
@@ -499,6 +514,7 @@ fn main() {
             title: format!("{W5_N} items that block ~50 us each (I/O-like); x8 = 8 threads per core ({many} threads)"),
             items: W5_N,
             rounds: r(5, 3),
+            budget_s: None,
             variants: vec![
                 Variant { name: "sequential", run: Box::new(|| (0..W5_N).map(blocking).fold(0, u64::wrapping_add)) },
                 Variant {
@@ -561,6 +577,9 @@ fn main() {
     let mut report = cmp.report("fanout tradeoffs");
     for w in all {
         let mut group = Group::new(w.id, w.title, w.items).rounds(w.rounds);
+        if let Some(budget) = w.budget_s {
+            group = group.budget(std::time::Duration::from_secs_f64(if opts.quick { budget / 4.0 } else { budget }));
+        }
         for v in w.variants {
             group = group.variant(v.name, v.run);
         }
@@ -646,13 +665,12 @@ fn verdicts(report: &Report) -> Vec<String> {
     }
     let in_state = |w: &str, v: &str, state: PoolState| report.cell(w, v, state).map_or(0.0, |c| c.speedup);
     for w in ["W4", "W6"] {
-        if get(w, "fanout").is_some() {
+        let Some(states) = report.table(w).map(|t| &t.states) else { continue };
+        if get(w, "fanout").is_some() && states.len() > 1 {
             let ours: Vec<String> =
-                PoolState::ALL.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "fanout", st))).collect();
-            let split: Vec<String> = PoolState::ALL
-                .iter()
-                .map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "static split", st)))
-                .collect();
+                states.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "fanout", st))).collect();
+            let split: Vec<String> =
+                states.iter().map(|&st| format!("{} {:.2}x", st.name(), in_state(w, "static split", st))).collect();
             out.push(format!(
                 "- {w} by pool state: fanout {}; the static split (threads spawned per run) {}.",
                 ours.join(", "),

@@ -137,7 +137,7 @@ fn flat_rows_agree_and_formats_hold_every_cell() {
     assert_eq!(report.to_json().lines().count(), cells);
     let csv = report.to_csv();
     assert_eq!(csv.lines().count(), cells + 1);
-    assert!(csv.lines().all(|l| l.split(',').count() == 11), "{csv}");
+    assert!(csv.lines().all(|l| l.split(',').count() == 12), "{csv}");
     let base = report.cell("sum", "sequential", PoolState::Hot).unwrap();
     assert!((base.speedup - 1.0).abs() < 1e-9);
     assert!(base.min_ns <= base.median_ns && base.median_ns <= base.max_ns);
@@ -358,4 +358,47 @@ fn every_strategy_of_a_comparison_runs_on_its_thread_count() {
         let stats = table.row("fanout").unwrap().stats.clone().expect("work stealing keeps stats");
         assert!(stats.participants <= threads, "{threads} threads asked, {} took part", stats.participants);
     }
+}
+
+#[test]
+fn a_budget_cuts_the_rounds_of_a_dear_variant_and_the_report_says_so() {
+    use std::time::Duration;
+    let dear = || {
+        std::thread::sleep(Duration::from_millis(15));
+        7
+    };
+    let group = |budget: Option<Duration>| {
+        let g = Group::new("g", "g", 1).rounds(6).variant("cheap", || 7).variant("dear", dear);
+        match budget {
+            Some(b) => g.budget(b),
+            None => g,
+        }
+    };
+    let cmp = Compare::builder()
+        .threads(1)
+        .states(&[PoolState::Hot, PoolState::Parked])
+        .park_time(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    // A round of "dear" takes about 3 x 15 ms (two hot runs, one parked) and 1 ms idle,
+    // one of "cheap" about 1 ms: a 120 ms budget holds six of "cheap" and two of
+    // "dear", not six.
+    let cut = cmp.measure(group(Some(Duration::from_millis(120))));
+    let full = cmp.measure(group(None));
+    for state in [PoolState::Hot, PoolState::Parked] {
+        assert_eq!(cut.row("cheap").unwrap().cell(state).unwrap().rounds, 6);
+        let dear_rounds = cut.row("dear").unwrap().cell(state).unwrap().rounds;
+        assert!((1..6).contains(&dear_rounds), "{dear_rounds} rounds under the budget");
+        assert_eq!(full.row("dear").unwrap().cell(state).unwrap().rounds, 6);
+    }
+    let mut report = cmp.report("budget");
+    report.push(cut);
+    let text = report.to_string();
+    assert!(text.contains("of 6 rounds: budget"), "{text}");
+    assert!(report.to_json().contains("\"rounds\":6"));
+    assert!(
+        report.to_csv().starts_with(
+            "workload,variant,state,threads,median_ns,min_ns,max_ns,ns_per_item,speedup,rank,rounds,wrong\n"
+        )
+    );
 }

@@ -41,9 +41,10 @@ pub fn calibrate_mix(target_ns: f64) -> u32 {
 }
 
 pub const W1_N: u64 = 10_000_000;
-pub const W2_N: u64 = 200_000;
+pub const W2_N: u64 = 100_000;
+pub const W3_N: u64 = 40_000;
 /// W3: the first 5% of indices cost 50x.
-pub const W3_HEAVY: u64 = W2_N / 20;
+pub const W3_HEAVY: u64 = W3_N / 20;
 pub const W4_DEPTH: u32 = 10;
 pub const W4_TASKS: u64 = 1_398_101;
 

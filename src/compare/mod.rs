@@ -17,7 +17,9 @@
 //!   speedup over the group's first variant (the baseline) in the same state, and a
 //!   rank;
 //! - every result compared with the baseline's: a variant that returns something else
-//!   is marked wrong in the report and left out of the ranks, never averaged in.
+//!   is marked wrong in the report and left out of the ranks, never averaged in;
+//! - optionally a time [budget](Group::budget), so that one strategy a hundred times
+//!   slower than the rest does fewer rounds instead of setting the comparison's length.
 //!
 //! A [`Report`] prints as a table ([`Display`](std::fmt::Display)), and writes JSON
 //! lines ([`Report::to_json`]), CSV ([`Report::to_csv`]) and, with the `svg` feature, a
@@ -158,6 +160,7 @@ pub struct CompareBuilder {
     progress: bool,
     others: Option<OthersHook>,
     pool: Option<Pool>,
+    budget: Option<Duration>,
 }
 
 impl fmt::Debug for CompareBuilder {
@@ -197,6 +200,13 @@ impl CompareBuilder {
     /// well past every runtime's spinning).
     pub fn park_time(mut self, park: Duration) -> Self {
         self.park = park;
+        self
+    }
+
+    /// The time a group should take (default: no limit). Variants that cannot do
+    /// every round within it do fewer, at least one; see [`Group::budget`].
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -253,6 +263,7 @@ impl CompareBuilder {
             park: self.park,
             progress: self.progress,
             others: self.others,
+            budget: self.budget,
             channel: ChannelPool::new(threads).map_err(CompareError::Strategy)?,
             mutex: MutexQueue::new(threads, 1).map_err(CompareError::Strategy)?,
             mutex_batch: MutexQueue::new(threads, Compare::MUTEX_BATCH).map_err(CompareError::Strategy)?,
@@ -273,6 +284,7 @@ pub struct Compare {
     park: Duration,
     progress: bool,
     others: Option<OthersHook>,
+    budget: Option<Duration>,
     pool: Pool,
     channel: ChannelPool,
     mutex: MutexQueue,
@@ -321,6 +333,7 @@ pub struct Group<'a, R> {
     title: String,
     items: u64,
     rounds: Option<usize>,
+    budget: Option<Duration>,
     variants: Vec<Variant<'a, R>>,
 }
 
@@ -335,7 +348,7 @@ impl<'a, R> Group<'a, R> {
     /// An empty group: a short id (`"W1"`), a title for the report, and the number of
     /// items a run handles (for ns per item).
     pub fn new(id: impl Into<String>, title: impl Into<String>, items: u64) -> Self {
-        Self { id: id.into(), title: title.into(), items, rounds: None, variants: Vec::new() }
+        Self { id: id.into(), title: title.into(), items, rounds: None, budget: None, variants: Vec::new() }
     }
 
     /// Adds a variant: code that runs the whole workload once and returns its result.
@@ -357,6 +370,41 @@ impl<'a, R> Group<'a, R> {
     /// default.
     pub fn rounds(mut self, rounds: usize) -> Self {
         self.rounds = Some(rounds.max(1));
+        self
+    }
+
+    /// Caps the time this group takes (instead of the comparison's
+    /// [`budget`](CompareBuilder::budget)), so that a strategy that is far slower than
+    /// the others does not set the length of the whole comparison.
+    ///
+    /// The untimed first run of each variant gives its cost. The first variant, the
+    /// baseline of every speedup, always does every round; what is left of the budget
+    /// is shared out among the others from the cheapest up: each takes as many rounds
+    /// as fit its equal share of what is left (every round, if it can), and what a
+    /// cheap variant does not use passes to the dearer ones. A variant does at least
+    /// one round;
+    /// [`Cell::rounds`] says how many it did, and the text table marks the rows with
+    /// fewer. The slow rounds come first, interleaved with the others as usual.
+    ///
+    /// ```
+    /// use fanout::compare::{Compare, Group, PoolState};
+    /// use std::time::Duration;
+    ///
+    /// let cmp = Compare::builder().threads(1).rounds(5).states(&[PoolState::Hot]).build()?;
+    /// let group = Group::new("W", "cheap against dear", 1)
+    ///     .budget(Duration::from_millis(60))
+    ///     .variant("cheap", || 1)
+    ///     .variant("dear", || {
+    ///         std::thread::sleep(Duration::from_millis(20));
+    ///         1
+    ///     });
+    /// let table = cmp.measure(group);
+    /// assert_eq!(table.row("cheap").unwrap().cells[0].rounds, 5);
+    /// assert!(table.row("dear").unwrap().cells[0].rounds < 5);
+    /// # Ok::<(), fanout::compare::CompareError>(())
+    /// ```
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -454,6 +502,7 @@ impl Compare {
             progress: false,
             others: None,
             pool: None,
+            budget: None,
         }
     }
 
@@ -646,13 +695,41 @@ impl Compare {
         let mut stats: Vec<Option<RunStats>> = vec![None; n];
         // An untimed round first, which also takes the reference result.
         let mut reference: Option<R> = None;
+        let mut cost_ns = vec![0.0; n];
         for (i, v) in group.variants.iter_mut().enumerate() {
+            let start = Instant::now();
             let (result, _) = (v.run)();
+            cost_ns[i] = start.elapsed().as_nanos() as f64;
             match &reference {
                 None => reference = Some(result),
                 Some(r) => check(r, &result, &mut wrong[i]),
             }
         }
+        let rounds_of = match group.budget.or(self.budget) {
+            None => vec![rounds; n],
+            Some(budget) => {
+                // A round of a variant: one run per state, a second one in the hot
+                // state, and the idle time before a parked run.
+                let per_round: Vec<f64> = cost_ns
+                    .iter()
+                    .map(|&c| {
+                        states
+                            .iter()
+                            .map(|s| match s {
+                                PoolState::Hot => 2.0 * c,
+                                PoolState::Parked => c + self.park.as_nanos() as f64,
+                                PoolState::AfterOthers => c,
+                            })
+                            .sum::<f64>()
+                            .max(1.0)
+                    })
+                    .collect();
+                let left = budget.as_nanos() as f64 - rounds as f64 * per_round[0];
+                let mut of = share_rounds(&per_round[1..], left, rounds);
+                of.insert(0, rounds);
+                of
+            }
+        };
         let mut order: Vec<usize> = (0..runs.len()).collect();
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for round in 0..rounds {
@@ -666,6 +743,9 @@ impl Compare {
             }
             for &r in &order {
                 let (i, state) = runs[r];
+                if round >= rounds_of[i] {
+                    continue;
+                }
                 let v = &mut group.variants[i];
                 match state {
                     PoolState::Parked => std::thread::sleep(self.park),
@@ -766,5 +846,42 @@ impl Compare {
 fn check<R: PartialEq + fmt::Debug>(reference: &R, result: &R, wrong: &mut Option<String>) {
     if wrong.is_none() && result != reference {
         *wrong = Some(format!("returned {result:?}, the baseline {reference:?}"));
+    }
+}
+
+/// Rounds per variant under a budget (see [`Group::budget`]): from the cheapest round
+/// up, each variant takes what fits its equal share of the budget left, between one
+/// round and `rounds`.
+fn share_rounds(per_round_ns: &[f64], budget_ns: f64, rounds: usize) -> Vec<usize> {
+    let mut by_cost: Vec<usize> = (0..per_round_ns.len()).collect();
+    by_cost.sort_by(|&a, &b| per_round_ns[a].total_cmp(&per_round_ns[b]));
+    let mut left = budget_ns;
+    let mut out = vec![rounds; per_round_ns.len()];
+    for (k, &v) in by_cost.iter().enumerate() {
+        let share = left / (by_cost.len() - k) as f64;
+        let fit = (share / per_round_ns[v]).floor();
+        let r = if fit >= rounds as f64 { rounds } else { (fit as usize).max(1) };
+        out[v] = r;
+        left = (left - r as f64 * per_round_ns[v]).max(0.0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_rounds;
+
+    #[test]
+    fn cheap_variants_keep_every_round_and_pass_what_they_leave_to_dear_ones() {
+        // Budget 100: the two cheap ones take 10 rounds of 1 (20 in all), the dear one
+        // gets the 80 left: 8 rounds of 10, not a third of the budget (3).
+        assert_eq!(share_rounds(&[1.0, 10.0, 1.0], 100.0, 10), vec![10, 8, 10]);
+        // Two dear ones share what is left equally.
+        assert_eq!(share_rounds(&[1.0, 40.0, 40.0], 90.0, 10), vec![10, 1, 1]);
+        assert_eq!(share_rounds(&[1.0, 20.0, 20.0], 90.0, 10), vec![10, 2, 2]);
+        // At least one round, even over the budget or with none; never more than asked.
+        assert_eq!(share_rounds(&[1000.0], 1.0, 5), vec![1]);
+        assert_eq!(share_rounds(&[1000.0], -5.0, 5), vec![1]);
+        assert_eq!(share_rounds(&[1.0, 1.0], 1e9, 5), vec![5, 5]);
     }
 }

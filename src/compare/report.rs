@@ -23,6 +23,9 @@ pub struct Cell {
     pub speedup: f64,
     /// 1 for the fastest in this state; `None` for a variant with a wrong result.
     pub rank: Option<usize>,
+    /// Timed rounds behind the median: the table's rounds, or fewer for a variant cut
+    /// short by a [budget](super::Group::budget).
+    pub rounds: usize,
 }
 
 /// One variant of a workload: its cells (in the comparison's state order) and what
@@ -58,7 +61,7 @@ pub struct Table {
     pub title: String,
     /// Items per run.
     pub items: u64,
-    /// Timed rounds.
+    /// Timed rounds (the most any variant did; see [`Cell::rounds`]).
     pub rounds: usize,
     /// The states timed, headline first.
     pub states: Vec<PoolState>,
@@ -118,6 +121,7 @@ impl Table {
                     ns_per_item: medians[r] / items.max(1) as f64,
                     speedup: baseline / medians[r],
                     rank: ranked.iter().position(|&o| o == r).map(|p| p + 1),
+                    rounds: s.len(),
                 };
                 rows[runs[r].0].cells.push(cell);
             }
@@ -180,6 +184,7 @@ impl Report {
 
     /// One JSON object per line and cell: workload, variant, state, threads, median,
     /// fastest and slowest round (ns), ns per item, speedup, rank (`null` if wrong),
+    /// rounds,
     /// `wrong` (`null`, or what the variant returned) and `stats` (`null`, or the last
     /// run's executed, published, steals and parks, for variants that keep them).
     pub fn to_json(&self) -> String {
@@ -195,7 +200,7 @@ impl Report {
             });
             let _ = writeln!(
                 out,
-                "{{\"workload\":{},\"variant\":{},\"state\":{},\"threads\":{},\"median_ns\":{},\"min_ns\":{},\"max_ns\":{},\"ns_per_item\":{},\"speedup\":{},\"rank\":{rank},\"wrong\":{wrong},\"stats\":{stats}}}",
+                "{{\"workload\":{},\"variant\":{},\"state\":{},\"threads\":{},\"median_ns\":{},\"min_ns\":{},\"max_ns\":{},\"ns_per_item\":{},\"speedup\":{},\"rank\":{rank},\"rounds\":{},\"wrong\":{wrong},\"stats\":{stats}}}",
                 json_string(&t.id),
                 json_string(&r.variant),
                 json_string(c.state.name()),
@@ -205,6 +210,7 @@ impl Report {
                 json_number(c.max_ns, 0),
                 json_number(c.ns_per_item, 4),
                 json_number(c.speedup, 4),
+                c.rounds,
             );
         }
         out
@@ -212,12 +218,13 @@ impl Report {
 
     /// The fields of [`to_json`](Report::to_json) but `stats`, as CSV with a header line.
     pub fn to_csv(&self) -> String {
-        let mut out =
-            String::from("workload,variant,state,threads,median_ns,min_ns,max_ns,ns_per_item,speedup,rank,wrong\n");
+        let mut out = String::from(
+            "workload,variant,state,threads,median_ns,min_ns,max_ns,ns_per_item,speedup,rank,rounds,wrong\n",
+        );
         for (t, r, c) in self.cells() {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{:.0},{:.0},{:.0},{:.4},{:.4},{},{}",
+                "{},{},{},{},{:.0},{:.0},{:.0},{:.4},{:.4},{},{},{}",
                 csv_field(&t.id),
                 csv_field(&r.variant),
                 c.state.name(),
@@ -228,6 +235,7 @@ impl Report {
                 c.ns_per_item,
                 c.speedup,
                 c.rank.map_or(String::new(), |k| k.to_string()),
+                c.rounds,
                 csv_field(r.wrong.as_deref().unwrap_or("")),
             );
         }
@@ -293,6 +301,9 @@ impl fmt::Display for Report {
                 for s in rest {
                     let speedup = r.cell(*s).map_or(f64::NAN, |c| c.speedup);
                     write!(f, " {:>12.2}x", speedup)?;
+                }
+                if c.rounds < t.rounds {
+                    write!(f, "  ({} of {} rounds: budget)", c.rounds, t.rounds)?;
                 }
                 if let Some(wrong) = &r.wrong {
                     write!(f, "  WRONG RESULT: {wrong}")?;
