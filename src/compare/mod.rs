@@ -203,8 +203,9 @@ impl CompareBuilder {
         self
     }
 
-    /// The time a group should take (default: no limit). Variants that cannot do
-    /// every round within it do fewer, at least one; see [`Group::budget`].
+    /// The time a group should take (default: no limit). Variants other than the
+    /// baseline that cannot do every round within it do fewer, at least one; see
+    /// [`Group::budget`].
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = Some(budget);
         self
@@ -382,9 +383,9 @@ impl<'a, R> Group<'a, R> {
     /// is shared out among the others from the cheapest up: each takes as many rounds
     /// as fit its equal share of what is left (every round, if it can), and what a
     /// cheap variant does not use passes to the dearer ones. A variant does at least
-    /// one round;
-    /// [`Cell::rounds`] says how many it did, and the text table marks the rows with
-    /// fewer. The slow rounds come first, interleaved with the others as usual.
+    /// one round; [`Cell::rounds`] says how many it did, and the text table marks the
+    /// rows with fewer. The slow rounds come first, interleaved with the others as
+    /// usual.
     ///
     /// ```
     /// use fanout::compare::{Compare, Group, PoolState};
