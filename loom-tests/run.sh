@@ -31,7 +31,10 @@
 #   mutant_deque_steal_acquire a thief's `claim` loads `bottom` Relaxed, so it may read
 #                          a slot before the owner's write of it;
 #   mutant_deque_release_cas   a thief's `release` CAS is Acquire only (no Release), so
-#                          the owner may overwrite a slot before the thief's read of it.
+#                          the owner may overwrite a slot before the thief's read of it;
+#   mutant_seeds_late      the caller pulls its next chunk of seeds only after going
+#                          idle (termination rule 3 broken), so a run can be declared
+#                          done with seeds not yet run.
 # The steal claim CAS (AcqRel) has no mutant: Relaxed survives every deque model, since
 # slot reads are ordered by `bottom` and slot reuse by `release`, not by the claim.
 # mutant_sleep is also checked against a whole-pool model (a worker woken for
@@ -66,6 +69,7 @@ readonly DEQUE_RELEASE_CATCHERS=(owner_vs_one_thief wrap_around)
 readonly DEQUE_PUSH_ACQUIRE_CATCHERS=(wrap_around)
 readonly DEQUE_STEAL_ACQUIRE_CATCHERS=(owner_vs_one_thief wrap_around)
 readonly DEQUE_RELEASE_CAS_CATCHERS=(wrap_around push_or_spill_vs_thief)
+readonly SEEDS_LATE_CATCHERS=(seeds_pulled_in_chunks)
 
 run_suite() {
     local start build_secs status=0
@@ -132,6 +136,7 @@ run_mutants() {
     check_mutant mutant_deque_push_acquire deque "${DEQUE_PUSH_ACQUIRE_CATCHERS[@]}" || status=1
     check_mutant mutant_deque_steal_acquire deque "${DEQUE_STEAL_ACQUIRE_CATCHERS[@]}" || status=1
     check_mutant mutant_deque_release_cas deque "${DEQUE_RELEASE_CAS_CATCHERS[@]}" || status=1
+    check_mutant mutant_seeds_late pool "${SEEDS_LATE_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

@@ -3,7 +3,7 @@
 
 use crate::error::panic_message;
 use crate::fallible::drop_each_quietly;
-use crate::run::{Control, Job, Outcome, PoolParts, Run, Work};
+use crate::run::{Control, Job, Outcome, PoolParts, Run, Seeds, Work};
 use crate::sleep::Sleep;
 use crate::spare::Spares;
 use crate::stats::RunStats;
@@ -53,6 +53,9 @@ pub enum BuildError {
         /// The panic's message.
         message: String,
     },
+    /// [`PoolBuilder::build_global`] was called after the global pool was built (by
+    /// an earlier call, or with the defaults by a first use of [`global`](crate::global)).
+    GlobalAlreadyBuilt,
 }
 
 impl fmt::Display for BuildError {
@@ -75,6 +78,7 @@ impl fmt::Display for BuildError {
             BuildError::StartHookPanicked { worker, message } => {
                 write!(f, "the thread start hook panicked on worker {worker}: {message}")
             }
+            BuildError::GlobalAlreadyBuilt => f.write_str("the global pool is already built"),
         }
     }
 }
@@ -740,16 +744,17 @@ impl Pool {
         let caller_holds_a_core = self.shared.one_per_core && !nested;
         let share_seeds = control.share_seeds;
         let parts = PoolParts { sleep: &self.shared.sleep, spares: &self.shared.spares, workers: self.shared.threads };
-        let run = Run::new(work, parts, caller_holds_a_core, control, seeds);
+        let mut seeds = Seeds::new(seeds.into_iter());
+        let run = Run::new(work, parts, caller_holds_a_core, control, &mut seeds);
         // SAFETY: `registered` is dropped before `run` is consumed (the borrow checker
         // sees to that) or by unwinding, and never leaked.
         let registered = unsafe { Registered::new(&self.shared, &run) };
         if share_seeds {
             run.wake_for_shared_seeds(self.shared.threads);
         }
-        run.run_as_caller();
+        run.run_as_caller(&mut seeds);
         drop(registered);
-        let mut outcome = run.into_outcome();
+        let mut outcome = run.into_outcome(&mut seeds);
         outcome.stats.pinned_workers = self.pinned_workers();
         outcome
     }

@@ -18,7 +18,10 @@
 //! 2. An idle participant that sees work increments `active` (count and epoch) *before*
 //!    it takes any item from a deque or a shared queue (global, or urgent).
 //! 3. An active participant goes idle (decrements the count) only with an empty private
-//!    stack, after finding nothing in its own deque, the global queue or other deques.
+//!    stack, after finding nothing in its own deque, the global queue or other deques;
+//!    the caller also only once it has pulled every seed. Seeds not yet pulled count
+//!    as the caller's private items: the caller pulls them, a chunk at a time, into its
+//!    private stack while it is active, so a run over N seeds holds O(chunk) of them.
 //! 4. Whoever brings the count to zero re-checks every deque and both shared queues, and
 //!    then that `active` still holds the value its decrement left. Only then is the run
 //!    `done`.
@@ -90,6 +93,15 @@ const CHECK_EVERY: u32 = 8;
 /// Every item under loom, so that the models' few items get shared and stolen.
 #[cfg(loom)]
 const CHECK_EVERY: u32 = 1;
+
+/// Seeds the caller pulls from the seed iterator at a time (once its private stack
+/// is empty): enough for a full batch to share with as much again staying behind,
+/// without holding all the seeds at once.
+#[cfg(not(loom))]
+const SEED_CHUNK: usize = 4 * BATCH_AT_MOST;
+/// Under loom, so that a model with three seeds pulls twice.
+#[cfg(loom)]
+const SEED_CHUNK: usize = 2;
 
 /// Idle rounds a participant spends looking for work before it leaves the run.
 #[cfg(not(loom))]
@@ -502,6 +514,43 @@ impl Leave {
     }
 }
 
+/// The seeds of a run that the caller has not pulled yet (see rule 3).
+pub(crate) struct Seeds<I> {
+    iter: I,
+    /// How many were pulled, for `RunStats::pushed`.
+    pulled: u64,
+    /// None are left, or the iterator panicked (it is not asked again then).
+    done: bool,
+}
+
+impl<I: Iterator> Seeds<I> {
+    pub(crate) fn new(iter: I) -> Self {
+        Self { iter, pulled: 0, done: false }
+    }
+}
+
+/// A run's seeds, with the iterator's type erased: the engine asks once per chunk,
+/// and the chunk is filled by a loop monomorphized for the iterator.
+pub(crate) trait SeedSource<T> {
+    /// Fills the caller's empty private stack with the next seeds, the first on top;
+    /// `false` when none are left.
+    fn pull(&mut self, stack: &mut PrivateStack<T>) -> bool;
+}
+
+impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
+    fn pull(&mut self, stack: &mut PrivateStack<I::Item>) -> bool {
+        if self.done {
+            return false;
+        }
+        // Stays set if `next` panics below.
+        self.done = true;
+        let n = stack.refill_first_on_top(&mut self.iter, SEED_CHUNK);
+        self.pulled += n as u64;
+        self.done = n == 0;
+        n != 0
+    }
+}
+
 /// What a run borrows from its pool.
 pub(crate) struct PoolParts<'p> {
     pub(crate) sleep: &'p Sleep,
@@ -533,8 +582,8 @@ pub(crate) struct Run<'p, W: Work> {
     caller: Arc<Parker>,
     /// `Control::share_seeds`.
     blocking: bool,
-    /// How many seeds the run started with (for `RunStats::pushed`).
-    seed_count: u64,
+    /// How many seeds went to the shared queue (`Control::share_seeds`).
+    shared_seeds: u64,
 }
 
 /// Everything a finished run hands back.
@@ -547,17 +596,17 @@ pub(crate) struct Outcome<A> {
 }
 
 impl<'p, W: Work> Run<'p, W> {
-    /// A run for `workers` pool workers plus the caller, with `seeds` in the caller's
-    /// private stack (first seed on top, so seeds start in order), or in the shared
-    /// queue if `control.share_seeds`. If `caller_holds_a_core`, the caller takes the
-    /// place of one worker while it takes part (see `try_join`), unless the run is for
-    /// blocking items.
-    pub(crate) fn new(
+    /// A run for `workers` pool workers plus the caller. With `control.share_seeds`,
+    /// every seed goes to the shared queue now; otherwise the caller pulls them as it
+    /// runs (`run_as_caller`), first seed first. If `caller_holds_a_core`, the caller
+    /// takes the place of one worker while it takes part (see `try_join`), unless the
+    /// run is for blocking items.
+    pub(crate) fn new<I: Iterator<Item = W::Item>>(
         work: W,
         pool: PoolParts<'p>,
         caller_holds_a_core: bool,
         control: Control<'p>,
-        seeds: impl IntoIterator<Item = W::Item>,
+        seeds: &mut Seeds<I>,
     ) -> Self {
         let PoolParts { sleep, spares, workers } = pool;
         // Stacks start in the buffers earlier runs left (the largest for the caller,
@@ -578,20 +627,17 @@ impl<'p, W: Work> Run<'p, W> {
             })
             .collect();
         let global = GlobalQueue::new();
-        let mut seed_count = 0;
+        let mut shared_seeds = 0;
         if control.share_seeds {
-            for seed in seeds {
+            for seed in seeds.iter.by_ref() {
                 global.push(Shared::One(seed));
-                seed_count += 1;
+                shared_seeds += 1;
             }
-            // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
-            slots[workers].local.with_mut(|p| unsafe { (*p).stack = PrivateStack::in_buffer(caller_buffer) });
-        } else {
-            let stack = PrivateStack::from_iter_first_on_top(seeds, caller_buffer);
-            seed_count = stack.len() as u64;
-            // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
-            slots[workers].local.with_mut(|p| unsafe { (*p).stack = stack });
+            seeds.pulled = shared_seeds;
+            seeds.done = true;
         }
+        // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
+        slots[workers].local.with_mut(|p| unsafe { (*p).stack = PrivateStack::in_buffer(caller_buffer) });
         Self {
             work,
             sleep,
@@ -610,7 +656,7 @@ impl<'p, W: Work> Run<'p, W> {
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
             blocking: control.share_seeds,
-            seed_count,
+            shared_seeds,
         }
     }
 
@@ -621,15 +667,16 @@ impl<'p, W: Work> Run<'p, W> {
     /// Wakes up to `n` sleepers for work made visible before the run started (shared
     /// seeds), no more than there are seeds. Call after the run is registered.
     pub(crate) fn wake_for_shared_seeds(&self, n: usize) {
-        for _ in 0..(n as u64).min(self.seed_count) {
+        for _ in 0..(n as u64).min(self.shared_seeds) {
             self.sleep.notify_one();
         }
     }
 
-    /// The caller's part: work on the run, then wait until it is done. The caller must
-    /// then remove the run from the registry and call [`Run::wait_for_workers`].
-    pub(crate) fn run_as_caller(&self) {
-        self.participate_in(self.caller_slot(), true);
+    /// The caller's part: work on the run, pulling `seeds` as it goes, then wait until
+    /// it is done. The caller must then remove the run from the registry and call
+    /// [`Run::wait_for_workers`].
+    pub(crate) fn run_as_caller(&self, seeds: &mut dyn SeedSource<W::Item>) {
+        self.participate_in(self.caller_slot(), true, Some(seeds));
         self.seats.caller_left();
         // Acquire: pairs with `finish`. Our seat is free: a worker kept out by it may be
         // asleep while work waits.
@@ -653,9 +700,26 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
-    /// Collects accumulators, statistics and any panic. Call after `wait_for_workers`.
-    pub(crate) fn into_outcome(self) -> Outcome<W::Acc> {
+    /// Collects accumulators, statistics and any panic. Call after `wait_for_workers`,
+    /// with the seeds the run was given.
+    pub(crate) fn into_outcome<I: Iterator<Item = W::Item>>(self, seeds: &mut Seeds<I>) -> Outcome<W::Acc> {
         self.drop_leftovers();
+        // A stopped run's unpulled seeds, one at a time like its other pending items;
+        // seeds that need no drop are never made (a failing run over a huge range
+        // returns at once).
+        if !seeds.done && std::mem::needs_drop::<W::Item>() {
+            loop {
+                match catch_unwind(AssertUnwindSafe(|| seeds.iter.next())) {
+                    Ok(Some(seed)) => self.drop_pending(seed),
+                    Ok(None) => break,
+                    Err(payload) => {
+                        self.record_panic(payload);
+                        break;
+                    }
+                }
+            }
+            seeds.done = true;
+        }
         let mut stats = RunStats { busy: Vec::with_capacity(self.slots.len()), ..RunStats::default() };
         let mut accs = Vec::with_capacity(self.slots.len());
         for slot in self.slots.iter() {
@@ -675,7 +739,7 @@ impl<'p, W: Work> Run<'p, W> {
             slot.local.with_mut(|p| std::mem::take(unsafe { &mut (*p).stack }).into_buffer())
         }));
         if W::FOLLOW_ON {
-            stats.pushed = stats.executed.saturating_sub(self.seed_count);
+            stats.pushed = stats.executed.saturating_sub(seeds.pulled);
         }
         let panic = lock(&self.panic).take();
         Outcome { accs, stats, panic, stopped: self.stop.reason() }
@@ -767,8 +831,9 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
-    /// The termination protocol, from one participant's side.
-    fn participate_in(&self, me: usize, mut active: bool) {
+    /// The termination protocol, from one participant's side; the caller brings the
+    /// run's seeds.
+    fn participate_in(&self, me: usize, mut active: bool, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
         let slot = &self.slots[me];
         slot.local.with_mut(|p| {
             // SAFETY: slot `me` belongs to this thread for the whole call: worker `i`
@@ -788,7 +853,7 @@ impl<'p, W: Work> Run<'p, W> {
             loop {
                 if active {
                     let start = Instant::now();
-                    self.drain(me, local, &mut in_demand);
+                    self.drain(me, local, &mut in_demand, &mut seeds);
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
@@ -808,6 +873,16 @@ impl<'p, W: Work> Run<'p, W> {
                         self.sleep.notify_one();
                     }
                     idle_rounds = 0;
+                }
+                // Mutant: the caller pulls its next seeds only after going idle (rule 3
+                // broken), so the run can be declared done with seeds still to run.
+                #[cfg(all(loom, feature = "mutant_seeds_late"))]
+                if let Some(source) = seeds.as_deref_mut()
+                    && source.pull(&mut local.stack)
+                    && self.seats.try_activate()
+                {
+                    active = true;
+                    continue;
                 }
                 // Acquire: pairs with `finish`.
                 if self.done.load(Ordering::Acquire) {
@@ -838,9 +913,15 @@ impl<'p, W: Work> Run<'p, W> {
         });
     }
 
-    /// Executes items until none can be found. Catches a panic from a task, records it
-    /// and stops the run.
-    fn drain(&self, me: usize, local: &mut Local<W>, in_demand: &mut bool) {
+    /// Executes items until none can be found (seeds included). Catches a panic from a
+    /// task or from the seed iterator, records it and stops the run.
+    fn drain(
+        &self,
+        me: usize,
+        local: &mut Local<W>,
+        in_demand: &mut bool,
+        seeds: &mut Option<&mut dyn SeedSource<W::Item>>,
+    ) {
         let deque = &self.slots[me].deque;
         let Local { stack: slot_stack, acc: acc_slot, stats } = local;
         let mut own_stack = std::mem::take(slot_stack);
@@ -915,7 +996,17 @@ impl<'p, W: Work> Run<'p, W> {
                             pace.batch_out = false;
                             Some(shared)
                         }
-                        None => self.find_remote(me, deque, stats),
+                        None => {
+                            // The next seeds, before anyone else's work (rule 3).
+                            #[cfg(not(all(loom, feature = "mutant_seeds_late")))]
+                            if let Some(source) = seeds.as_deref_mut() {
+                                if source.pull(stack) {
+                                    continue 'drain;
+                                }
+                                *seeds = None;
+                            }
+                            self.find_remote(me, deque, stats)
+                        }
                     },
                 };
                 match next {
@@ -1141,7 +1232,7 @@ impl<W: Work> Job for Run<'_, W> {
     }
 
     fn participate(&self, worker: usize) -> Leave {
-        self.participate_in(worker, false);
+        self.participate_in(worker, false, None);
         Leave::new(&self.seats.participants, &self.caller)
     }
 }

@@ -127,6 +127,16 @@ impl<T> PrivateStack<T> {
         stack
     }
 
+    /// Moves up to `most` items from `items` into this empty stack, the first on top,
+    /// and returns how many it moved (0 only when `items` had none left). Reuses the
+    /// stack's allocation.
+    pub(crate) fn refill_first_on_top(&mut self, items: &mut impl Iterator<Item = T>, most: usize) -> usize {
+        assert_eq!(self.len, 0, "refill_first_on_top needs an empty stack");
+        let buffer = std::mem::take(self).into_buffer().unwrap_or_default();
+        *self = Self::from_iter_first_on_top(items.by_ref().take(most), buffer);
+        self.len
+    }
+
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -444,6 +454,35 @@ mod tests {
         assert_eq!(u.allocation(), cap);
         // A stack that still holds items keeps (and frees) them itself.
         assert!(u.into_buffer().is_none());
+    }
+
+    #[test]
+    fn refills_come_out_in_order_in_the_same_allocation() {
+        let mut s = PrivateStack::new();
+        let mut seeds = 0..25u64;
+        let mut seen = Vec::new();
+        let mut allocation = None;
+        loop {
+            let n = s.refill_first_on_top(&mut seeds, 10);
+            if n == 0 {
+                break;
+            }
+            assert_eq!(n, 10.min(25 - seen.iter().filter(|&&x| x < 1000).count()));
+            // A refill reuses the allocation the first one made.
+            assert_eq!(*allocation.get_or_insert(s.allocation()), s.allocation());
+            // A follow-on pushed by the first item runs before the next item of the
+            // chunk, as it would if every seed had been loaded at once.
+            let first = s.pop().unwrap();
+            s.push(1000 + first);
+            seen.push(first);
+            while let Some(x) = s.pop() {
+                seen.push(x);
+            }
+        }
+        let expected: Vec<u64> =
+            (0..25u64).flat_map(|i| if i % 10 == 0 { vec![i, 1000 + i] } else { vec![i] }).collect();
+        assert_eq!(seen, expected);
+        assert!(seeds.is_empty());
     }
 
     #[test]

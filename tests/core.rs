@@ -314,3 +314,72 @@ fn wide_fan_outs_run_every_item_once_and_drop_it_once() {
         assert_eq!(drops.load(Ordering::Relaxed), N as usize, "{threads} threads: every item dropped exactly once");
     }
 }
+
+/// Seeds come from their iterator as the run goes, a chunk at a time, not all before
+/// the first item runs: a run over N seeds holds a bounded number of them.
+#[test]
+fn seeds_are_pulled_as_the_run_goes() {
+    const N: u64 = 1_000_000;
+    let pool = pool(2);
+    let pulled = AtomicU64::new(0);
+    let seeds = (0..N).inspect(|_| {
+        pulled.fetch_add(1, Ordering::Relaxed);
+    });
+    let most_ahead = AtomicU64::new(0);
+    let executed = AtomicU64::new(0);
+    let sum = pool.run_fold(
+        seeds,
+        || 0u64,
+        |sum, i, _| {
+            let ran = executed.fetch_add(1, Ordering::Relaxed) + 1;
+            // How far the iterator ran ahead of the items executed.
+            most_ahead.fetch_max(pulled.load(Ordering::Relaxed).saturating_sub(ran), Ordering::Relaxed);
+            *sum += i;
+        },
+        |a, b| a + b,
+    );
+    assert_eq!(sum, N * (N - 1) / 2);
+    assert_eq!(pulled.into_inner(), N);
+    let ahead = most_ahead.into_inner();
+    assert!(ahead < N / 10, "the seeds ran {ahead} ahead of the items executed");
+}
+
+/// A run that fails on its first seed returns without making the rest, and a run over
+/// far more seeds than memory could hold starts at once.
+#[test]
+fn a_failing_run_over_a_huge_seed_iterator_returns_at_once() {
+    let pool = pool(2);
+    let err = pool.try_run(0..u64::MAX, |i, _| if i == 0 { Err("first") } else { Ok(()) }).unwrap_err();
+    assert!(matches!(err, fanout::RunError::Failed { error: "first", .. }), "{err:?}");
+    // Seeds that own memory and are never pulled are not made at all; those pulled
+    // and left pending are each dropped exactly once.
+    let drops = AtomicUsize::new(0);
+    let made = AtomicUsize::new(0);
+    let seeds = (0..100_000u32).map(|i| {
+        made.fetch_add(1, Ordering::Relaxed);
+        Counted(i, &drops)
+    });
+    let err = pool.try_run(seeds, |c, _| if c.0 == 0 { Err(()) } else { Ok(()) }).unwrap_err();
+    assert!(matches!(err, fanout::RunError::Failed { .. }), "{err:?}");
+    assert_eq!(drops.load(Ordering::Relaxed), made.load(Ordering::Relaxed), "each seed made is dropped once");
+}
+
+/// A seed iterator that panics stops the run like a panicking task: the infallible
+/// call resumes the panic, the fallible one reports it, and the pool stays usable.
+#[test]
+fn a_panicking_seed_iterator_is_a_run_panic() {
+    let pool = pool(2);
+    let ran = AtomicU64::new(0);
+    let seeds = || (0..100_000u64).map(|i| if i == 50_000 { panic!("seed 50000") } else { i });
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.run(seeds(), |_, _| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        })
+    }));
+    let payload = caught.expect_err("the iterator's panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"seed 50000"));
+    assert!(ran.load(Ordering::Relaxed) <= 50_000, "no item after the panic's seed was made");
+    let err = pool.try_run(seeds(), |_, _| Ok::<_, ()>(())).unwrap_err();
+    assert!(matches!(&err, fanout::RunError::Panicked { message, .. } if message == "seed 50000"), "{err:?}");
+    assert_eq!(pool.run_fold(0..10u64, || 0, |s, i, _| *s += i, |a, b| a + b), 45);
+}

@@ -204,6 +204,39 @@ fn run_fan_out_4() {
     worker_ran.assert_seen("pool::run_fan_out_4");
 }
 
+/// Three seeds, each with one follow-on, on one worker. Under loom the caller pulls
+/// seeds two at a time, so it pulls a second chunk once its stack has run dry; the
+/// unpulled seed must keep the run from being declared done (rule 3), and the worker
+/// may steal from either chunk. Every item runs exactly once before `run` returns.
+#[test]
+fn seeds_pulled_in_chunks() {
+    let worker_ran = WorkerRan::default();
+    let seen = worker_ran.clone();
+    model("pool::seeds_pulled_in_chunks", Bound::AtMost(2), Some(100_000), move || {
+        let pool = Pool::builder().num_threads(1).build().expect("a pool");
+        let caller = thread::current().id();
+        let runs: Vec<AtomicUsize> = (0..6).map(|_| AtomicUsize::new(0)).collect();
+        let on_worker = AtomicBool::new(false);
+        pool.run(0..3usize, |id, ctx| {
+            runs[id].fetch_add(1, Ordering::Relaxed);
+            if thread::current().id() != caller {
+                on_worker.store(true, Ordering::Relaxed);
+            }
+            if id < 3 {
+                ctx.push(id + 3);
+            }
+        });
+        for (id, count) in runs.iter().enumerate() {
+            assert_eq!(count.load(Ordering::Relaxed), 1, "item {id} must have run exactly once when run returns");
+        }
+        if on_worker.load(Ordering::Relaxed) {
+            seen.record();
+        }
+        drop(pool);
+    });
+    worker_ran.assert_seen("pool::seeds_pulled_in_chunks");
+}
+
 /// `runs` runs in a row of the three-item tree, each of which the worker must take part
 /// in: the caller publishes leaf 1 (the worker counts as demand whenever it holds no
 /// item, and its deque is empty, so `should_publish` holds) and then, in item 2, waits
