@@ -48,7 +48,6 @@ mod deque;
 mod error;
 mod fallible;
 mod global;
-#[cfg(not(loom))]
 mod global_pool;
 mod local;
 mod pool;
@@ -75,7 +74,6 @@ pub use cancel::CancelToken;
 pub use collect::CollectCtx;
 pub use deque::{Deque, Steal};
 pub use error::{AllFailed, ItemError, RunError};
-#[cfg(not(loom))]
 pub use global_pool::{
     fold, fold_index, for_each, for_each_index, global, map, map_index, run, run_fold, stream, try_for_each, try_map,
 };

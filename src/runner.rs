@@ -9,8 +9,10 @@ use crate::range::{Map, Output};
 use crate::run::{Control, Ctx};
 use crate::stats::RunStats;
 use crate::stop::{Stop, StopReason};
+use crate::stream::{Options as StreamOptions, Source, Stream};
 use crate::sync::Ordering;
 use crate::{CancelToken, Pool, Progress};
+use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -435,6 +437,48 @@ impl<'p> Runner<'p> {
             Err(RunError::Failed { error, .. }) => match error {},
             Err(other) => unreachable!("continue-on-error runs fill the items a stop left: {other:?}"),
         }
+    }
+
+    /// A stream over `source` (as [`Pool::stream`]) under this runner's options:
+    ///
+    /// - the cancel token and the deadline stop it: no batch starts after the stop is
+    ///   seen, the consumer gets the rest of the batch it is yielding, then
+    ///   [`RunError::Cancelled`] or [`RunError::TimedOut`] with the number of source
+    ///   items whose outputs it received, and the stream ends (a consumer waiting for
+    ///   a batch notices a cancel within about 2 ms, a deadline on time);
+    /// - `limit(n)`: at most `n` threads work on the stream at once, the consumer
+    ///   included (`limit(1)`: the consumer alone; `limit(0)`: `ZeroLimit`);
+    /// - `progress`: `completed` counts the source items whose outputs were yielded,
+    ///   `in_flight` is 1 while the stream runs;
+    /// - `blocking` changes nothing (a stream's threads always pull batch by batch).
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let token = fanout::CancelToken::new();
+    /// let mut seen = 0u64;
+    /// // An endless source, stopped from the sink through the token.
+    /// let r = pool.runner().cancel_token(&token).stream(0u64..).map(|x| x * 2).for_each(|_| {
+    ///     seen += 1;
+    ///     if seen == 1000 {
+    ///         token.cancel();
+    ///     }
+    /// });
+    /// assert!(matches!(r, Err(fanout::RunError::Cancelled { completed }) if completed == seen));
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn stream<S>(&self, source: S) -> Stream<'p, S::IntoIter, Source, Infallible>
+    where
+        S: IntoIterator,
+        S::IntoIter: Send + 'static,
+        S::Item: Send + 'static,
+    {
+        let options = StreamOptions {
+            token: self.token.clone(),
+            deadline: self.deadline,
+            limit: self.limit,
+            progress: self.progress.clone(),
+        };
+        self.pool.stream_with(source, options)
     }
 
     /// First success: runs the `alternatives` (say, the same request to `n` replicas)

@@ -156,6 +156,28 @@ impl Parker {
         *token = false;
     }
 
+    /// Like `park`, but returns by `deadline` at the latest (consuming the token if
+    /// one came). Under loom, a plain `park`: no model waits on a clock.
+    pub(crate) fn park_until(&self, deadline: std::time::Instant) {
+        #[cfg(loom)]
+        {
+            let _ = deadline;
+            self.park();
+        }
+        #[cfg(not(loom))]
+        {
+            let mut token = lock(&self.token);
+            while !*token {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return;
+                }
+                token = self.cond.wait_timeout(token, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            *token = false;
+        }
+    }
+
     /// Makes a token available, waking the parked thread if there is one.
     pub(crate) fn unpark(&self) {
         *lock(&self.token) = true;

@@ -572,3 +572,150 @@ fn try_for_each_stops_at_the_sinks_first_error_and_passes_stream_errors_through(
     // The pool is still fine.
     assert_eq!(pool.stream(0..10u64).try_for_each(|_| Ok::<(), SinkError>(())), Ok(()));
 }
+
+/// Runs `f` on a thread of its own and fails (instead of hanging the suite) if it has
+/// not returned within a minute.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the stream never returned")
+}
+
+#[test]
+fn a_runners_token_stops_an_endless_stream_with_what_it_completed() {
+    let pool = pool(2);
+    let token = fanout::CancelToken::new();
+    let mut seen = 0u64;
+    let r = pool.runner().cancel_token(&token).stream(0u64..).map(|x| x + 1).for_each(|y| {
+        seen += 1;
+        assert_eq!(y, seen, "in order");
+        if seen == 5_000 {
+            token.cancel();
+        }
+    });
+    assert!(matches!(r, Err(RunError::Cancelled { completed }) if completed == seen), "{r:?} after {seen}");
+    // At most the rest of the batch being yielded when the cancel came.
+    assert!(seen < 5_000 + 256, "{seen} items after the cancel");
+    // A token cancelled before the stream starts: nothing is pulled.
+    let pulls = Arc::new(AtomicU64::new(0));
+    let r: Vec<_> = pool.runner().cancel_token(&token).stream(counted(0..100u64, &pulls)).into_iter().collect();
+    assert!(matches!(r[..], [Err(RunError::Cancelled { completed: 0 })]), "{r:?}");
+    assert_eq!(pulls.load(Ordering::SeqCst), 0);
+    assert_eq!(pool.stream(0..10u64).into_iter().count(), 10, "the pool stays usable");
+}
+
+#[test]
+fn a_runners_deadline_ends_an_endless_stream() {
+    let r = within_a_minute(|| {
+        let pool = pool(2);
+        pool.runner()
+            .timeout(std::time::Duration::from_millis(20))
+            .stream(0u64..)
+            .map(|x| {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+                x
+            })
+            .for_each(drop)
+    });
+    assert!(matches!(r, Err(RunError::TimedOut { .. })), "{r:?}");
+}
+
+/// The consumer waits for a batch that a worker holds in a stage that only returns
+/// after the stream has ended: only the consumer's own look at the token can end the
+/// wait.
+#[test]
+fn a_consumer_waiting_on_a_stuck_stage_notices_the_cancel() {
+    use std::sync::{Condvar, Mutex};
+    let mut exercised = false;
+    for _ in 0..20 {
+        let stuck = within_a_minute(|| {
+            let pool = Arc::new(pool(2));
+            let token = fanout::CancelToken::new();
+            // (released, a worker is stuck)
+            let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
+            let (g, p) = (Arc::clone(&gate), Arc::clone(&pool));
+            let mut it = pool
+                .runner()
+                .cancel_token(&token)
+                .stream(0..1_000u64)
+                .map(move |x| {
+                    if x == 5 && p.current_thread_index().is_some() {
+                        let (lock, cv) = &*g;
+                        let mut st = lock.lock().unwrap();
+                        st.1 = true;
+                        cv.notify_all();
+                        while !st.0 {
+                            st = cv.wait(st).unwrap();
+                        }
+                    }
+                    x
+                })
+                .into_iter();
+            // Cancel once a worker is stuck on item 5 (or soon, if none gets stuck).
+            let canceller = {
+                let (token, gate) = (token.clone(), Arc::clone(&gate));
+                std::thread::spawn(move || {
+                    let (lock, cv) = &*gate;
+                    let st = lock.lock().unwrap();
+                    let (st, _) = cv.wait_timeout_while(st, std::time::Duration::from_millis(200), |s| !s.1).unwrap();
+                    let stuck = st.1;
+                    drop(st);
+                    token.cancel();
+                    stuck
+                })
+            };
+            let mut last = None;
+            for r in it.by_ref() {
+                last = Some(r);
+                if matches!(last, Some(Err(_))) {
+                    break;
+                }
+            }
+            let stuck = canceller.join().unwrap();
+            if stuck {
+                assert!(matches!(last, Some(Err(RunError::Cancelled { completed })) if completed <= 5), "{last:?}");
+            }
+            // Let the stuck stage return, so the iterator's drop can wait for it.
+            gate.0.lock().unwrap().0 = true;
+            gate.1.notify_all();
+            drop(it);
+            stuck
+        });
+        if stuck {
+            exercised = true;
+            break;
+        }
+    }
+    assert!(exercised, "no worker ever got stuck on item 5: the test did not exercise the wait");
+}
+
+#[test]
+fn a_runners_limit_and_progress_apply_to_streams() {
+    let pool = pool(2);
+    let caller = std::thread::current().id();
+    let on_caller = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&on_caller);
+    let progress = fanout::Progress::new();
+    let out: Vec<u64> = pool
+        .runner()
+        .limit(1)
+        .progress(&progress)
+        .stream(0..20_000u64)
+        .map(move |x| {
+            if std::thread::current().id() == caller {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            burn(x, 4)
+        })
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, (0..20_000).map(|x| burn(x, 4)).collect::<Vec<_>>());
+    assert_eq!(on_caller.load(Ordering::Relaxed), 20_000, "limit(1): the consumer alone works on the stream");
+    let snap = progress.snapshot();
+    assert_eq!((snap.completed, snap.in_flight), (20_000, 0));
+    let r: Vec<_> = pool.runner().limit(0).stream(0..10u64).into_iter().collect();
+    assert!(matches!(r[..], [Err(RunError::ZeroLimit)]), "{r:?}");
+}

@@ -59,6 +59,13 @@
 //! promptly: no new batch starts; batches in flight finish their stages, and the drop
 //! waits for the workers to let go of the stream (it never waits for the source to be
 //! exhausted).
+//!
+//! # Run options
+//!
+//! [`Runner::stream`](crate::Runner::stream) starts a stream under a runner's cancel
+//! token, deadline, limit and progress handle: a cancel or the deadline ends the stream
+//! like an error does, with [`RunError::Cancelled`] or [`RunError::TimedOut`] after the
+//! batch being yielded.
 
 mod gate;
 mod pipe;
@@ -67,13 +74,16 @@ mod window;
 pub use gate::{Free, Gate, StageGate};
 pub use pipe::{Filter, FilterMap, FlatMap, Inspect, Limit, Map, Pipe, Source, TryMap};
 
-use crate::Pool;
 use crate::error::RunError;
+use crate::fallible::cancelled_error;
+use crate::progress::Counters;
 use crate::run::Job;
 use crate::sync::Arc;
+use crate::{CancelToken, Pool, Progress};
 use std::convert::Infallible;
 use std::marker::PhantomData;
-use window::{Batch, Config, Window};
+use std::time::Instant;
+use window::{Batch, Config, Outside, Window};
 
 /// The most items a batch may hold.
 const MAX_BATCH: usize = 256;
@@ -92,7 +102,18 @@ pub struct Stream<'p, I, P, E> {
     ordered: bool,
     /// A stage was given a parallelism of 0: the stream yields `ZeroLimit` and stops.
     zero_parallelism: bool,
+    /// The run options of the [`Runner`](crate::Runner) that made the stream.
+    options: Options,
     _err: PhantomData<fn() -> E>,
+}
+
+/// A runner's options, as a stream uses them (see [`Runner::stream`](crate::Runner::stream)).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Options {
+    pub(crate) token: Option<CancelToken>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) progress: Option<Progress>,
 }
 
 impl<I, P, E> std::fmt::Debug for Stream<'_, I, P, E> {
@@ -122,6 +143,16 @@ impl Pool {
         S::IntoIter: Send + 'static,
         S::Item: Send + 'static,
     {
+        self.stream_with(source, Options::default())
+    }
+
+    /// A stream under a runner's `options`.
+    pub(crate) fn stream_with<S>(&self, source: S, options: Options) -> Stream<'_, S::IntoIter, Source, Infallible>
+    where
+        S: IntoIterator,
+        S::IntoIter: Send + 'static,
+        S::Item: Send + 'static,
+    {
         Stream {
             pool: self,
             source: source.into_iter(),
@@ -129,6 +160,7 @@ impl Pool {
             window: None,
             ordered: true,
             zero_parallelism: false,
+            options,
             _err: PhantomData,
         }
     }
@@ -410,7 +442,9 @@ where
         let threads = self.pool.num_threads();
         let window = self.window.unwrap_or(1024 * (threads + 1)).max(1);
         let max_batch = (window / (2 * (threads + 1))).clamp(1, MAX_BATCH);
-        Config { window, max_batch, ordered: self.ordered, workers: threads }
+        // The consumer is one of the `limit` threads.
+        let worker_limit = self.options.limit.map(|n| n.saturating_sub(1));
+        Config { window, max_batch, ordered: self.ordered, workers: threads, worker_limit }
     }
 }
 
@@ -424,6 +458,7 @@ impl<'p, I, P, E> Stream<'p, I, P, E> {
             window: self.window,
             ordered: self.ordered,
             zero_parallelism: self.zero_parallelism,
+            options: self.options,
             _err: PhantomData,
         }
     }
@@ -454,11 +489,23 @@ where
     fn into_iter(self) -> StreamIter<'p, I, P, E> {
         let cfg = self.config();
         let shared = Arc::clone(self.pool.shared());
-        let window = Arc::new(Window::new(shared, self.source, self.pipe, cfg));
-        if self.zero_parallelism {
+        let Options { token, deadline, limit, progress } = self.options;
+        // The earlier of the runner's deadline and the token's.
+        let deadline = crate::cancel::earlier(deadline, token.as_ref().and_then(CancelToken::deadline));
+        let outside = Outside { token, deadline };
+        // Already cancelled or past the deadline: the stream pulls nothing.
+        let stopped = outside.reason().map(|reason| cancelled_error(reason, 0));
+        let end = if self.zero_parallelism || limit == Some(0) { Some(RunError::ZeroLimit) } else { stopped };
+        let window = Arc::new(Window::new(shared, self.source, self.pipe, cfg, outside));
+        if end.is_some() {
             // Before registering: no worker may ever join, so no item is pulled.
             window.stop();
         }
+        let progress = progress.map(|p| {
+            let counters = p.attach(1, None);
+            counters.slot(0).set_active(end.is_none());
+            counters
+        });
         let job: *const Window<I, P, E> = Arc::as_ptr(&window);
         let job: *const (dyn Job + 'static) = job;
         // SAFETY: the window is owned by an `Arc` that `StreamIter` keeps until its `Drop`
@@ -472,8 +519,10 @@ where
             job,
             current: Vec::new().into_iter(),
             release: 0,
-            end: self.zero_parallelism.then_some(RunError::ZeroLimit),
+            end,
             finished: false,
+            delivered: 0,
+            progress,
         }
     }
 }
@@ -496,6 +545,10 @@ where
     /// The error that ends the stream after `current`.
     end: Option<RunError<E>>,
     finished: bool,
+    /// Source items whose outputs were all yielded.
+    delivered: u64,
+    /// Where the stream reports progress (`Runner::progress`): one slot, the consumer's.
+    progress: Option<Arc<Counters>>,
 }
 
 // SAFETY: `job` points into `window`, which is `Send + Sync` (all its contents are
@@ -598,11 +651,19 @@ where
                 return None;
             }
             let release = std::mem::take(&mut self.release);
+            self.delivered += release as u64;
+            if let Some(p) = &self.progress {
+                p.slot(0).add_completed(release as u64);
+            }
             match self.window.next_batch(release) {
                 Some(batch) => self.take_batch(batch),
                 None => {
                     self.finished = true;
-                    return None;
+                    if let Some(p) = &self.progress {
+                        p.slot(0).set_active(false);
+                    }
+                    // Halted by the token or the deadline: say so, with what was done.
+                    return self.window.halted().map(|reason| Err(cancelled_error(reason, self.delivered)));
                 }
             }
         }
@@ -617,6 +678,9 @@ where
     E: Send + 'static,
 {
     fn drop(&mut self) {
+        if let Some(p) = &self.progress {
+            p.slot(0).set_active(false);
+        }
         self.window.stop();
         self.pool.shared().unregister_job(self.job);
         // No worker can join any more: wait for those inside to leave.

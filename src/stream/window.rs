@@ -61,12 +61,15 @@
 //! the end of the source, which is why every source decision is now under one lock.
 
 use super::pipe::Pipe;
+use crate::CancelToken;
 use crate::error::{RunError, panic_message};
 use crate::pool::Shared;
 use crate::run::{Job, Leave};
+use crate::stop::StopReason;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, lock};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
 
 /// Settings fixed when the stream starts.
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +79,43 @@ pub(crate) struct Config {
     pub(crate) ordered: bool,
     /// The pool's worker count.
     pub(crate) workers: usize,
+    /// At most this many workers on the stream at once (the runner's limit, less the
+    /// consumer).
+    pub(crate) worker_limit: Option<usize>,
+}
+
+/// What stops a stream from outside: its runner's cancel token and deadline. Looked at
+/// by every claim and by the consumer before each batch.
+#[derive(Debug, Default)]
+pub(crate) struct Outside {
+    pub(crate) token: Option<CancelToken>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// How often a consumer waiting for a batch looks at a cancel token.
+const TOKEN_POLL: Duration = Duration::from_millis(2);
+
+impl Outside {
+    /// Why the stream must stop now, if it must.
+    pub(crate) fn reason(&self) -> Option<StopReason> {
+        if self.token.as_ref().is_some_and(CancelToken::is_cancelled) {
+            Some(StopReason::Cancelled)
+        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(StopReason::TimedOut)
+        } else {
+            None
+        }
+    }
+
+    /// When a waiting consumer must look again (`None`: only a deposit wakes it).
+    fn look_again(&self) -> Option<Instant> {
+        let poll = self.token.as_ref().map(|_| Instant::now() + TOKEN_POLL);
+        crate::cancel::earlier(poll, self.deadline)
+    }
+
+    fn is_set(&self) -> bool {
+        self.token.is_some() || self.deadline.is_some()
+    }
 }
 
 /// What a batch should cost, roughly: long enough to make the per-batch locks and
@@ -141,8 +181,11 @@ struct State<T, E> {
     issued: u64,
     /// How many batches the source made in all, once it ended.
     total: Option<u64>,
-    /// No more pulls: an error, a panic, or the consumer went away.
+    /// No more pulls: an error, a panic, the token or deadline, or the consumer went
+    /// away.
     stop: bool,
+    /// The token or the deadline stopped the stream (the consumer reports it next).
+    halted: Option<StopReason>,
     /// The consumer is parked waiting for a deposit.
     consumer_waiting: bool,
     /// Source items in deposited batches (for `StreamStats`).
@@ -159,6 +202,7 @@ pub(crate) struct Window<I: Iterator, P: Pipe<I::Item, E>, E> {
     pool: Arc<Shared>,
     pipe: P,
     cfg: Config,
+    outside: Outside,
     /// The source; locked only by the holder of a claim (`State::pulling`), so never
     /// contended.
     source: Mutex<I>,
@@ -198,11 +242,12 @@ where
     P: Pipe<I::Item, E>,
     E: Send + 'static,
 {
-    pub(crate) fn new(pool: Arc<Shared>, iter: I, pipe: P, cfg: Config) -> Self {
+    pub(crate) fn new(pool: Arc<Shared>, iter: I, pipe: P, cfg: Config, outside: Outside) -> Self {
         Self {
             pool,
             pipe,
             cfg,
+            outside,
             source: Mutex::new(iter),
             state: Mutex::new(State {
                 pulling: false,
@@ -217,6 +262,7 @@ where
                 issued: 0,
                 total: None,
                 stop: false,
+                halted: None,
                 consumer_waiting: false,
                 pulled: 0,
                 deposits: 0,
@@ -265,7 +311,7 @@ where
     /// Claims the source and reserves the next batch, if the source is free, the
     /// window has room and the stream goes on.
     fn claim(&self, st: &mut State<P::Out, E>) -> Option<Claim> {
-        if st.pulling || st.stop || st.finished {
+        if st.pulling || st.stop || st.finished || self.halt_if_told(st) {
             return None;
         }
         let room = self.cfg.window - st.outstanding;
@@ -286,6 +332,25 @@ where
         self.pulling.store(true, Ordering::Relaxed);
         self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
         Some(Claim { n, seq, first: st.next_item })
+    }
+
+    /// Stops the stream if its token was cancelled or its deadline passed; says whether
+    /// it is halted.
+    fn halt_if_told(&self, st: &mut State<P::Out, E>) -> bool {
+        if st.halted.is_none()
+            && self.outside.is_set()
+            && let Some(reason) = self.outside.reason()
+        {
+            st.halted = Some(reason);
+            st.stop = true;
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        st.halted.is_some()
+    }
+
+    /// Why the stream was halted from outside, if it was (see `Outside`).
+    pub(crate) fn halted(&self) -> Option<StopReason> {
+        lock(&self.state).halted
     }
 
     /// Pulls the claimed items from the source, then releases the source.
@@ -416,6 +481,10 @@ where
             let freed = release > 0;
             {
                 let mut st = lock(&self.state);
+                if self.halt_if_told(&mut st) {
+                    // Stopped from outside: nothing more for the consumer, at once.
+                    return None;
+                }
                 if freed {
                     st.outstanding -= release;
                     release = 0;
@@ -487,7 +556,10 @@ where
                         let batch = self.process(pulled);
                         self.deposit(batch, true);
                     }
-                    None => self.consumer.park(),
+                    None => match self.outside.look_again() {
+                        Some(when) => self.consumer.park_until(when),
+                        None => self.consumer.park(),
+                    },
                 }
             }
         }
@@ -501,7 +573,9 @@ where
     /// cores) the consumer has a core of its own, and pulls whenever it could.
     fn workers_all_in(&self) -> bool {
         // Relaxed: a hint; a stale value only changes who pulls the next batch.
-        self.pool.workers_fill_the_cores() && self.participants.load(Ordering::Relaxed) >= self.cfg.workers
+        self.cfg.worker_limit.is_none_or(|n| n >= self.cfg.workers)
+            && self.pool.workers_fill_the_cores()
+            && self.participants.load(Ordering::Relaxed) >= self.cfg.workers
     }
 
     /// The consumer is going away: stop pulling, then (after the job is unregistered)
@@ -545,6 +619,11 @@ where
         if self.dropped.load(Ordering::Acquire) {
             return false;
         }
+        // Relaxed: joins happen under the registry lock, so no other join races this
+        // check; a leave that races it only makes it stricter than needed.
+        if self.cfg.worker_limit.is_some_and(|n| self.participants.load(Ordering::Relaxed) >= n) {
+            return false;
+        }
         // Relaxed: under the registry lock, which the consumer takes (to unregister)
         // before it waits for this counter to drop to zero.
         self.participants.fetch_add(1, Ordering::Relaxed);
@@ -558,6 +637,7 @@ where
         !self.closed.load(Ordering::Relaxed)
             && !self.pulling.load(Ordering::Relaxed)
             && self.room.load(Ordering::Relaxed) > 0
+            && self.cfg.worker_limit.is_none_or(|n| self.participants.load(Ordering::Relaxed) < n)
     }
 
     fn participate(&self, _worker: usize) -> Leave {
