@@ -3,7 +3,9 @@
 //! `parallel_map`, a hand-written crossbeam-channel tag-and-reorder pipeline, rayon's
 //! unordered `par_bridge`), plus ~1 us items (`mix`) against sequential; and the cost
 //! of a stage gate (`parallelism`): never full on tiny items, limits 1 and 2 on ~1 us
-//! items.
+//! items; a one-worker pool's stream (the consumer works too); an I/O-like source
+//! (`BufRead::lines` over a generated text), and the context switches per million
+//! items of each kind of source.
 //!
 //! `cargo bench --bench stream` (add `-- --quick` for a short run). The variants run
 //! interleaved, round after round, and the table shows medians; ratios are against the
@@ -84,9 +86,55 @@ fn channel_tag_and_reorder(n: u64, workers: usize, buffer: usize, f: fn(u64) -> 
     })
 }
 
+/// A generated text held in memory, shared by the rounds; read through `BufRead`.
+#[derive(Clone)]
+struct Text(std::sync::Arc<[u8]>);
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// `lines` lines of log-like text, 40-90 bytes each.
+fn generate_text(lines: u64) -> Text {
+    let mut out = String::new();
+    for i in 0..lines {
+        let pad = "x".repeat((tiny(i) % 50) as usize);
+        out.push_str(&format!("2026-12-07T00:00:{:02} level={} id={i} msg={pad}\n", i % 60, tiny(i) % 4));
+    }
+    Text(std::sync::Arc::from(out.into_bytes()))
+}
+
+fn lines_of(text: &Text) -> std::io::Lines<std::io::BufReader<std::io::Cursor<Text>>> {
+    use std::io::BufRead as _;
+    std::io::BufReader::new(std::io::Cursor::new(text.clone())).lines()
+}
+
+/// The work per line: the id field's value, parsed.
+fn line_id(line: &str) -> u64 {
+    line.split(' ').nth(2).and_then(|f| f.strip_prefix("id=")).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Context switches of every thread of this process so far (Linux; 0 elsewhere).
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let pool = Pool::builder().num_threads(THREADS).build().expect("pool");
+    let pool1 = Pool::builder().num_threads(1).build().expect("one-worker pool");
     let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(THREADS).build().expect("rayon pool");
     let rounds = if quick { 3 } else { 7 };
     let n: u64 = if quick { 2_000_000 } else { 10_000_000 };
@@ -119,6 +167,17 @@ fn main() {
         ("fanout ordered, parallelism(2)", n_us, vec![]),
         ("fanout ordered, std Mutex in map", n_us, vec![]),
         ("fanout fold_index (no stream)", n_us, vec![]),
+        ("fanout stream, one-worker pool", n_us, vec![]),
+    ];
+    let n_lines: u64 = if quick { 200_000 } else { 1_000_000 };
+    let text = generate_text(n_lines);
+    let expected_ids: u64 = (0..n_lines).sum();
+    let mut io: Vec<(&str, u64, Vec<f64>)> = vec![
+        ("sequential loop", n_lines, vec![]),
+        ("fanout stream ordered", n_lines, vec![]),
+        ("fanout stream unordered", n_lines, vec![]),
+        ("source alone: plain loop", n_lines, vec![]),
+        ("source alone: fanout stream", n_lines, vec![]),
     ];
     let mut max_buffered = (0usize, 0usize, 0usize);
     for _ in 0..rounds {
@@ -203,6 +262,36 @@ fn main() {
             assert_eq!(acc, seq_acc);
             acc
         }));
+        // A one-worker pool on two cores: the consumer takes the second core.
+        w2[7].2.push(time(n_us, || {
+            let mut acc = 0u64;
+            pool1.stream(0..n_us).map(mix_k).for_each(|x| acc = acc.wrapping_add(x)).unwrap();
+            assert_eq!(acc, seq_acc);
+            acc
+        }));
+        // An I/O-like source: lines read through `BufRead`, a parse per line.
+        io[0].2.push(time(n_lines, || {
+            let acc = lines_of(&text).map(|l| line_id(&l.unwrap())).sum::<u64>();
+            assert_eq!(acc, expected_ids);
+            acc
+        }));
+        for (row, ordered) in [(1, true), (2, false)] {
+            io[row].2.push(time(n_lines, || {
+                let mut acc = 0u64;
+                let s = pool.stream(lines_of(&text));
+                let s = if ordered { s } else { s.unordered() };
+                s.map(|l| line_id(&l.unwrap())).for_each(|x| acc += x).unwrap();
+                assert_eq!(acc, expected_ids);
+                acc
+            }));
+        }
+        // The source's own cost, with no work per line.
+        io[3].2.push(time(n_lines, || lines_of(&text).map(|l| l.unwrap().len() as u64).sum()));
+        io[4].2.push(time(n_lines, || {
+            let mut acc = 0u64;
+            pool.stream(lines_of(&text)).map(|l| l.unwrap().len() as u64).for_each(|x| acc += x).unwrap();
+            acc
+        }));
         // What a user would write by hand for a limit of 1.
         let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
         w2[5].2.push(time(n_us, || {
@@ -239,6 +328,29 @@ fn main() {
     };
     report(&format!("tiny(i) over a range iterator (~1 ns/item), {n} items (references: {n_ref})"), t);
     report(&format!("mix(i, {k}) (~1 us/item), {n_us} items"), w2);
+    report(&format!("I/O-like source: BufRead::lines over {n_lines} generated log lines, parse one field"), io);
+    // Sleeps and wake-ups: context switches of all threads during one more run of each.
+    let per_million = |items: u64, f: &dyn Fn()| {
+        let before = context_switches();
+        f();
+        (context_switches() - before) as f64 * 1e6 / items as f64
+    };
+    let cs_range = per_million(n, &|| {
+        pool.stream(0..n).map(tiny).for_each(|x| { black_box(x); }).unwrap();
+    });
+    let cs_lines = per_million(n_lines, &|| {
+        pool.stream(lines_of(&text)).map(|l| line_id(&l.unwrap())).for_each(|x| { black_box(x); }).unwrap();
+    });
+    let cs_us = per_million(n_us, &|| {
+        pool.stream(0..n_us).map(mix_k).for_each(|x| { black_box(x); }).unwrap();
+    });
+    let cs_us1 = per_million(n_us, &|| {
+        pool1.stream(0..n_us).map(mix_k).for_each(|x| { black_box(x); }).unwrap();
+    });
+    println!(
+        "\ncontext switches per million items (all threads, one ordered run each): range of tiny items {cs_range:.0}, \
+         lines {cs_lines:.0}, ~1 us items {cs_us:.0}, ~1 us items on the one-worker pool {cs_us1:.0}"
+    );
     println!(
         "\npeak buffered source items (ordered stream, window {}): {} over {n} items, {} over {} items",
         max_buffered.1,
