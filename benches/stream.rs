@@ -24,6 +24,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hint::black_box;
 use std::time::Instant;
+use workloads::text::{generate_text, line_id, lines_of, pipeline_sequential, pipeline_stream};
 use workloads::{calibrate_mix, mix, tiny};
 
 const THREADS: usize = 2;
@@ -84,36 +85,6 @@ fn channel_tag_and_reorder(n: u64, workers: usize, buffer: usize, f: fn(u64) -> 
         assert_eq!(next, n);
         acc
     })
-}
-
-/// A generated text held in memory, shared by the rounds; read through `BufRead`.
-#[derive(Clone)]
-struct Text(std::sync::Arc<[u8]>);
-
-impl AsRef<[u8]> for Text {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// `lines` lines of log-like text, 40-90 bytes each.
-fn generate_text(lines: u64) -> Text {
-    let mut out = String::new();
-    for i in 0..lines {
-        let pad = "x".repeat((tiny(i) % 50) as usize);
-        out.push_str(&format!("2026-12-07T00:00:{:02} level={} id={i} msg={pad}\n", i % 60, tiny(i) % 4));
-    }
-    Text(std::sync::Arc::from(out.into_bytes()))
-}
-
-fn lines_of(text: &Text) -> std::io::Lines<std::io::BufReader<std::io::Cursor<Text>>> {
-    use std::io::BufRead as _;
-    std::io::BufReader::new(std::io::Cursor::new(text.clone())).lines()
-}
-
-/// The work per line: the id field's value, parsed.
-fn line_id(line: &str) -> u64 {
-    line.split(' ').nth(2).and_then(|f| f.strip_prefix("id=")).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Context switches of every thread of this process so far (Linux; 0 elsewhere).
@@ -178,7 +149,10 @@ fn main() {
         ("fanout stream unordered", n_lines, vec![]),
         ("source alone: plain loop", n_lines, vec![]),
         ("source alone: fanout stream", n_lines, vec![]),
+        ("rewrite to a String: sequential", n_lines, vec![]),
+        ("rewrite to a String: stream", n_lines, vec![]),
     ];
+    let expected_out = pipeline_sequential(&text);
     let mut max_buffered = (0usize, 0usize, 0usize);
     for _ in 0..rounds {
         t[0].2.push(time(n, || {
@@ -292,6 +266,13 @@ fn main() {
             pool.stream(lines_of(&text)).map(|l| l.unwrap().len() as u64).for_each(|x| acc += x).unwrap();
             acc
         }));
+        // An output `String` per line, made on the worker and freed by the consumer.
+        io[5].2.push(time(n_lines, || pipeline_sequential(&text).len() as u64));
+        io[6].2.push(time(n_lines, || {
+            let out = pipeline_stream(&pool, &text);
+            assert!(out == expected_out, "the stream's output differs from the sequential one");
+            out.len() as u64
+        }));
         // What a user would write by hand for a limit of 1.
         let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
         w2[5].2.push(time(n_us, || {
@@ -336,16 +317,37 @@ fn main() {
         (context_switches() - before) as f64 * 1e6 / items as f64
     };
     let cs_range = per_million(n, &|| {
-        pool.stream(0..n).map(tiny).for_each(|x| { black_box(x); }).unwrap();
+        pool.stream(0..n)
+            .map(tiny)
+            .for_each(|x| {
+                black_box(x);
+            })
+            .unwrap();
     });
     let cs_lines = per_million(n_lines, &|| {
-        pool.stream(lines_of(&text)).map(|l| line_id(&l.unwrap())).for_each(|x| { black_box(x); }).unwrap();
+        pool.stream(lines_of(&text))
+            .map(|l| line_id(&l.unwrap()))
+            .for_each(|x| {
+                black_box(x);
+            })
+            .unwrap();
     });
     let cs_us = per_million(n_us, &|| {
-        pool.stream(0..n_us).map(mix_k).for_each(|x| { black_box(x); }).unwrap();
+        pool.stream(0..n_us)
+            .map(mix_k)
+            .for_each(|x| {
+                black_box(x);
+            })
+            .unwrap();
     });
     let cs_us1 = per_million(n_us, &|| {
-        pool1.stream(0..n_us).map(mix_k).for_each(|x| { black_box(x); }).unwrap();
+        pool1
+            .stream(0..n_us)
+            .map(mix_k)
+            .for_each(|x| {
+                black_box(x);
+            })
+            .unwrap();
     });
     println!(
         "\ncontext switches per million items (all threads, one ordered run each): range of tiny items {cs_range:.0}, \

@@ -1,6 +1,8 @@
 //! The benchmark workloads W1–W5, shared by `examples/tradeoffs.rs` and `benches/core.rs`.
 #![allow(dead_code)]
 
+pub mod text;
+
 use std::hint::black_box;
 use std::time::Instant;
 
