@@ -754,7 +754,7 @@ impl Pool {
         }
         run.run_as_caller(&mut seeds);
         drop(registered);
-        let mut outcome = run.into_outcome(&mut seeds);
+        let mut outcome = run.into_outcome(seeds);
         outcome.stats.pinned_workers = self.pinned_workers();
         outcome
     }

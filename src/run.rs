@@ -519,7 +519,8 @@ pub(crate) struct Seeds<I> {
     iter: I,
     /// How many were pulled, for `RunStats::pushed`.
     pulled: u64,
-    /// None are left, or the iterator panicked (it is not asked again then).
+    /// The iterator came up short (it is not asked again: it may not be fused), or it
+    /// panicked.
     done: bool,
 }
 
@@ -533,21 +534,22 @@ impl<I: Iterator> Seeds<I> {
 /// and the chunk is filled by a loop monomorphized for the iterator.
 pub(crate) trait SeedSource<T> {
     /// Fills the caller's empty private stack with the next seeds, the first on top;
-    /// `false` when none are left.
-    fn pull(&mut self, stack: &mut PrivateStack<T>) -> bool;
+    /// `Ok(false)` when none are left, the payload if the iterator panicked (the seeds
+    /// it had made in this chunk are dropped then, and the stack stays empty).
+    fn pull(&mut self, stack: &mut PrivateStack<T>) -> Result<bool, Box<dyn Any + Send>>;
 }
 
 impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
-    fn pull(&mut self, stack: &mut PrivateStack<I::Item>) -> bool {
+    fn pull(&mut self, stack: &mut PrivateStack<I::Item>) -> Result<bool, Box<dyn Any + Send>> {
         if self.done {
-            return false;
+            return Ok(false);
         }
         // Stays set if `next` panics below.
         self.done = true;
-        let n = stack.refill_first_on_top(&mut self.iter, SEED_CHUNK);
+        let n = catch_unwind(AssertUnwindSafe(|| stack.refill_first_on_top(&mut self.iter, SEED_CHUNK)))?;
         self.pulled += n as u64;
-        self.done = n == 0;
-        n != 0
+        self.done = n < SEED_CHUNK;
+        Ok(n != 0)
     }
 }
 
@@ -702,23 +704,13 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// Collects accumulators, statistics and any panic. Call after `wait_for_workers`,
     /// with the seeds the run was given.
-    pub(crate) fn into_outcome<I: Iterator<Item = W::Item>>(self, seeds: &mut Seeds<I>) -> Outcome<W::Acc> {
+    pub(crate) fn into_outcome<I: Iterator<Item = W::Item>>(self, seeds: Seeds<I>) -> Outcome<W::Acc> {
         self.drop_leftovers();
-        // A stopped run's unpulled seeds, one at a time like its other pending items;
-        // seeds that need no drop are never made (a failing run over a huge range
-        // returns at once).
-        if !seeds.done && std::mem::needs_drop::<W::Item>() {
-            loop {
-                match catch_unwind(AssertUnwindSafe(|| seeds.iter.next())) {
-                    Ok(Some(seed)) => self.drop_pending(seed),
-                    Ok(None) => break,
-                    Err(payload) => {
-                        self.record_panic(payload);
-                        break;
-                    }
-                }
-            }
-            seeds.done = true;
+        // A stopped run's unpulled seeds are never made: the iterator is dropped as it
+        // is (it may be endless, or wait on a channel). What it owns goes with it.
+        let Seeds { iter, pulled, .. } = seeds;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(iter))) {
+            self.record_panic(payload);
         }
         let mut stats = RunStats { busy: Vec::with_capacity(self.slots.len()), ..RunStats::default() };
         let mut accs = Vec::with_capacity(self.slots.len());
@@ -739,7 +731,7 @@ impl<'p, W: Work> Run<'p, W> {
             slot.local.with_mut(|p| std::mem::take(unsafe { &mut (*p).stack }).into_buffer())
         }));
         if W::FOLLOW_ON {
-            stats.pushed = stats.executed.saturating_sub(seeds.pulled);
+            stats.pushed = stats.executed.saturating_sub(pulled);
         }
         let panic = lock(&self.panic).take();
         Outcome { accs, stats, panic, stopped: self.stop.reason() }
@@ -878,7 +870,7 @@ impl<'p, W: Work> Run<'p, W> {
                 // broken), so the run can be declared done with seeds still to run.
                 #[cfg(all(loom, feature = "mutant_seeds_late"))]
                 if let Some(source) = seeds.as_deref_mut()
-                    && source.pull(&mut local.stack)
+                    && matches!(source.pull(&mut local.stack), Ok(true))
                     && self.seats.try_activate()
                 {
                     active = true;
@@ -1000,10 +992,15 @@ impl<'p, W: Work> Run<'p, W> {
                             // The next seeds, before anyone else's work (rule 3).
                             #[cfg(not(all(loom, feature = "mutant_seeds_late")))]
                             if let Some(source) = seeds.as_deref_mut() {
-                                if source.pull(stack) {
-                                    continue 'drain;
+                                match source.pull(stack) {
+                                    Ok(true) => continue 'drain,
+                                    Ok(false) => *seeds = None,
+                                    Err(payload) => {
+                                        *seeds = None;
+                                        self.record_panic(payload);
+                                        break 'drain;
+                                    }
                                 }
-                                *seeds = None;
                             }
                             self.find_remote(me, deque, stats)
                         }

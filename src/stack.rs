@@ -86,24 +86,27 @@ impl<T> PrivateStack<T> {
     /// says exactly how many it yields, else in order and then reversed.
     pub(crate) fn from_iter_first_on_top(items: impl IntoIterator<Item = T>, buffer: Vec<MaybeUninit<T>>) -> Self {
         let items = items.into_iter();
-        let mut slots = buffer;
-        slots.clear();
+        // Until the iterator is done, the items written so far are dropped if it panics.
+        let mut fill = Filling { slots: buffer, filled: 0..0 };
+        fill.slots.clear();
         let (fewest, most) = items.size_hint();
-        if most == Some(fewest) {
+        let mut slots = if most == Some(fewest) {
             // Slot 0 is the scratch slot (see the module docs); the first item goes to
             // the highest slot. An iterator that breaks its size hint still gets every
             // item in place, through the slower fix-ups below.
-            slots.resize_with(fewest + 1, MaybeUninit::uninit);
+            fill.slots.resize_with(fewest + 1, MaybeUninit::uninit);
             let mut placed = 0;
             let mut beyond = Vec::new();
             for item in items {
                 if placed < fewest {
-                    slots[fewest - placed] = MaybeUninit::new(item);
+                    fill.slots[fewest - placed] = MaybeUninit::new(item);
                     placed += 1;
+                    fill.filled = fewest + 1 - placed..fewest + 1;
                 } else {
                     beyond.push(item);
                 }
             }
+            let mut slots = fill.disarm();
             if placed < fewest {
                 // Fewer than promised: close the unfilled gap above the scratch slot.
                 slots.drain(1..=fewest - placed);
@@ -112,12 +115,18 @@ impl<T> PrivateStack<T> {
                 // More than promised: the later items go below the others.
                 slots.splice(1..1, beyond.into_iter().rev().map(MaybeUninit::new));
             }
+            slots
         } else {
-            slots.reserve(fewest.saturating_add(1));
-            slots.push(MaybeUninit::uninit());
-            slots.extend(items.map(MaybeUninit::new));
+            fill.slots.reserve(fewest.saturating_add(1));
+            fill.slots.push(MaybeUninit::uninit());
+            for item in items {
+                fill.slots.push(MaybeUninit::new(item));
+                fill.filled = 1..fill.slots.len();
+            }
+            let mut slots = fill.disarm();
             slots[1..].reverse();
-        }
+            slots
+        };
         let top = if slots.len() > 1 { slots.pop() } else { None };
         let len = slots.len() - 1 + usize::from(top.is_some());
         let mut stack = Self::from_parts(&mut ManuallyDrop::new(slots));
@@ -216,6 +225,32 @@ impl<T> PrivateStack<T> {
             let rest = std::ptr::slice_from_raw_parts_mut(self.buf.as_ptr().add(1).cast::<T>(), below_top);
             std::ptr::drop_in_place(rest);
             drop(top);
+        }
+    }
+}
+
+/// A buffer being filled from an iterator, whose `filled` slots hold items: if the
+/// iterator panics, they are dropped here rather than leaked with the buffer.
+struct Filling<T> {
+    slots: Vec<MaybeUninit<T>>,
+    filled: std::ops::Range<usize>,
+}
+
+impl<T> Filling<T> {
+    /// The buffer, once the iterator is done: its items now belong to the caller.
+    fn disarm(mut self) -> Vec<MaybeUninit<T>> {
+        self.filled = 0..0;
+        std::mem::take(&mut self.slots)
+    }
+}
+
+impl<T> Drop for Filling<T> {
+    fn drop(&mut self) {
+        for slot in &mut self.slots[self.filled.clone()] {
+            // SAFETY: the filler sets `filled` to exactly the slots it has written (and
+            // `disarm` empties it before anyone else takes the items), so each of these
+            // holds an item that nobody else owns.
+            unsafe { slot.assume_init_drop() };
         }
     }
 }
@@ -503,6 +538,30 @@ mod tests {
         }
         drop(s);
         assert_eq!(drops.get(), 57);
+    }
+
+    #[test]
+    fn items_pulled_before_the_iterator_panics_are_dropped() {
+        for exact in [true, false] {
+            let drops = Rc::new(Cell::new(0));
+            let d = drops.clone();
+            let items = (0..10u32).map(move |i| {
+                if i == 6 {
+                    panic!("the source fails");
+                }
+                Counted(d.clone())
+            });
+            // An exact size hint places items from the top down; a filter hides it.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if exact {
+                    PrivateStack::from_iter_first_on_top(items, Vec::new())
+                } else {
+                    PrivateStack::from_iter_first_on_top(items.filter(|_| true), Vec::new())
+                }
+            }));
+            assert!(result.is_err());
+            assert_eq!(drops.get(), 6, "the six items made before the panic are dropped (exact: {exact})");
+        }
     }
 
     #[test]

@@ -383,3 +383,38 @@ fn a_panicking_seed_iterator_is_a_run_panic() {
     assert!(matches!(&err, fanout::RunError::Panicked { message, .. } if message == "seed 50000"), "{err:?}");
     assert_eq!(pool.run_fold(0..10u64, || 0, |s, i, _| *s += i, |a, b| a + b), 45);
 }
+
+/// Runs `f` on a thread of its own; fails instead of hanging if it takes a minute.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the run never returned")
+}
+
+/// A stopped run never drains its seed iterator, which may be endless or wait on a
+/// channel; and an iterator that came up short is not asked again (it may not be
+/// fused).
+#[test]
+fn a_stopped_run_leaves_an_endless_seed_iterator_alone() {
+    let err = within_a_minute(|| {
+        let pool = pool(2);
+        pool.try_run((0u64..).map(|i| i.to_string()), |s, _| if s == "3" { Err(s) } else { Ok(()) })
+    })
+    .unwrap_err();
+    assert!(matches!(err, fanout::RunError::Failed { ref error, .. } if error == "3"), "{err:?}");
+
+    // Three items, then `None`, then items again: the run takes the first three only.
+    let pool = pool(2);
+    let mut calls = 0u32;
+    let unfused = std::iter::from_fn(move || {
+        calls += 1;
+        (calls != 4).then_some(calls)
+    });
+    let ran = AtomicU64::new(0);
+    pool.run(unfused, |_, _| {
+        ran.fetch_add(1, Ordering::Relaxed);
+    });
+    assert_eq!(ran.into_inner(), 3);
+}

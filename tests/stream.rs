@@ -719,3 +719,43 @@ fn a_runners_limit_and_progress_apply_to_streams() {
     let r: Vec<_> = pool.runner().limit(0).stream(0..10u64).into_iter().collect();
     assert!(matches!(r[..], [Err(RunError::ZeroLimit)]), "{r:?}");
 }
+
+#[test]
+fn a_stream_that_delivered_everything_ends_cleanly_after_its_deadline() {
+    let pool = pool(2);
+    let mut it = pool.runner().timeout(std::time::Duration::from_millis(20)).stream(0..10u64).into_iter();
+    for i in 0..10 {
+        assert_eq!(it.next().unwrap().unwrap(), i);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    assert!(it.next().is_none(), "every item was delivered: no TimedOut after the fact");
+}
+
+#[test]
+fn a_stage_error_keeps_its_place_when_the_deadline_passes_later() {
+    let pool = pool(2);
+    let mut it = pool
+        .runner()
+        .timeout(std::time::Duration::from_millis(200))
+        .stream(0..10u64)
+        .try_map(|x| if x == 5 { Err("five") } else { Ok(x) })
+        .into_iter();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    // Past the deadline; the failing batch was deposited long before.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let rest: Vec<_> = it.collect();
+    assert_eq!(rest.len(), 5, "{rest:?}");
+    assert!(rest[..4].iter().zip(1..).all(|(r, i)| matches!(r, Ok(x) if *x == i)), "{rest:?}");
+    assert!(matches!(rest[4], Err(RunError::Failed { error: "five", index: Some(5) })), "{rest:?}");
+}
+
+#[test]
+fn a_tokens_own_deadline_times_a_stream_out() {
+    let r = within_a_minute(|| {
+        let pool = pool(2);
+        let token =
+            fanout::CancelToken::with_deadline(std::time::Instant::now() + std::time::Duration::from_millis(20));
+        pool.runner().cancel_token(&token).stream(0u64..).for_each(|_| {})
+    });
+    assert!(matches!(r, Err(RunError::TimedOut { .. })), "{r:?}");
+}

@@ -98,7 +98,9 @@ const TOKEN_POLL: Duration = Duration::from_millis(2);
 impl Outside {
     /// Why the stream must stop now, if it must.
     pub(crate) fn reason(&self) -> Option<StopReason> {
-        if self.token.as_ref().is_some_and(CancelToken::is_cancelled) {
+        // The token's flag alone (Relaxed: a hint, as in `Stop`): its own deadline is
+        // in `deadline` already, and reports `TimedOut` like a run's.
+        if self.token.as_ref().is_some_and(|t| t.flag().load(Ordering::Relaxed)) {
             Some(StopReason::Cancelled)
         } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
             Some(StopReason::TimedOut)
@@ -335,9 +337,11 @@ where
     }
 
     /// Stops the stream if its token was cancelled or its deadline passed; says whether
-    /// it is halted.
+    /// it is halted. A stream already stopping (an error, a panic, the consumer gone)
+    /// keeps that end.
     fn halt_if_told(&self, st: &mut State<P::Out, E>) -> bool {
         if st.halted.is_none()
+            && !st.stop
             && self.outside.is_set()
             && let Some(reason) = self.outside.reason()
         {
@@ -481,15 +485,19 @@ where
             let freed = release > 0;
             {
                 let mut st = lock(&self.state);
-                if self.halt_if_told(&mut st) {
-                    // Stopped from outside: nothing more for the consumer, at once.
-                    return None;
-                }
                 if freed {
                     st.outstanding -= release;
                     release = 0;
                     // Relaxed: a hint for `has_work`, published by `notify_one`'s fence.
                     self.room.store(self.cfg.window - st.outstanding, Ordering::Relaxed);
+                }
+                // Every batch delivered: the stream is over, whatever the clock says now.
+                if st.total == Some(st.next) {
+                    return None;
+                }
+                if self.halt_if_told(&mut st) {
+                    // Stopped from outside: nothing more for the consumer, at once.
+                    return None;
                 }
                 let taken = if self.cfg.ordered {
                     match st.slots.front_mut().and_then(Option::take) {
