@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Counted, Rng, thread_count};
+use common::{Counted, Rng, thread_count, within_a_minute};
 use fanout::{BuildError, Pool};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -382,15 +382,6 @@ fn a_panicking_seed_iterator_is_a_run_panic() {
     let err = pool.try_run(seeds(), |_, _| Ok::<_, ()>(())).unwrap_err();
     assert!(matches!(&err, fanout::RunError::Panicked { message, .. } if message == "seed 50000"), "{err:?}");
     assert_eq!(pool.run_fold(0..10u64, || 0, |s, i, _| *s += i, |a, b| a + b), 45);
-}
-
-/// Runs `f` on a thread of its own; fails instead of hanging if it takes a minute.
-fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the run never returned")
 }
 
 /// A stopped run never drains its seed iterator, which may be endless or wait on a

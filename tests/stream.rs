@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, within_a_minute};
 use fanout::{Pool, RunError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -571,16 +571,6 @@ fn try_for_each_stops_at_the_sinks_first_error_and_passes_stream_errors_through(
     }
     // The pool is still fine.
     assert_eq!(pool.stream(0..10u64).try_for_each(|_| Ok::<(), SinkError>(())), Ok(()));
-}
-
-/// Runs `f` on a thread of its own and fails (instead of hanging the suite) if it has
-/// not returned within a minute.
-fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the stream never returned")
 }
 
 #[test]

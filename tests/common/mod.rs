@@ -60,3 +60,13 @@ pub fn threads_left(prefix: &str) -> usize {
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
+
+/// Runs `f` on a thread of its own and returns its result; fails (instead of hanging
+/// the suite) if it has not returned within a minute.
+pub fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("did not return within a minute")
+}
