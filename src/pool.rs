@@ -750,7 +750,8 @@ impl Pool {
         // sees to that) or by unwinding, and never leaked.
         let registered = unsafe { Registered::new(&self.shared, &run) };
         if share_seeds {
-            run.wake_for_shared_seeds(self.shared.threads);
+            // No more sleepers than there are seeds (all in the shared queue by now).
+            run.wake_for_shared_seeds((self.shared.threads as u64).min(seeds.pulled()));
         }
         run.run_as_caller(&mut seeds);
         drop(registered);

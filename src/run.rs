@@ -528,6 +528,11 @@ impl<I: Iterator> Seeds<I> {
     pub(crate) fn new(iter: I) -> Self {
         Self { iter, pulled: 0, done: false }
     }
+
+    /// How many seeds were pulled so far.
+    pub(crate) fn pulled(&self) -> u64 {
+        self.pulled
+    }
 }
 
 /// A run's seeds, with the iterator's type erased: the engine asks once per chunk,
@@ -584,8 +589,6 @@ pub(crate) struct Run<'p, W: Work> {
     caller: Arc<Parker>,
     /// `Control::share_seeds`.
     blocking: bool,
-    /// How many seeds went to the shared queue (`Control::share_seeds`).
-    shared_seeds: u64,
 }
 
 /// Everything a finished run hands back.
@@ -629,13 +632,11 @@ impl<'p, W: Work> Run<'p, W> {
             })
             .collect();
         let global = GlobalQueue::new();
-        let mut shared_seeds = 0;
         if control.share_seeds {
             for seed in seeds.iter.by_ref() {
                 global.push(Shared::One(seed));
-                shared_seeds += 1;
+                seeds.pulled += 1;
             }
-            seeds.pulled = shared_seeds;
             seeds.done = true;
         }
         // SAFETY: the run is not shared yet; nobody else can touch the caller's slot.
@@ -658,7 +659,6 @@ impl<'p, W: Work> Run<'p, W> {
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
             blocking: control.share_seeds,
-            shared_seeds,
         }
     }
 
@@ -666,10 +666,10 @@ impl<'p, W: Work> Run<'p, W> {
         self.slots.len() - 1
     }
 
-    /// Wakes up to `n` sleepers for work made visible before the run started (shared
-    /// seeds), no more than there are seeds. Call after the run is registered.
-    pub(crate) fn wake_for_shared_seeds(&self, n: usize) {
-        for _ in 0..(n as u64).min(self.shared_seeds) {
+    /// Wakes `n` sleepers for work made visible before the run started (shared seeds).
+    /// Call after the run is registered.
+    pub(crate) fn wake_for_shared_seeds(&self, n: u64) {
+        for _ in 0..n {
             self.sleep.notify_one();
         }
     }

@@ -8,7 +8,7 @@ use crate::fallible::{Failure, TryFold, TryRunFold, cancelled_error, drop_quietl
 use crate::range::{Map, Output};
 use crate::run::{Control, Ctx};
 use crate::stats::RunStats;
-use crate::stop::{Stop, StopReason};
+use crate::stop::outside_reason;
 use crate::stream::{Options as StreamOptions, Source, Stream};
 use crate::sync::Ordering;
 use crate::{CancelToken, Pool, Progress};
@@ -150,6 +150,11 @@ impl<'p> Runner<'p> {
         self
     }
 
+    /// The earlier of the runner's deadline and its token's.
+    fn deadline_with_token(&self) -> Option<Instant> {
+        earlier(self.deadline, self.token.as_ref().and_then(CancelToken::deadline))
+    }
+
     /// The engine's view of the settings for a run of `total` items (if known), or why
     /// the run must not start.
     fn control<E>(&self, total: Option<u64>) -> Result<Control<'_>, RunError<E>> {
@@ -159,12 +164,10 @@ impl<'p> Runner<'p> {
             None => None,
         };
         let token = self.token.as_ref();
-        // The earlier of the runner's deadline and the token's.
-        let deadline = earlier(self.deadline, token.and_then(CancelToken::deadline));
+        let deadline = self.deadline_with_token();
         // Already cancelled or past the deadline: run nothing at all.
-        let stop = Stop::new(token, deadline);
-        if stop.poll_now() {
-            return Err(cancelled_error(stop.reason().unwrap_or(StopReason::Cancelled), 0));
+        if let Some(reason) = outside_reason(token, deadline) {
+            return Err(cancelled_error(reason, 0));
         }
         let progress = self.progress.as_ref().map(|p| p.attach(self.pool.num_threads() + 1, total));
         Ok(Control { token, deadline, limit, share_seeds: self.blocking, progress })
@@ -474,7 +477,7 @@ impl<'p> Runner<'p> {
     {
         let options = StreamOptions {
             token: self.token.clone(),
-            deadline: self.deadline,
+            deadline: self.deadline_with_token(),
             limit: self.limit,
             progress: self.progress.clone(),
         };

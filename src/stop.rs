@@ -121,6 +121,13 @@ impl<'c> Stop<'c> {
 
 /// Reads the time rarely: the gap between two reads adapts so that a deadline is noticed
 /// within about `TARGET_GAP` of passing while fast items (1 ns) pay ~nothing for it.
+/// Why a run watching `token` and `deadline` must stop now, if it must: the check made
+/// before a run starts, and before each batch of a stream.
+pub(crate) fn outside_reason(token: Option<&CancelToken>, deadline: Option<Instant>) -> Option<StopReason> {
+    let stop = Stop::new(token, deadline);
+    if stop.poll_now() { stop.reason() } else { None }
+}
+
 pub(crate) struct Clock {
     countdown: u32,
     stride: u32,

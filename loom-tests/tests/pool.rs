@@ -170,27 +170,29 @@ fn run_resumes_panic() {
     worker_ran.assert_seen("pool::run_resumes_panic");
 }
 
-/// A seed with four leaf follow-ons. With four items in its private stack the caller
-/// publishes two at once, so its deque holds two items that the worker and the caller
-/// (popping its own deque) take from opposite ends.
-#[test]
-fn run_fan_out_4() {
+/// One run on a one-worker pool of the items `0..items`: `seeds`, and what each item
+/// pushes (`children`). Every item must run exactly once before `run` returns, and
+/// the worker must run some item in some execution.
+fn one_worker_model(
+    name: &'static str,
+    items: usize,
+    seeds: std::ops::Range<usize>,
+    children: fn(usize) -> std::ops::Range<usize>,
+) {
     let worker_ran = WorkerRan::default();
     let seen = worker_ran.clone();
-    model("pool::run_fan_out_4", Bound::AtMost(2), Some(100_000), move || {
+    model(name, Bound::AtMost(2), Some(100_000), move || {
         let pool = Pool::builder().num_threads(1).build().expect("a pool");
         let caller = thread::current().id();
-        let runs: Vec<AtomicUsize> = (0..5).map(|_| AtomicUsize::new(0)).collect();
+        let runs: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
         let on_worker = AtomicBool::new(false);
-        pool.run([0usize], |id, ctx| {
+        pool.run(seeds.clone(), |id, ctx| {
             runs[id].fetch_add(1, Ordering::Relaxed);
             if thread::current().id() != caller {
                 on_worker.store(true, Ordering::Relaxed);
             }
-            if id == 0 {
-                for child in 1..5 {
-                    ctx.push(child);
-                }
+            for child in children(id) {
+                ctx.push(child);
             }
         });
         for (id, count) in runs.iter().enumerate() {
@@ -201,7 +203,15 @@ fn run_fan_out_4() {
         }
         drop(pool);
     });
-    worker_ran.assert_seen("pool::run_fan_out_4");
+    worker_ran.assert_seen(name);
+}
+
+/// A seed with four leaf follow-ons. With four items in its private stack the caller
+/// publishes two at once, so its deque holds two items that the worker and the caller
+/// (popping its own deque) take from opposite ends.
+#[test]
+fn run_fan_out_4() {
+    one_worker_model("pool::run_fan_out_4", 5, 0..1, |id| if id == 0 { 1..5 } else { 0..0 });
 }
 
 /// Three seeds, each with one follow-on, on one worker. Under loom the caller pulls
@@ -210,31 +220,7 @@ fn run_fan_out_4() {
 /// may steal from either chunk. Every item runs exactly once before `run` returns.
 #[test]
 fn seeds_pulled_in_chunks() {
-    let worker_ran = WorkerRan::default();
-    let seen = worker_ran.clone();
-    model("pool::seeds_pulled_in_chunks", Bound::AtMost(2), Some(100_000), move || {
-        let pool = Pool::builder().num_threads(1).build().expect("a pool");
-        let caller = thread::current().id();
-        let runs: Vec<AtomicUsize> = (0..6).map(|_| AtomicUsize::new(0)).collect();
-        let on_worker = AtomicBool::new(false);
-        pool.run(0..3usize, |id, ctx| {
-            runs[id].fetch_add(1, Ordering::Relaxed);
-            if thread::current().id() != caller {
-                on_worker.store(true, Ordering::Relaxed);
-            }
-            if id < 3 {
-                ctx.push(id + 3);
-            }
-        });
-        for (id, count) in runs.iter().enumerate() {
-            assert_eq!(count.load(Ordering::Relaxed), 1, "item {id} must have run exactly once when run returns");
-        }
-        if on_worker.load(Ordering::Relaxed) {
-            seen.record();
-        }
-        drop(pool);
-    });
-    worker_ran.assert_seen("pool::seeds_pulled_in_chunks");
+    one_worker_model("pool::seeds_pulled_in_chunks", 6, 0..3, |id| if id < 3 { id + 3..id + 4 } else { 0..0 });
 }
 
 /// `runs` runs in a row of the three-item tree, each of which the worker must take part

@@ -124,6 +124,7 @@ pub struct Stream<'p, I, P, E> {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Options {
     pub(crate) token: Option<CancelToken>,
+    /// The runner's deadline or its token's, whichever comes first.
     pub(crate) deadline: Option<Instant>,
     pub(crate) limit: Option<usize>,
     pub(crate) progress: Option<Progress>,
@@ -503,8 +504,6 @@ where
         let cfg = self.config();
         let shared = Arc::clone(self.pool.shared());
         let Options { token, deadline, limit, progress } = self.options;
-        // The earlier of the runner's deadline and the token's.
-        let deadline = crate::cancel::earlier(deadline, token.as_ref().and_then(CancelToken::deadline));
         let outside = Outside { token, deadline };
         // Already cancelled or past the deadline: the stream pulls nothing.
         let stopped = outside.reason().map(|reason| cancelled_error(reason, 0));

@@ -65,7 +65,7 @@ use crate::CancelToken;
 use crate::error::{RunError, panic_message};
 use crate::pool::Shared;
 use crate::run::{Job, Leave};
-use crate::stop::StopReason;
+use crate::stop::{StopReason, outside_reason};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, lock};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -96,27 +96,18 @@ pub(crate) struct Outside {
 const TOKEN_POLL: Duration = Duration::from_millis(2);
 
 impl Outside {
-    /// Why the stream must stop now, if it must.
+    /// Why the stream must stop now, if it must (as a run would, see `Stop`).
     pub(crate) fn reason(&self) -> Option<StopReason> {
-        // The token's flag alone (Relaxed: a hint, as in `Stop`): its own deadline is
-        // in `deadline` already, and reports `TimedOut` like a run's.
-        if self.token.as_ref().is_some_and(|t| t.flag().load(Ordering::Relaxed)) {
-            Some(StopReason::Cancelled)
-        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            Some(StopReason::TimedOut)
-        } else {
-            None
+        if self.token.is_none() && self.deadline.is_none() {
+            return None;
         }
+        outside_reason(self.token.as_ref(), self.deadline)
     }
 
     /// When a waiting consumer must look again (`None`: only a deposit wakes it).
     fn look_again(&self) -> Option<Instant> {
         let poll = self.token.as_ref().map(|_| Instant::now() + TOKEN_POLL);
         crate::cancel::earlier(poll, self.deadline)
-    }
-
-    fn is_set(&self) -> bool {
-        self.token.is_some() || self.deadline.is_some()
     }
 }
 
@@ -342,7 +333,6 @@ where
     fn halt_if_told(&self, st: &mut State<P::Out, E>) -> bool {
         if st.halted.is_none()
             && !st.stop
-            && self.outside.is_set()
             && let Some(reason) = self.outside.reason()
         {
             st.halted = Some(reason);
