@@ -5,7 +5,7 @@
 //! work). It is set once: by [`PoolBuilder::build_global`] before first use, or with
 //! the default settings by the first call to [`global`] or to a free function.
 
-use crate::stream::{Source, Stream};
+use crate::stream::{Scope, Source, Stream};
 use crate::{BuildError, Ctx, Pool, PoolBuilder, RunError, RunStats};
 use std::convert::Infallible;
 use std::ops::Range;
@@ -253,11 +253,23 @@ where
 /// assert_eq!(total, 338_350);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn stream<S>(source: S) -> Stream<'static, S::IntoIter, Source, Infallible>
+pub fn stream<S>(source: S) -> Stream<'static, 'static, S::IntoIter, Source, Infallible>
 where
     S: IntoIterator,
     S::IntoIter: Send + 'static,
     S::Item: Send + 'static,
 {
     global().stream(source)
+}
+
+/// [`Pool::scope`] on the [`global`] pool: runs `f` with a [`Scope`] whose streams may
+/// borrow from the caller's stack.
+///
+/// ```
+/// let words = ["fan", "out", "fan", "in"];
+/// let fans = fanout::scope(|s| s.stream(words.iter()).filter(|w| **w == "fan").into_iter().count());
+/// assert_eq!(fans, 2);
+/// ```
+pub fn scope<'env, T>(f: impl for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T) -> T {
+    global().scope(f)
 }

@@ -75,7 +75,8 @@ pub use collect::CollectCtx;
 pub use deque::{Deque, Steal};
 pub use error::{AllFailed, ItemError, RunError};
 pub use global_pool::{
-    fold, fold_index, for_each, for_each_index, global, map, map_index, run, run_fold, stream, try_for_each, try_map,
+    fold, fold_index, for_each, for_each_index, global, map, map_index, run, run_fold, scope, stream, try_for_each,
+    try_map,
 };
 pub use local::WorkerLocal;
 pub use pool::{BuildError, MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder};
@@ -83,7 +84,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use run::Ctx;
 pub use runner::Runner;
 pub use stats::RunStats;
-pub use stream::{Stream, StreamIter, StreamStats};
+pub use stream::{Scope, Stream, StreamIter, StreamStats};
 
 /// Internals exposed for the loom model checks in `loom-tests/` (only under `cfg(loom)`).
 #[cfg(loom)]

@@ -423,9 +423,10 @@ impl Shared {
         // which signals then (so tiny runs do not send spinning workers to the lock).
     }
 
-    fn unregister(&self, job: JobPtr) {
+    /// Removes the job at `addr` (a no-op if it is not registered).
+    fn unregister(&self, addr: *const ()) {
         let mut jobs = lock(&self.jobs);
-        if let Some(pos) = jobs.iter().position(|j| std::ptr::addr_eq(j.0, job.0)) {
+        if let Some(pos) = jobs.iter().position(|j| std::ptr::addr_eq(j.0, addr)) {
             jobs.swap_remove(pos);
         }
         self.job_count.store(jobs.len(), Ordering::Release);
@@ -791,7 +792,7 @@ impl<'r, 'p, W: Work> Registered<'r, 'p, W> {
 impl<W: Work> Drop for Registered<'_, '_, W> {
     fn drop(&mut self) {
         // No worker joins after this; those that have joined are waited for.
-        self.shared.unregister(self.ptr);
+        self.shared.unregister(self.ptr.0.cast());
         self.run.wait_for_workers();
     }
 }
@@ -850,16 +851,21 @@ impl Shared {
     ///
     /// # Safety
     ///
-    /// `job` must stay valid until [`Shared::unregister_job`] has returned for it and
-    /// every worker that joined it (`Job::try_join` returned `true`) has left
-    /// (`Job::participate` returned); or forever, if it is never unregistered.
-    pub(crate) unsafe fn register_job(&self, job: *const (dyn Job + 'static)) {
+    /// `job`, and everything it borrows for `'j`, must stay valid until
+    /// [`Shared::unregister_job`] has returned for it and every worker that joined it
+    /// (`Job::try_join` returned `true`) has left (`Job::participate` returned); or
+    /// forever, if it is never unregistered.
+    pub(crate) unsafe fn register_job<'j>(&self, job: *const (dyn Job + 'j)) {
+        // SAFETY: erases `'j` for the registry; the caller keeps the job and its
+        // borrows valid for as long as the registry or a worker may use the pointer.
+        let job = unsafe { std::mem::transmute::<*const (dyn Job + 'j), *const (dyn Job + 'static)>(job) };
         self.register(JobPtr(job));
     }
 
-    /// Removes `job` from the registry: no worker joins it afterwards.
-    pub(crate) fn unregister_job(&self, job: *const (dyn Job + 'static)) {
-        self.unregister(JobPtr(job));
+    /// Removes the job at `addr` from the registry: no worker joins it afterwards. A
+    /// job that is not registered (any more) is left alone.
+    pub(crate) fn unregister_job(&self, addr: *const ()) {
+        self.unregister(addr);
     }
 }
 

@@ -9,7 +9,7 @@ use crate::range::{Map, Output};
 use crate::run::{Control, Ctx};
 use crate::stats::RunStats;
 use crate::stop::outside_reason;
-use crate::stream::{Options as StreamOptions, Source, Stream};
+use crate::stream::{Options as StreamOptions, Scope, Source, Stream};
 use crate::sync::Ordering;
 use crate::{CancelToken, Pool, Progress};
 use std::convert::Infallible;
@@ -469,19 +469,51 @@ impl<'p> Runner<'p> {
     /// assert!(matches!(r, Err(fanout::RunError::Cancelled { completed }) if completed == seen));
     /// # Ok::<(), fanout::BuildError>(())
     /// ```
-    pub fn stream<S>(&self, source: S) -> Stream<'p, S::IntoIter, Source, Infallible>
+    pub fn stream<S>(&self, source: S) -> Stream<'p, 'static, S::IntoIter, Source, Infallible>
     where
         S: IntoIterator,
         S::IntoIter: Send + 'static,
         S::Item: Send + 'static,
     {
-        let options = StreamOptions {
+        self.pool.stream_with(source, self.stream_options())
+    }
+
+    /// A stream over `source` started in `scope` (see [`Pool::scope`]), so that the
+    /// source and stages may borrow from the caller's stack, under this runner's
+    /// options as for [`Runner::stream`]; like `std::thread::Builder::spawn_scoped`.
+    /// The stream runs on this runner's pool.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let limits = [3u64, 5, 7];
+    /// let runner = pool.runner().limit(2).deadline(Instant::now() + Duration::from_secs(60));
+    /// let total: u64 = pool.scope(|s| runner.stream_scoped(s, 0..3).map(|i| limits[i]).into_iter().sum::<Result<_, _>>())?;
+    /// assert_eq!(total, 15);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream_scoped<'scope, S>(
+        &self,
+        scope: &'scope Scope<'scope, '_>,
+        source: S,
+    ) -> Stream<'scope, 'scope, S::IntoIter, Source, Infallible>
+    where
+        'p: 'scope,
+        S: IntoIterator,
+        S::IntoIter: Send + 'scope,
+        S::Item: Send + 'scope,
+    {
+        scope.stream_with(self.pool, source, self.stream_options())
+    }
+
+    fn stream_options(&self) -> StreamOptions {
+        StreamOptions {
             token: self.token.clone(),
             deadline: self.deadline_with_token(),
             limit: self.limit,
             progress: self.progress.clone(),
-        };
-        self.pool.stream_with(source, options)
+        }
     }
 
     /// First success: runs the `alternatives` (say, the same request to `n` replicas)

@@ -749,3 +749,93 @@ fn a_tokens_own_deadline_times_a_stream_out() {
     });
     assert!(matches!(r, Err(RunError::TimedOut { .. })), "{r:?}");
 }
+
+#[test]
+fn scoped_streams_borrow_their_source_and_stages() {
+    for threads in [1, 2, 3] {
+        let pool = pool(threads);
+        let lines: Vec<String> = (0..20_000u64).map(|i| format!("{i} {}", burn(i, 2) % 97)).collect();
+        let needle = String::from("7");
+        let table: Vec<u64> = (0..97).map(|i| burn(i, 1)).collect();
+        let expected: Vec<u64> = lines
+            .iter()
+            .filter(|l| l.contains(needle.as_str()))
+            .map(|l| table[l.split(' ').nth(1).unwrap().parse::<usize>().unwrap()])
+            .collect();
+        for ordered in [true, false] {
+            let mut got: Vec<u64> = pool.scope(|s| {
+                let st = s
+                    .stream(lines.iter())
+                    .window(64)
+                    .filter(|l| l.contains(needle.as_str()))
+                    .map(|l| table[l.split(' ').nth(1).unwrap().parse::<usize>().unwrap()]);
+                let st = if ordered { st } else { st.unordered() };
+                st.into_iter().collect::<Result<_, _>>().unwrap()
+            });
+            if ordered {
+                assert_eq!(got, expected, "{threads} threads");
+            } else {
+                let mut want = expected.clone();
+                want.sort_unstable();
+                got.sort_unstable();
+                assert_eq!(got, want, "{threads} threads, unordered");
+            }
+        }
+        // Several streams at once in one scope, one consumed on another thread.
+        let (a, b) = pool.scope(|s| {
+            let a = s.stream(lines.iter()).map(|l| l.len()).into_iter();
+            let b = s.stream(table.iter()).map(|x| x % 7).into_iter();
+            std::thread::scope(|t| {
+                let a = t.spawn(move || a.map(Result::unwrap).sum::<usize>());
+                let b: u64 = b.map(Result::unwrap).sum();
+                (a.join().unwrap(), b)
+            })
+        });
+        assert_eq!(a, lines.iter().map(|l| l.len()).sum::<usize>());
+        assert_eq!(b, table.iter().map(|x| x % 7).sum::<u64>());
+    }
+}
+
+#[test]
+fn a_runner_starts_scoped_streams_under_its_options() {
+    let pool = pool(2);
+    let data: Vec<u64> = (0..50_000).collect();
+    let token = fanout::CancelToken::new();
+    let mut seen = 0u64;
+    let r = pool.scope(|s| {
+        pool.runner().cancel_token(&token).stream_scoped(s, data.iter()).map(|x| burn(*x, 2)).for_each(|y| {
+            seen += 1;
+            assert_eq!(y, burn(seen - 1, 2), "in order");
+            if seen == 1_000 {
+                token.cancel();
+            }
+        })
+    });
+    assert!(matches!(r, Err(RunError::Cancelled { completed }) if completed == seen), "{r:?} after {seen}");
+    // limit(1): the consumer alone works on the stream.
+    let caller = std::thread::current().id();
+    let on_caller = std::sync::atomic::AtomicUsize::new(0);
+    let n = pool.scope(|s| {
+        pool.runner()
+            .limit(1)
+            .stream_scoped(s, data.iter())
+            .inspect(|_| {
+                if std::thread::current().id() == caller {
+                    on_caller.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .into_iter()
+            .count()
+    });
+    assert_eq!((n, on_caller.load(Ordering::Relaxed)), (data.len(), data.len()));
+}
+
+#[test]
+fn stream_iterators_can_be_sent_to_other_threads() {
+    fn send<T: Send>(_: &T) {}
+    let pool = pool(2);
+    let it = pool.stream(0..10u64).map(|x| x + 1).into_iter();
+    send(&it);
+    let local = [1u64, 2, 3];
+    pool.scope(|s| send(&s.stream(local.iter()).into_iter()));
+}

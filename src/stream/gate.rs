@@ -57,7 +57,7 @@ mod sealed {
 }
 
 /// How a stage's function is called: freely ([`Free`]) or through a [`Gate`]. Sealed.
-pub trait StageGate: sealed::Sealed + Send + Sync + 'static {
+pub trait StageGate: sealed::Sealed + Send + Sync {
     /// Runs `f`, within the stage's limit.
     #[doc(hidden)]
     fn run<R>(&self, f: impl FnOnce() -> R) -> R;

@@ -79,20 +79,43 @@
 //! token, deadline, limit and progress handle: a cancel or the deadline ends the stream
 //! like an error does, with [`RunError::Cancelled`] or [`RunError::TimedOut`] after the
 //! batch being yielded.
+//!
+//! # Borrowing: scoped streams
+//!
+//! The pool's workers use a stream's source and stages for as long as its iterator
+//! lives, and an iterator may be leaked, so [`Pool::stream`] takes only what owns its
+//! data (`'static`). Inside [`Pool::scope`] (or [`fanout::scope`](crate::scope) on the
+//! default pool), [`Scope::stream`] takes sources and stages that borrow from the
+//! caller's stack, as [`std::thread::scope`] does for threads: the scope ends every
+//! stream left open when it returns. [`Runner::stream_scoped`](crate::Runner::stream_scoped)
+//! does the same under run options.
+//!
+//! ```
+//! let pool = fanout::Pool::builder().num_threads(2).build()?;
+//! let stop_words = ["a", "the"];
+//! let text = String::from("the fan and a pool");
+//! let kept: Vec<&str> = pool.scope(|s| {
+//!     s.stream(text.split(' ')).filter(|w| !stop_words.contains(w)).collect::<Vec<_>>()
+//! })?;
+//! assert_eq!(kept, ["fan", "and", "pool"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod gate;
 mod pipe;
+mod scope;
 mod window;
 
 pub use gate::{Free, Gate, StageGate};
 pub use pipe::{Filter, FilterMap, FlatMap, Inspect, Limit, Map, Pipe, Source, TryMap};
+pub use scope::Scope;
 
 use crate::error::RunError;
 use crate::fallible::cancelled_error;
 use crate::progress::Counters;
-use crate::run::Job;
 use crate::sync::Arc;
 use crate::{CancelToken, Pool, Progress};
+use scope::OpenStreams;
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::time::Instant;
@@ -102,13 +125,31 @@ use window::{Batch, Config, Outside, Window};
 const MAX_BATCH: usize = 256;
 
 /// A parallel stream over an iterator, being set up: add stages, then consume it with
-/// [`Stream::into_iter`] or [`Stream::for_each`]. Made by [`Pool::stream`].
+/// [`Stream::into_iter`] or [`Stream::for_each`]. Made by [`Pool::stream`] or
+/// [`Scope::stream`].
 ///
-/// `I` is the source, `P` the fused chain of stages and `E` the error type of its
-/// `try_map` stages ([`Infallible`] when there are none).
+/// `'p` borrows the pool; `'s` is what the source and stages may borrow: `'static`
+/// for [`Pool::stream`], the scope for [`Scope::stream`]. `I` is the source, `P` the
+/// fused chain of stages and `E` the error type of its `try_map` stages
+/// ([`Infallible`] when there are none).
+///
+/// `'s` cannot be shortened: a stream that no scope watches must not take borrowing
+/// stages later.
+///
+/// ```compile_fail
+/// use fanout::stream::{Source, Stream};
+/// fn shorten<'p, 'a>(
+///     s: Stream<'p, 'static, std::ops::Range<u32>, Source, std::convert::Infallible>,
+/// ) -> Stream<'p, 'a, std::ops::Range<u32>, Source, std::convert::Infallible> {
+///     s
+/// }
+/// ```
 #[must_use = "a stream does nothing until it is consumed"]
-pub struct Stream<'p, I, P, E> {
+pub struct Stream<'p, 's, I, P, E> {
     pool: &'p Pool,
+    /// The scope that closes the stream if its iterator is leaked; `None` only when
+    /// `'s` is `'static` (see [`Scope`]).
+    scope: Option<&'p OpenStreams<'s>>,
     source: I,
     pipe: P,
     window: Option<usize>,
@@ -118,6 +159,9 @@ pub struct Stream<'p, I, P, E> {
     /// The run options of the [`Runner`](crate::Runner) that made the stream.
     options: Options,
     _err: PhantomData<fn() -> E>,
+    /// Invariant in `'s`: a `'static` stream must not be shortened to a scope's
+    /// lifetime, or its stages could borrow what nothing closes it before.
+    _borrows: PhantomData<fn(&'s ()) -> &'s ()>,
 }
 
 /// A runner's options, as a stream uses them (see [`Runner::stream`](crate::Runner::stream)).
@@ -130,7 +174,7 @@ pub(crate) struct Options {
     pub(crate) progress: Option<Progress>,
 }
 
-impl<I, P, E> std::fmt::Debug for Stream<'_, I, P, E> {
+impl<I, P, E> std::fmt::Debug for Stream<'_, '_, I, P, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream").field("window", &self.window).field("ordered", &self.ordered).finish_non_exhaustive()
     }
@@ -142,7 +186,14 @@ impl Pool {
     /// The source is pulled by one thread at a time, in order; it may be slow or block
     /// (only the thread pulling it waits). It and the stages must be `Send + 'static`,
     /// because the pool's workers keep using them for as long as the consumer's
-    /// iterator lives.
+    /// iterator lives; to borrow from the stack, start the stream in a
+    /// [`Pool::scope`].
+    ///
+    /// ```compile_fail
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let needle = String::from("x");
+    /// let _ = pool.stream(0..3usize).map(|i| needle.len() + i).for_each(drop); // borrows: use a scope
+    /// ```
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build()?;
@@ -151,7 +202,7 @@ impl Pool {
     /// assert_eq!(total, 338_350);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stream<S>(&self, source: S) -> Stream<'_, S::IntoIter, Source, Infallible>
+    pub fn stream<S>(&self, source: S) -> Stream<'_, 'static, S::IntoIter, Source, Infallible>
     where
         S: IntoIterator,
         S::IntoIter: Send + 'static,
@@ -161,31 +212,45 @@ impl Pool {
     }
 
     /// A stream under a runner's `options`.
-    pub(crate) fn stream_with<S>(&self, source: S, options: Options) -> Stream<'_, S::IntoIter, Source, Infallible>
+    pub(crate) fn stream_with<S>(
+        &self,
+        source: S,
+        options: Options,
+    ) -> Stream<'_, 'static, S::IntoIter, Source, Infallible>
     where
         S: IntoIterator,
         S::IntoIter: Send + 'static,
         S::Item: Send + 'static,
     {
+        Stream::new(self, None, source.into_iter(), options)
+    }
+}
+
+impl<'p, 's, I> Stream<'p, 's, I, Source, Infallible> {
+    /// A stream with no stages yet. `scope` may be `None` only when `'s` is `'static`:
+    /// it is what ends a leaked stream before `'s` does.
+    fn new(pool: &'p Pool, scope: Option<&'p OpenStreams<'s>>, source: I, options: Options) -> Self {
         Stream {
-            pool: self,
-            source: source.into_iter(),
+            pool,
+            scope,
+            source,
             pipe: Source,
             window: None,
             ordered: true,
             zero_parallelism: false,
             options,
             _err: PhantomData,
+            _borrows: PhantomData,
         }
     }
 }
 
-impl<'p, I, P, E> Stream<'p, I, P, E>
+impl<'p, 's, I, P, E> Stream<'p, 's, I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
     /// The most source items that may be pulled ahead of the consumer (at least 1; see
     /// the module docs for what it costs and absorbs).
@@ -238,10 +303,10 @@ where
     /// assert_eq!(v, [1, 2]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn map<U, F>(self, f: F) -> Stream<'p, I, Map<P, F>, E>
+    pub fn map<U, F>(self, f: F) -> Stream<'p, 's, I, Map<P, F>, E>
     where
-        F: Fn(P::Out) -> U + Send + Sync + 'static,
-        U: Send + 'static,
+        F: Fn(P::Out) -> U + Send + Sync + 's,
+        U: Send + 's,
     {
         self.stage(|p| Map::new(p, f))
     }
@@ -259,12 +324,12 @@ where
     /// assert!(it.next().is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_map<U, E2, F>(self, f: F) -> Stream<'p, I, TryMap<P, F>, E2>
+    pub fn try_map<U, E2, F>(self, f: F) -> Stream<'p, 's, I, TryMap<P, F>, E2>
     where
         P: Pipe<I::Item, E2>,
-        F: Fn(<P as Pipe<I::Item, E2>>::Out) -> Result<U, E2> + Send + Sync + 'static,
-        U: Send + 'static,
-        E2: Send + 'static,
+        F: Fn(<P as Pipe<I::Item, E2>>::Out) -> Result<U, E2> + Send + Sync + 's,
+        U: Send + 's,
+        E2: Send + 's,
     {
         self.stage(|p| TryMap::new(p, f))
     }
@@ -277,9 +342,9 @@ where
     /// assert_eq!(v, [0, 3, 6, 9]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn filter<F>(self, f: F) -> Stream<'p, I, Filter<P, F>, E>
+    pub fn filter<F>(self, f: F) -> Stream<'p, 's, I, Filter<P, F>, E>
     where
-        F: Fn(&P::Out) -> bool + Send + Sync + 'static,
+        F: Fn(&P::Out) -> bool + Send + Sync + 's,
     {
         self.stage(|p| Filter::new(p, f))
     }
@@ -292,10 +357,10 @@ where
     /// assert_eq!(v, [1, 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn filter_map<U, F>(self, f: F) -> Stream<'p, I, FilterMap<P, F>, E>
+    pub fn filter_map<U, F>(self, f: F) -> Stream<'p, 's, I, FilterMap<P, F>, E>
     where
-        F: Fn(P::Out) -> Option<U> + Send + Sync + 'static,
-        U: Send + 'static,
+        F: Fn(P::Out) -> Option<U> + Send + Sync + 's,
+        U: Send + 's,
     {
         self.stage(|p| FilterMap::new(p, f))
     }
@@ -308,11 +373,11 @@ where
     /// assert_eq!(v, [0, 0, 1, 0, 1, 2]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn flat_map<J, F>(self, f: F) -> Stream<'p, I, FlatMap<P, F, J>, E>
+    pub fn flat_map<J, F>(self, f: F) -> Stream<'p, 's, I, FlatMap<P, F, J>, E>
     where
-        F: Fn(P::Out) -> J + Send + Sync + 'static,
-        J: IntoIterator + 'static,
-        J::Item: Send + 'static,
+        F: Fn(P::Out) -> J + Send + Sync + 's,
+        J: IntoIterator + 's,
+        J::Item: Send + 's,
     {
         self.stage(|p| FlatMap::new(p, f))
     }
@@ -329,9 +394,9 @@ where
     /// assert_eq!((n, seen.load(Ordering::Relaxed)), (50, 50));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn inspect<F>(self, f: F) -> Stream<'p, I, Inspect<P, F>, E>
+    pub fn inspect<F>(self, f: F) -> Stream<'p, 's, I, Inspect<P, F>, E>
     where
-        F: Fn(&P::Out) + Send + Sync + 'static,
+        F: Fn(&P::Out) + Send + Sync + 's,
     {
         self.stage(|p| Inspect::new(p, f))
     }
@@ -395,7 +460,7 @@ where
     /// assert_eq!(most.load(Ordering::SeqCst), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn parallelism(self, n: usize) -> Stream<'p, I, P::Limited, E>
+    pub fn parallelism(self, n: usize) -> Stream<'p, 's, I, P::Limited, E>
     where
         P: Limit,
     {
@@ -416,7 +481,12 @@ where
     /// assert_eq!(out, "FAN OUT");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn for_each(self, mut sink: impl FnMut(P::Out)) -> Result<(), RunError<E>> {
+    pub fn for_each(self, mut sink: impl FnMut(P::Out)) -> Result<(), RunError<E>>
+    where
+        I: 's,
+        P: 's,
+        E: 's,
+    {
         for item in self {
             sink(item?);
         }
@@ -445,11 +515,36 @@ where
     pub fn try_for_each<F>(self, mut sink: impl FnMut(P::Out) -> Result<(), F>) -> Result<(), F>
     where
         F: From<RunError<E>>,
+        I: 's,
+        P: 's,
+        E: 's,
     {
         for item in self {
             sink(item?)?;
         }
         Ok(())
+    }
+
+    /// Runs the stream and collects its outputs, in order (or completion order for
+    /// unordered streams), into any collection; the error or panic that ended the
+    /// stream comes back instead, as from `into_iter().collect::<Result<C, _>>()`.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let squares = pool.stream(1..=4u32).map(|n| n * n).collect::<Vec<_>>()?;
+    /// assert_eq!(squares, [1, 4, 9, 16]);
+    /// let parsed = pool.stream(["1", "x"]).try_map(|s| s.parse::<u8>()).collect::<Vec<_>>();
+    /// assert!(matches!(parsed, Err(fanout::RunError::Failed { index: Some(1), .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn collect<C>(self) -> Result<C, RunError<E>>
+    where
+        C: FromIterator<P::Out>,
+        I: 's,
+        P: 's,
+        E: 's,
+    {
+        self.into_iter().collect()
     }
 
     fn config(&self) -> Config {
@@ -462,11 +557,12 @@ where
     }
 }
 
-impl<'p, I, P, E> Stream<'p, I, P, E> {
+impl<'p, 's, I, P, E> Stream<'p, 's, I, P, E> {
     /// Adds a stage (and, for `try_map`, fixes the error type).
-    fn stage<Q, E2>(self, make: impl FnOnce(P) -> Q) -> Stream<'p, I, Q, E2> {
+    fn stage<Q, E2>(self, make: impl FnOnce(P) -> Q) -> Stream<'p, 's, I, Q, E2> {
         Stream {
             pool: self.pool,
+            scope: self.scope,
             source: self.source,
             pipe: make(self.pipe),
             window: self.window,
@@ -474,19 +570,20 @@ impl<'p, I, P, E> Stream<'p, I, P, E> {
             zero_parallelism: self.zero_parallelism,
             options: self.options,
             _err: PhantomData,
+            _borrows: PhantomData,
         }
     }
 }
 
-impl<'p, I, P, E> IntoIterator for Stream<'p, I, P, E>
+impl<'p, 's, I, P, E> IntoIterator for Stream<'p, 's, I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
-    P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    I: Iterator + Send + 's,
+    I::Item: Send,
+    P: Pipe<I::Item, E> + 's,
+    E: Send + 's,
 {
     type Item = Result<P::Out, RunError<E>>;
-    type IntoIter = StreamIter<'p, I, P, E>;
+    type IntoIter = StreamIter<'p, 's, I, P, E>;
 
     /// Starts the stream: the pool's workers may pull and process from now on. The
     /// iterator yields the outputs on the calling thread, which also pulls and processes
@@ -500,7 +597,7 @@ where
     /// assert_eq!(first, [2, 4, 6]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    fn into_iter(self) -> StreamIter<'p, I, P, E> {
+    fn into_iter(self) -> StreamIter<'p, 's, I, P, E> {
         let cfg = self.config();
         let shared = Arc::clone(self.pool.shared());
         let Options { token, deadline, limit, progress } = self.options;
@@ -518,17 +615,20 @@ where
             counters.slot(0).set_active(end.is_none());
             counters
         });
+        if let Some(scope) = self.scope {
+            scope.add(&window);
+        }
         let job: *const Window<I, P, E> = Arc::as_ptr(&window);
-        let job: *const (dyn Job + 'static) = job;
-        // SAFETY: the window is owned by an `Arc` that `StreamIter` keeps until its `Drop`
-        // has unregistered `job` and waited for every worker that joined to leave; if the
-        // iterator is leaked, the window is leaked with it and stays valid. The window
-        // owns everything it touches (`'static` source and stages).
+        // SAFETY: the window is owned by an `Arc`, and `StreamIter`'s `Drop` closes it
+        // (unregisters it and waits for every worker that joined to leave) before letting
+        // go of its `Arc`. If the iterator is leaked instead: without a scope, `'s` is
+        // `'static` (`Stream::new`; `'s` is invariant), so the leaked window and all it
+        // borrows stay valid for good; with one, the scope holds an `Arc` too and closes
+        // the window when it ends, before `'s` does.
         unsafe { window.shared().register_job(job) };
         StreamIter {
-            pool: self.pool,
             window,
-            job,
+            scope: self.scope,
             current: Vec::new().into_iter(),
             release: 0,
             end,
@@ -541,16 +641,16 @@ where
 
 /// The consumer's side of a running stream: yields the outputs on the calling thread.
 /// Dropping it stops the stream (see the [`stream`](self) module docs).
-pub struct StreamIter<'p, I, P, E>
+pub struct StreamIter<'p, 's, I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
-    pool: &'p Pool,
     window: Arc<Window<I, P, E>>,
-    job: *const (dyn Job + 'static),
+    /// The scope to tell when the window is closed (see [`Scope`]).
+    scope: Option<&'p OpenStreams<'s>>,
     current: std::vec::IntoIter<P::Out>,
     /// Source items of the batch being yielded, released when it is done.
     release: usize,
@@ -563,24 +663,12 @@ where
     progress: Option<Arc<Counters>>,
 }
 
-// SAFETY: `job` points into `window`, which is `Send + Sync` (all its contents are
-// `Send`, shared parts behind locks and atomics); the pointer is only used to
-// unregister the job, which any thread may do.
-unsafe impl<I, P, E> Send for StreamIter<'_, I, P, E>
+impl<I, P, E> std::fmt::Debug for StreamIter<'_, '_, I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
-{
-}
-
-impl<I, P, E> std::fmt::Debug for StreamIter<'_, I, P, E>
-where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
-    P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamIter").field("finished", &self.finished).finish_non_exhaustive()
@@ -604,12 +692,12 @@ pub struct StreamStats {
     pub batches_by_workers: u64,
 }
 
-impl<I, P, E> StreamIter<'_, I, P, E>
+impl<I, P, E> StreamIter<'_, '_, I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
     /// The stream's counters so far.
     ///
@@ -640,12 +728,12 @@ where
     }
 }
 
-impl<I, P, E> Iterator for StreamIter<'_, I, P, E>
+impl<I, P, E> Iterator for StreamIter<'_, '_, I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
     type Item = Result<P::Out, RunError<E>>;
 
@@ -682,21 +770,21 @@ where
     }
 }
 
-impl<I, P, E> Drop for StreamIter<'_, I, P, E>
+impl<I, P, E> Drop for StreamIter<'_, '_, I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
     fn drop(&mut self) {
         if let Some(p) = &self.progress {
             p.slot(0).set_active(false);
         }
-        self.window.stop();
-        self.pool.shared().unregister_job(self.job);
-        // No worker can join any more: wait for those inside to leave.
-        self.window.wait_for_workers();
+        self.window.close();
+        if let Some(scope) = self.scope {
+            scope.remove(Arc::as_ptr(&self.window).addr());
+        }
     }
 }
 

@@ -20,9 +20,9 @@ mod sealed {
 /// A chain of stages from the source's item type `In` to [`Pipe::Out`], failing with
 /// `E`. Built by [`Stream`](super::Stream)'s stage methods; it cannot be implemented
 /// outside this crate.
-pub trait Pipe<In, E>: sealed::Sealed + Send + Sync + 'static {
+pub trait Pipe<In, E>: sealed::Sealed + Send + Sync {
     /// What the last stage produces.
-    type Out: Send + 'static;
+    type Out: Send;
 
     /// Pushes `item` through the chain, calling `sink` for each output.
     #[doc(hidden)]
@@ -35,7 +35,7 @@ pub struct Source;
 
 impl sealed::Sealed for Source {}
 
-impl<T: Send + 'static, E> Pipe<T, E> for Source {
+impl<T: Send, E> Pipe<T, E> for Source {
     type Out = T;
     #[inline(always)]
     fn push<S: FnMut(T) -> Result<(), E>>(&self, item: T, sink: &mut S) -> Result<(), E> {
@@ -108,11 +108,11 @@ stage!(
     Inspect
 );
 
-impl<In, E: 'static, P, F, U, G: StageGate> Pipe<In, E> for Map<P, F, G>
+impl<In, E, P, F, U, G: StageGate> Pipe<In, E> for Map<P, F, G>
 where
     P: Pipe<In, E>,
-    F: Fn(P::Out) -> U + Send + Sync + 'static,
-    U: Send + 'static,
+    F: Fn(P::Out) -> U + Send + Sync,
+    U: Send,
 {
     type Out = U;
     #[inline(always)]
@@ -121,11 +121,11 @@ where
     }
 }
 
-impl<In, E: 'static, P, F, U, G: StageGate> Pipe<In, E> for TryMap<P, F, G>
+impl<In, E, P, F, U, G: StageGate> Pipe<In, E> for TryMap<P, F, G>
 where
     P: Pipe<In, E>,
-    F: Fn(P::Out) -> Result<U, E> + Send + Sync + 'static,
-    U: Send + 'static,
+    F: Fn(P::Out) -> Result<U, E> + Send + Sync,
+    U: Send,
 {
     type Out = U;
     #[inline(always)]
@@ -134,10 +134,10 @@ where
     }
 }
 
-impl<In, E: 'static, P, F, G: StageGate> Pipe<In, E> for Filter<P, F, G>
+impl<In, E, P, F, G: StageGate> Pipe<In, E> for Filter<P, F, G>
 where
     P: Pipe<In, E>,
-    F: Fn(&P::Out) -> bool + Send + Sync + 'static,
+    F: Fn(&P::Out) -> bool + Send + Sync,
 {
     type Out = P::Out;
     #[inline(always)]
@@ -146,11 +146,11 @@ where
     }
 }
 
-impl<In, E: 'static, P, F, U, G: StageGate> Pipe<In, E> for FilterMap<P, F, G>
+impl<In, E, P, F, U, G: StageGate> Pipe<In, E> for FilterMap<P, F, G>
 where
     P: Pipe<In, E>,
-    F: Fn(P::Out) -> Option<U> + Send + Sync + 'static,
-    U: Send + 'static,
+    F: Fn(P::Out) -> Option<U> + Send + Sync,
+    U: Send,
 {
     type Out = U;
     #[inline(always)]
@@ -162,10 +162,10 @@ where
     }
 }
 
-impl<In, E: 'static, P, F, G: StageGate> Pipe<In, E> for Inspect<P, F, G>
+impl<In, E, P, F, G: StageGate> Pipe<In, E> for Inspect<P, F, G>
 where
     P: Pipe<In, E>,
-    F: Fn(&P::Out) + Send + Sync + 'static,
+    F: Fn(&P::Out) + Send + Sync,
 {
     type Out = P::Out;
     #[inline(always)]
@@ -210,12 +210,12 @@ impl<P, F, J, G> std::fmt::Debug for FlatMap<P, F, J, G> {
     }
 }
 
-impl<In, E: 'static, P, F, J, G: StageGate> Pipe<In, E> for FlatMap<P, F, J, G>
+impl<In, E, P, F, J, G: StageGate> Pipe<In, E> for FlatMap<P, F, J, G>
 where
     P: Pipe<In, E>,
-    F: Fn(P::Out) -> J + Send + Sync + 'static,
-    J: IntoIterator + 'static,
-    J::Item: Send + 'static,
+    F: Fn(P::Out) -> J + Send + Sync,
+    J: IntoIterator,
+    J::Item: Send,
 {
     type Out = J::Item;
     #[inline(always)]

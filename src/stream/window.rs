@@ -49,11 +49,11 @@
 //!   lost wake-up could only cost parallelism, never progress: the consumer claims
 //!   whenever it could.
 //! - **Memory safety.** Workers reach the window through the pool's registry, under
-//!   its lock (`try_join` counts them in `participants`). Dropping the consumer's
-//!   iterator stops claims, unregisters the job and waits for `participants == 0`
-//!   before the shared state can be freed. A leaked (`mem::forget`) iterator leaks the
-//!   state with it, so the registered pointer stays valid; everything workers touch is
-//!   owned by the state (`'static` source and stages), never borrowed from a stack.
+//!   its lock (`try_join` counts them in `participants`). `Window::close` (the
+//!   consumer's iterator on drop, or the scope of a leaked one) stops claims,
+//!   unregisters the job and waits for `participants == 0` before the shared state,
+//!   or anything it borrows, may go away (see ARCHITECTURE.md, "Early exit and memory
+//!   safety").
 //!
 //! The loom models in `loom-tests/tests/stream.rs` check this hand-off (window 2, one
 //! or two workers and the consumer). An earlier design kept the source's try-lock in
@@ -230,10 +230,10 @@ pub(crate) struct Counts {
 
 impl<I, P, E> Window<I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
     pub(crate) fn new(pool: Arc<Shared>, iter: I, pipe: P, cfg: Config, outside: Outside) -> Self {
         Self {
@@ -586,7 +586,14 @@ where
         self.dropped.store(true, Ordering::Release);
     }
 
-    pub(crate) fn wait_for_workers(&self) {
+    /// Ends the stream for good: no new batch starts, no worker joins any more, and
+    /// every worker that had joined has left when this returns, so the window may be
+    /// freed (or what it borrows may end). Called by the consumer's iterator on drop,
+    /// or by the scope it was started in if the iterator was leaked; a second call
+    /// finds everything done.
+    pub(crate) fn close(&self) {
+        self.stop();
+        self.pool.unregister_job(std::ptr::from_ref(self).cast());
         // Acquire: pairs with the Release decrement in `Leave::leave`, so every worker
         // access to the window happens before we free it.
         while self.participants.load(Ordering::Acquire) != 0 {
@@ -607,10 +614,10 @@ where
 
 impl<I, P, E> Job for Window<I, P, E>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
     P: Pipe<I::Item, E>,
-    E: Send + 'static,
+    E: Send,
 {
     fn try_join(&self) -> bool {
         // Acquire: pairs with `stop`; a dropped stream takes no one.
