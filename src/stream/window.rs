@@ -281,6 +281,14 @@ where
         &self.pool
     }
 
+    /// Wakes a sleeping worker to pull, unless no worker may join (a runner's
+    /// `limit(1)`: the consumer works alone, and a woken worker would only spin).
+    fn wake_a_worker(&self) {
+        if self.cfg.worker_limit != Some(0) {
+            self.pool.sleep().notify_one();
+        }
+    }
+
     /// Pulls one batch, runs the stages over it and deposits it. Returns `false`
     /// without waiting when no batch can be pulled now (window full, source busy or
     /// finished, stream stopped).
@@ -387,7 +395,7 @@ where
         if !short {
             // The source is free again and may have room: wake a sleeper to pull the
             // next batch while we process this one.
-            self.pool.sleep().notify_one();
+            self.wake_a_worker();
         }
         Pulled { seq, first, items, end }
     }
@@ -505,7 +513,7 @@ where
                     drop(st);
                     if freed {
                         // Room was released: a sleeping worker may pull again.
-                        self.pool.sleep().notify_one();
+                        self.wake_a_worker();
                     }
                     return Some(b);
                 }
@@ -530,7 +538,7 @@ where
                     let seen = st.deposits;
                     drop(st);
                     if freed {
-                        self.pool.sleep().notify_one();
+                        self.wake_a_worker();
                     }
                     for _ in 0..SPIN_BEFORE_PARK {
                         // Relaxed: a hint; what was deposited is read under the lock.
@@ -546,7 +554,7 @@ where
                 }
                 drop(st);
                 if freed {
-                    self.pool.sleep().notify_one();
+                    self.wake_a_worker();
                 }
                 match claim {
                     Some(claim) => {
