@@ -349,8 +349,9 @@ impl PoolBuilder {
     }
 }
 
-/// A raw pointer to a run on some caller's stack, valid while it is registered
-/// (see the `run` module docs for the protocol).
+/// A raw pointer to a job: a run on some caller's stack, or a stream's window on the
+/// heap (which may borrow from a scope), valid while it is registered (see the `run`
+/// module docs for the protocol, and `Shared::register_job`).
 #[derive(Clone, Copy)]
 struct JobPtr(*const (dyn Job + 'static));
 
@@ -390,7 +391,7 @@ impl Shared {
             jobs.iter().copied().find(|job| {
                 // SAFETY: registered runs are alive while we hold the lock.
                 let job = unsafe { &*job.0 };
-                job.has_work() && job.try_join()
+                job.has_work(worker) && job.try_join()
             })
         };
         match joined {
@@ -405,13 +406,14 @@ impl Shared {
         }
     }
 
-    fn any_work(&self) -> bool {
+    /// Whether a registered job has work `worker` may join for.
+    fn any_work(&self, worker: usize) -> bool {
         // Acquire: as in `help_once`.
         if self.job_count.load(Ordering::Acquire) == 0 {
             return false;
         }
         // SAFETY: registered runs are alive while we hold the lock.
-        lock(&self.jobs).iter().any(|job| unsafe { (*job.0).has_work() })
+        lock(&self.jobs).iter().any(|job| unsafe { (*job.0).has_work(worker) })
     }
 
     fn register(&self, job: JobPtr) {
@@ -442,7 +444,7 @@ impl Shared {
             if let Some(tokens) = &self.tokens
                 && token.is_none()
             {
-                if self.any_work() {
+                if self.any_work(me) {
                     // `None`: the pool is shutting down, which the loop sees next.
                     token = tokens.wait();
                     continue;
@@ -455,7 +457,7 @@ impl Shared {
                 continue;
             }
             // Nothing registered has work: look a little longer, then sleep.
-            if self.spin_for_work() {
+            if self.spin_for_work(me) {
                 continue;
             }
             // Going to sleep: the token goes back to the jobserver.
@@ -464,7 +466,7 @@ impl Shared {
             self.sleep.prepare(me);
             // The re-check after registering as a sleeper (see the `sleep` module).
             #[cfg(not(all(loom, feature = "mutant_sleep")))]
-            let recheck = self.shutdown.load(Ordering::Acquire) || self.any_work();
+            let recheck = self.shutdown.load(Ordering::Acquire) || self.any_work(me);
             #[cfg(all(loom, feature = "mutant_sleep"))]
             let recheck = self.shutdown.load(Ordering::Acquire);
             if recheck {
@@ -487,10 +489,11 @@ impl Shared {
     /// something was published meanwhile; returns whether there may be work now (or
     /// the pool is shutting down). Reads one shared counter per round otherwise, so
     /// idle workers do not contend on the registry's lock.
-    fn spin_for_work(&self) -> bool {
+    fn spin_for_work(&self, me: usize) -> bool {
         #[cfg(loom)]
         {
             // The models go straight to the sleep protocol.
+            let _ = me;
             false
         }
         #[cfg(not(loom))]
@@ -506,7 +509,7 @@ impl Shared {
                 let now = self.sleep.published();
                 if now != seen {
                     seen = now;
-                    if self.any_work() {
+                    if self.any_work(me) {
                         return true;
                     }
                 }

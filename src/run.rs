@@ -54,12 +54,12 @@ use crate::fallible::drop_quietly;
 use crate::global::GlobalQueue;
 use crate::progress::{Counters, SlotProgress};
 use crate::seats::Seats;
-use crate::sleep::Sleep;
+use crate::sleep::{NOT_PINNED, Sleep};
 use crate::spare::Spares;
 use crate::stack::PrivateStack;
 use crate::stats::{RunStats, SlotStats};
 use crate::stop::{Clock, Stop, StopReason};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, lock};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, current_cpu, lock};
 use crossbeam_utils::CachePadded;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -475,8 +475,8 @@ where
 pub(crate) trait Job: Sync {
     /// Adds a participant unless the run is over. Called under the registry lock.
     fn try_join(&self) -> bool;
-    /// Whether there is stealable work (a snapshot).
-    fn has_work(&self) -> bool;
+    /// Whether there is stealable work that `worker` may join for (a snapshot).
+    fn has_work(&self, worker: usize) -> bool;
     /// Takes part as worker `worker` until idle (after `try_join`); returns how to
     /// leave, which the worker does after this borrow of the job has ended.
     fn participate(&self, worker: usize) -> Leave;
@@ -649,10 +649,11 @@ impl<'p, W: Work> Run<'p, W> {
             global,
             urgent: Urgent::new(),
             // Blocking items hold no core while they wait: every worker may join.
-            seats: Seats::new(
-                if caller_holds_a_core && !control.share_seeds { workers.saturating_sub(1) } else { workers },
-                control.limit,
-            ),
+            seats: if caller_holds_a_core && !control.share_seeds {
+                Seats::new(workers.saturating_sub(1), control.limit, current_cpu().unwrap_or(NOT_PINNED))
+            } else {
+                Seats::new(workers, control.limit, NOT_PINNED)
+            },
             stop: Stop::new(control.token, control.deadline),
             progress: control.progress,
             done: AtomicBool::new(false),
@@ -1223,9 +1224,12 @@ impl<W: Work> Job for Run<'_, W> {
         true
     }
 
-    fn has_work(&self) -> bool {
+    fn has_work(&self, worker: usize) -> bool {
         // A snapshot; `try_activate` enforces the limit, `try_join` the seats.
-        self.seats.admit_worker() && self.work_visible() && self.seats.has_room()
+        self.seats.admit_worker()
+            && !self.seats.shares_the_callers_core(worker, self.sleep)
+            && self.work_visible()
+            && self.seats.has_room()
     }
 
     fn participate(&self, worker: usize) -> Leave {

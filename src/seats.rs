@@ -8,6 +8,7 @@
 //! rule 3), so no answer from here can lose work or hang a run; a wrong one costs a
 //! needless or a late wake-up.
 
+use crate::sleep::Sleep;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
@@ -26,21 +27,35 @@ pub(crate) struct Seats {
     /// Most workers that may join while the caller takes part: one fewer than the
     /// pool's when the caller's thread holds a core a worker would otherwise use.
     cap: usize,
+    /// The CPU the caller ran on when it took a worker's seat (`NOT_PINNED` if it did
+    /// not): the worker pinned there is the one whose seat it took.
+    caller_cpu: usize,
     /// Most participants active at once (`u32::MAX`: no limit).
     limit: u32,
 }
 
 impl Seats {
     /// Seats for a run whose caller starts active, with at most `cap` workers joined
-    /// while the caller takes part and at most `limit` participants active.
-    pub(crate) fn new(cap: usize, limit: Option<u32>) -> Self {
+    /// while the caller takes part and at most `limit` participants active; a caller
+    /// that took a worker's seat says on which CPU (`NOT_PINNED` otherwise).
+    pub(crate) fn new(cap: usize, limit: Option<u32>, caller_cpu: usize) -> Self {
         Self {
             active: CachePadded::new(AtomicU64::new(1)),
             participants: CachePadded::new(AtomicUsize::new(0)),
             caller_in: AtomicBool::new(true),
             cap,
+            caller_cpu,
             limit: limit.unwrap_or(u32::MAX).max(1),
         }
+    }
+
+    /// Whether the worker is kept out because it shares the caller's core: pinned to
+    /// the CPU the caller runs on, it could only run by preempting the caller, while
+    /// the worker of a free core waits for the seat it took.
+    #[inline]
+    pub(crate) fn shares_the_callers_core(&self, worker: usize, sleep: &Sleep) -> bool {
+        // Relaxed: an admission hint (see the module docs).
+        self.caller_in.load(Ordering::Relaxed) && sleep.pinned_to(worker, self.caller_cpu)
     }
 
     /// The caller left the run: its seat is free for a worker.
@@ -126,5 +141,29 @@ impl Seats {
                 Err(seen) => current = seen,
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Seats;
+    use crate::sleep::{NOT_PINNED, Sleep};
+
+    #[test]
+    fn the_worker_on_the_callers_core_sits_out_while_the_caller_takes_part() {
+        let sleep = Sleep::new(3);
+        sleep.set_pinned(0, 5);
+        sleep.set_pinned(1, 7);
+        // Worker 2 is not pinned.
+        let seats = Seats::new(2, None, 5);
+        assert!(seats.shares_the_callers_core(0, &sleep));
+        assert!(!seats.shares_the_callers_core(1, &sleep));
+        assert!(!seats.shares_the_callers_core(2, &sleep));
+        // Once the caller has left, its core is free again.
+        seats.caller_left();
+        assert!(!seats.shares_the_callers_core(0, &sleep));
+        // A caller that took no seat (or whose CPU is unknown) keeps nobody out.
+        let seats = Seats::new(3, None, NOT_PINNED);
+        assert!((0..3).all(|w| !seats.shares_the_callers_core(w, &sleep)));
     }
 }

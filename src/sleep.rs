@@ -37,7 +37,7 @@ pub struct Sleep {
 }
 
 /// `Sleep::cores` of a worker the OS may run anywhere.
-const NOT_PINNED: usize = usize::MAX;
+pub(crate) const NOT_PINNED: usize = usize::MAX;
 
 impl Sleep {
     /// A sleep state for `workers` workers, all of which start idle (counted in demand).
@@ -57,6 +57,12 @@ impl Sleep {
     pub(crate) fn set_pinned(&self, worker: usize, cpu: usize) {
         // Relaxed: a placement hint for wakers; a stale value only picks a worse sleeper.
         self.cores[worker].store(cpu, Ordering::Relaxed);
+    }
+
+    /// Whether `worker` is pinned to CPU `cpu`.
+    pub(crate) fn pinned_to(&self, worker: usize, cpu: usize) -> bool {
+        // Relaxed: see `set_pinned`.
+        cpu != NOT_PINNED && self.cores[worker].load(Ordering::Relaxed) == cpu
     }
 
     /// Takes the sleeper to wake from `sleepers`: the most recent one not pinned to

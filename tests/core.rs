@@ -331,9 +331,11 @@ fn seeds_are_pulled_as_the_run_goes() {
         seeds,
         || 0u64,
         |sum, i, _| {
-            let ran = executed.fetch_add(1, Ordering::Relaxed) + 1;
-            // How far the iterator ran ahead of the items executed.
-            most_ahead.fetch_max(pulled.load(Ordering::Relaxed).saturating_sub(ran), Ordering::Relaxed);
+            executed.fetch_add(1, Ordering::Relaxed);
+            // How far the iterator ran ahead of the items executed: the executed count
+            // is read last, so a preemption between the reads can only shrink it.
+            let seen = pulled.load(Ordering::Relaxed);
+            most_ahead.fetch_max(seen.saturating_sub(executed.load(Ordering::Relaxed)), Ordering::Relaxed);
             *sum += i;
         },
         |a, b| a + b,

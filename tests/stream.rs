@@ -839,3 +839,25 @@ fn stream_iterators_can_be_sent_to_other_threads() {
     let local = [1u64, 2, 3];
     pool.scope(|s| send(&s.stream(local.iter()).into_iter()));
 }
+
+#[test]
+fn a_scoped_stream_may_run_on_a_runners_other_pool() {
+    let (a, b) = (pool(2), pool(1));
+    let words = ["fan", "out", "fan", "in"];
+    let n = a.scope(|s| b.runner().stream_scoped(s, words.iter()).filter(|w| **w == "fan").into_iter().count());
+    assert_eq!(n, 2);
+    // A leaked one is ended by the scope as well.
+    let pulls = std::sync::atomic::AtomicUsize::new(0);
+    a.scope(|s| {
+        let source = (0..).map(|i| words[i % 4]).inspect(|_| {
+            pulls.fetch_add(1, Ordering::Relaxed);
+        });
+        let mut it = b.runner().stream_scoped(s, source).window(64).into_iter();
+        assert!(it.next().is_some());
+        std::mem::forget(it);
+    });
+    let at_exit = pulls.load(Ordering::Relaxed);
+    assert_eq!(b.map_index(0..8, |i| i).len(), 8);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(pulls.load(Ordering::Relaxed), at_exit);
+}

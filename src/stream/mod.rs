@@ -227,13 +227,25 @@ impl Pool {
         S::IntoIter: Send + 'static,
         S::Item: Send + 'static,
     {
-        Stream::new(self, None, source.into_iter(), options)
+        Stream::new_static(self, source.into_iter(), options)
+    }
+}
+
+impl<'p, I> Stream<'p, 'static, I, Source, Infallible> {
+    /// A stream that borrows nothing, which no scope needs to watch.
+    fn new_static(pool: &'p Pool, source: I, options: Options) -> Self {
+        Stream::new(pool, None, source, options)
     }
 }
 
 impl<'p, 's, I> Stream<'p, 's, I, Source, Infallible> {
-    /// A stream with no stages yet. `scope` may be `None` only when `'s` is `'static`:
-    /// it is what ends a leaked stream before `'s` does.
+    /// A stream that may borrow for `'s`, ended by `scope` if its iterator is leaked.
+    fn new_scoped(pool: &'p Pool, scope: &'p OpenStreams<'s>, source: I, options: Options) -> Self {
+        Stream::new(pool, Some(scope), source, options)
+    }
+
+    /// A stream with no stages yet. Only `new_static` passes no scope: a stream without
+    /// one has `'s = 'static`, which the `SAFETY` argument in `into_iter` relies on.
     fn new(pool: &'p Pool, scope: Option<&'p OpenStreams<'s>>, source: I, options: Options) -> Self {
         Stream {
             pool,
@@ -627,7 +639,7 @@ where
         // SAFETY: the window is owned by an `Arc`, and `StreamIter`'s `Drop` closes it
         // (unregisters it and waits for every worker that joined to leave) before letting
         // go of its `Arc`. If the iterator is leaked instead: without a scope, `'s` is
-        // `'static` (`Stream::new`; `'s` is invariant), so the leaked window and all it
+        // `'static` (`Stream::new_static`; `'s` is invariant), so the leaked window and all it
         // borrows stay valid for good; with one, the scope holds an `Arc` too and closes
         // the window when it ends, before `'s` does.
         unsafe { window.shared().register_job(job) };

@@ -1,7 +1,7 @@
 //! Streams whose source and stages borrow from the caller's stack.
 //!
-//! A stream's workers keep using its source and stages for as long as the consumer's
-//! iterator is registered with the pool. Dropping the iterator ends that, but a
+//! A stream's workers keep using its source and stages for as long as its state is
+//! registered with the pool. Dropping the consumer's iterator ends that, but a
 //! program may leak it (`mem::forget`, a reference cycle) instead, so a stream made by
 //! [`Pool::stream`] must own everything it uses (`'static`). A [`Scope`] lifts that
 //! limit the way [`std::thread::scope`] does for threads: the scope keeps a handle on
@@ -16,6 +16,7 @@ use crate::sync::{Arc, Mutex, lock};
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 /// A scope in which streams may borrow from the caller's stack: made by
 /// [`Pool::scope`] (or [`fanout::scope`](crate::scope) on the default pool), which
@@ -54,7 +55,10 @@ impl Pool {
     ///
     /// A stream ends when its iterator is dropped, as any stream does. One whose
     /// iterator was leaked instead is ended when `f` returns (or unwinds): it pulls no
-    /// more, and `scope` waits for the workers inside it to finish their batch.
+    /// more, and `scope` waits for the workers inside it to finish their batch (so a
+    /// source that blocks, say on a channel whose sender outlives the scope, holds the
+    /// scope until it yields). As with any leak, what a leaked stream holds (its
+    /// source, its stages, the outputs it buffered) is never dropped.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build()?;
@@ -73,6 +77,17 @@ impl Pool {
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
     /// let v = vec![1, 2, 3];
     /// let it = pool.scope(|s| s.stream(v.iter()).into_iter());
+    /// ```
+    ///
+    /// Nor can a stream borrow what lives only inside the scope's function, which ends
+    /// before the scope closes the streams left open:
+    ///
+    /// ```compile_fail
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// pool.scope(|s| {
+    ///     let v = vec![1, 2, 3];
+    ///     std::mem::forget(s.stream(v.iter()).into_iter());
+    /// });
     /// ```
     pub fn scope<'env, T>(&'env self, f: impl for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T) -> T {
         let scope = Scope { pool: self, open: OpenStreams::new(), _scope: PhantomData, _env: PhantomData };
@@ -99,7 +114,7 @@ impl<'scope> Scope<'scope, '_> {
         S::IntoIter: Send + 'scope,
         S::Item: Send + 'scope,
     {
-        Stream::new(self.pool, Some(&self.open), source.into_iter(), Options::default())
+        Stream::new_scoped(self.pool, &self.open, source.into_iter(), Options::default())
     }
 
     /// A stream on `pool` (a runner's) under `options`, closed by this scope.
@@ -114,7 +129,7 @@ impl<'scope> Scope<'scope, '_> {
         S::IntoIter: Send + 'scope,
         S::Item: Send + 'scope,
     {
-        Stream::new(pool, Some(&self.open), source.into_iter(), options)
+        Stream::new_scoped(pool, &self.open, source.into_iter(), options)
     }
 }
 
@@ -175,10 +190,33 @@ struct CloseOnExit<'a, 's>(&'a OpenStreams<'s>);
 
 impl Drop for CloseOnExit<'_, '_> {
     fn drop(&mut self) {
-        let leaked = std::mem::take(&mut *lock(&self.0.list));
-        for open in leaked {
-            (open.close)();
-            open.release();
+        // A worker inside a stream being closed may start (and leak) another stream in
+        // this scope (its stage can reach the scope), so take the list again until it
+        // stays empty: closing a stream waits for the workers inside it, the only
+        // threads that can still add one.
+        let mut closed = Vec::new();
+        loop {
+            let open = std::mem::take(&mut *lock(&self.0.list));
+            if open.is_empty() {
+                break;
+            }
+            for stream in &open {
+                (stream.close)();
+            }
+            closed.extend(open);
+        }
+        // Only now let go: this may drop a window's last handle (its iterator was
+        // dropped meanwhile), running the source's and stages' `Drop`, which may panic.
+        let mut panic = None;
+        for stream in closed {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| stream.release())) {
+                panic.get_or_insert(payload);
+            }
+        }
+        if let Some(payload) = panic
+            && !std::thread::panicking()
+        {
+            resume_unwind(payload);
         }
     }
 }
@@ -214,10 +252,11 @@ mod tests {
             let pulled = Arc::new(AtomicUsize::new(0));
             let p = Arc::clone(&pulled);
             pool.scope(|s| {
-                let source = data.iter().inspect(move |_| {
+                // Endless: the workers would pull until the window is full.
+                let source = (0..).map(|i| data[i % N]).inspect(move |_| {
                     p.fetch_add(1, Ordering::Relaxed);
                 });
-                let st = s.stream(source).window(N).map(|x| slow(*x) + data[0]);
+                let st = s.stream(source).window(N).map(|x| slow(x) + data[0]);
                 let mut it = if ordered { st } else { st.unordered() }.into_iter();
                 assert!(it.next().unwrap().is_ok());
                 std::mem::forget(it);
@@ -229,8 +268,69 @@ mod tests {
             // joining it, would read `data`.
             assert_eq!(pool.map_index(0..64, slow).len(), 64);
             assert_eq!(pulled.load(Ordering::Relaxed), at_exit);
-            assert!(at_exit < N || cfg!(miri), "the stream ran to the end before the scope did");
         }
+    }
+
+    #[test]
+    fn a_stream_started_by_a_stream_being_closed_is_closed_too() {
+        let pool = pool();
+        let data: Vec<usize> = (0..N).collect();
+        let inner_pulled = AtomicUsize::new(0);
+        let (started, go) = (std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicBool::new(false));
+        pool.scope(|s| {
+            // The first item a worker runs waits until the consumer has leaked the outer
+            // iterator and the scope is ending, then starts and leaks a stream of its
+            // own, reading `data` without end. The consumer keeps the outer stream going
+            // (workers only help a stream whose consumer pulls) until a worker has it.
+            let mut outer = s
+                .stream(0usize..)
+                .window(64)
+                .unordered()
+                .map(|i| {
+                    if pool.current_thread_index().is_some() && !started.swap(true, Ordering::AcqRel) {
+                        while !go.load(Ordering::Acquire) {
+                            std::thread::yield_now();
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        let inner = (0..).map(|j| data[j % N]).inspect(|_| {
+                            inner_pulled.fetch_add(1, Ordering::Relaxed);
+                        });
+                        std::mem::forget(s.stream(inner).window(N).map(slow).into_iter());
+                    }
+                    slow(i)
+                })
+                .into_iter();
+            while !started.load(Ordering::Acquire) {
+                assert!(outer.next().unwrap().is_ok());
+            }
+            std::mem::forget(outer);
+            go.store(true, Ordering::Release);
+        });
+        let at_exit = inner_pulled.load(Ordering::Relaxed);
+        drop(data);
+        assert_eq!(pool.map_index(0..64, slow).len(), 64);
+        std::thread::sleep(std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
+        assert_eq!(inner_pulled.load(Ordering::Relaxed), at_exit, "the inner stream still runs");
+    }
+
+    #[test]
+    fn a_leaked_stream_whose_stage_panicked_is_closed_quietly() {
+        let pool = pool();
+        let data: Vec<usize> = (0..N).collect();
+        pool.scope(|s| {
+            let mut it = s
+                .stream(data.iter())
+                .window(4)
+                .map(|x| {
+                    assert!(*x != 2, "stage failed");
+                    *x
+                })
+                .into_iter();
+            assert_eq!(it.next().unwrap().unwrap(), 0);
+            std::mem::forget(it);
+        });
+        drop(data);
+        assert_eq!(pool.map_index(0..64, slow).len(), 64);
     }
 
     #[test]
@@ -251,8 +351,8 @@ mod tests {
         let dropped = AtomicUsize::new(0);
         pool.scope(|s| {
             for round in 1..=3 {
-                let sum: usize = s.stream(Source(0..N, &dropped)).map(slow).into_iter().map(Result::unwrap).count();
-                assert_eq!(sum, N);
+                let count = s.stream(Source(0..N, &dropped)).map(slow).into_iter().map(Result::unwrap).count();
+                assert_eq!(count, N);
                 // Ended normally: the scope no longer holds it, nor its source.
                 assert_eq!(dropped.load(Ordering::Relaxed), round);
                 assert_eq!(lock(&s.open.list).len(), 0);

@@ -584,8 +584,8 @@ where
             && self.participants.load(Ordering::Relaxed) >= self.cfg.workers
     }
 
-    /// The consumer is going away: stop pulling, then (after the job is unregistered)
-    /// wait for every worker to leave.
+    /// Stops pulling for good: no batch starts and no worker joins after this (the
+    /// first half of `close`; alone, for a stream that must never start).
     pub(crate) fn stop(&self) {
         let mut st = lock(&self.state);
         st.stop = true;
@@ -597,8 +597,9 @@ where
     /// Ends the stream for good: no new batch starts, no worker joins any more, and
     /// every worker that had joined has left when this returns, so the window may be
     /// freed (or what it borrows may end). Called by the consumer's iterator on drop,
-    /// or by the scope it was started in if the iterator was leaked; a second call
-    /// finds everything done.
+    /// and by the scope it was started in for an iterator still alive when the scope
+    /// ends; the two may overlap (an iterator dropped on a worker while the scope
+    /// closes), and a later call finds everything done.
     pub(crate) fn close(&self) {
         self.stop();
         self.pool.unregister_job(std::ptr::from_ref(self).cast());
@@ -607,6 +608,9 @@ where
         while self.participants.load(Ordering::Acquire) != 0 {
             self.consumer.park();
         }
+        // The last worker's wake-up is one token: pass it on to another thread closing
+        // the window at the same time (a stray token only makes a later wait look again).
+        self.consumer.unpark();
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -643,7 +647,7 @@ where
         true
     }
 
-    fn has_work(&self) -> bool {
+    fn has_work(&self, _worker: usize) -> bool {
         // Relaxed: hints, ordered after a sleeper's registration by the `SeqCst` fence
         // in `Sleep::prepare`, and after a publisher's update by the one in
         // `notify_one`; a stale answer costs one failed `try_lock`, or one wake-up.
