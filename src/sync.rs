@@ -131,29 +131,40 @@ pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
 /// delivered before the sleeper parks is kept rather than lost, and loom can see it).
 #[derive(Debug, Default)]
 pub(crate) struct Parker {
-    token: Mutex<bool>,
+    state: Mutex<ParkState>,
     cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ParkState {
+    token: bool,
+    /// Threads inside `Condvar::wait`: `unpark` notifies only when there is one, since
+    /// a notification is a system call even with nobody to wake (a run's caller
+    /// unparks itself at the end of every run it finishes alone).
+    waiting: u32,
 }
 
 impl Parker {
     pub(crate) fn new() -> Self {
-        Self { token: Mutex::new(false), cond: Condvar::new() }
+        Self::default()
     }
 
     /// Blocks until a token is available, then consumes it.
     pub(crate) fn park(&self) {
-        let mut token = lock(&self.token);
-        while !*token {
+        let mut state = lock(&self.state);
+        while !state.token {
+            state.waiting += 1;
             #[cfg(not(loom))]
             {
-                token = self.cond.wait(token).unwrap_or_else(|e| e.into_inner());
+                state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             #[cfg(loom)]
             {
-                token = self.cond.wait(token).unwrap();
+                state = self.cond.wait(state).unwrap();
             }
+            state.waiting -= 1;
         }
-        *token = false;
+        state.token = false;
     }
 
     /// Like `park`, but returns by `deadline` at the latest (consuming the token if
@@ -166,21 +177,77 @@ impl Parker {
         }
         #[cfg(not(loom))]
         {
-            let mut token = lock(&self.token);
-            while !*token {
+            let mut state = lock(&self.state);
+            while !state.token {
                 let now = std::time::Instant::now();
                 if now >= deadline {
                     return;
                 }
-                token = self.cond.wait_timeout(token, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+                state.waiting += 1;
+                state = self.cond.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+                state.waiting -= 1;
             }
-            *token = false;
+            state.token = false;
         }
     }
 
-    /// Makes a token available, waking the parked thread if there is one.
+    /// Makes a token available, waking a parked thread if there is one.
     pub(crate) fn unpark(&self) {
-        *lock(&self.token) = true;
-        self.cond.notify_one();
+        let wake = {
+            let mut state = lock(&self.state);
+            state.token = true;
+            // Read under the lock: a thread that has not begun waiting yet sees the
+            // token before it would wait.
+            state.waiting > 0
+        };
+        if wake {
+            self.cond.notify_one();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{Arc, Parker, lock};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_token_given_before_park_is_kept_and_a_parked_thread_is_woken() {
+        let p = Parker::new();
+        // Nobody waits: the token is kept (and no notification is needed).
+        p.unpark();
+        p.park();
+        assert!(!lock(&p.state).token, "park consumes the token");
+        // A thread parked first is woken by a later unpark.
+        let p = Arc::new(Parker::new());
+        let q = Arc::clone(&p);
+        let waiter = std::thread::spawn(move || q.park());
+        while lock(&p.state).waiting == 0 {
+            std::thread::yield_now();
+        }
+        p.unpark();
+        waiter.join().unwrap();
+        assert_eq!(lock(&p.state).waiting, 0);
+        // Two waiters, two tokens given one at a time: both wake.
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let q = Arc::clone(&p);
+                std::thread::spawn(move || q.park())
+            })
+            .collect();
+        while lock(&p.state).waiting < 2 {
+            std::thread::yield_now();
+        }
+        for _ in 0..2 {
+            p.unpark();
+            while lock(&p.state).token {
+                std::thread::yield_now();
+            }
+        }
+        waiters.into_iter().for_each(|w| w.join().unwrap());
+        // A deadline passes without a token.
+        let start = Instant::now();
+        p.park_until(start + Duration::from_millis(5));
+        assert!(start.elapsed() >= Duration::from_millis(5));
     }
 }
