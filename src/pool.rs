@@ -416,24 +416,6 @@ impl Shared {
         lock(&self.jobs).iter().any(|job| unsafe { (*job.0).has_work(worker) })
     }
 
-    fn register(&self, job: JobPtr) {
-        let mut jobs = lock(&self.jobs);
-        jobs.push(job);
-        // Release: a worker that sees the count also sees the list under the lock.
-        self.job_count.store(jobs.len(), Ordering::Release);
-        // No `signal_published`: a new run shows no stealable work until it publishes,
-        // which signals then (so tiny runs do not send spinning workers to the lock).
-    }
-
-    /// Removes the job at `addr` (a no-op if it is not registered).
-    fn unregister(&self, addr: *const ()) {
-        let mut jobs = lock(&self.jobs);
-        if let Some(pos) = jobs.iter().position(|j| std::ptr::addr_eq(j.0, addr)) {
-            jobs.swap_remove(pos);
-        }
-        self.job_count.store(jobs.len(), Ordering::Release);
-    }
-
     fn worker_loop(&self, me: usize) {
         // The jobserver token this worker holds while it may work (see `crate::tokens`).
         #[cfg(not(loom))]
@@ -769,7 +751,6 @@ impl Pool {
 struct Registered<'r, 'p, W: Work> {
     shared: &'r Shared,
     run: &'r Run<'p, W>,
-    ptr: JobPtr,
 }
 
 impl<'r, 'p, W: Work> Registered<'r, 'p, W> {
@@ -781,21 +762,19 @@ impl<'r, 'p, W: Work> Registered<'r, 'p, W> {
     /// and the workers from using the run once it is gone.
     unsafe fn new(shared: &'r Shared, run: &'r Run<'p, W>) -> Self {
         let job: *const (dyn Job + 'r) = run;
-        // SAFETY: erases the run's lifetime for the registry. The pointer is used only
-        // while the run is registered or joined. The guard borrows the run, so the run
-        // outlives it, and dropping the guard (on return and on unwind alike; the caller
+        // SAFETY: the guard borrows the run, so the run (and what it borrows) outlives
+        // it, and dropping the guard (on return and on unwind alike; the caller
         // promises it is not leaked) unregisters the run and waits for every worker
         // that joined it to leave.
-        let ptr = JobPtr(unsafe { std::mem::transmute::<*const (dyn Job + 'r), *const (dyn Job + 'static)>(job) });
-        shared.register(ptr);
-        Self { shared, run, ptr }
+        unsafe { shared.register_job(job) };
+        Self { shared, run }
     }
 }
 
 impl<W: Work> Drop for Registered<'_, '_, W> {
     fn drop(&mut self) {
         // No worker joins after this; those that have joined are waited for.
-        self.shared.unregister(self.ptr.0.cast());
+        self.shared.unregister_job(std::ptr::from_ref(self.run).cast());
         self.run.wait_for_workers();
     }
 }
@@ -862,13 +841,22 @@ impl Shared {
         // SAFETY: erases `'j` for the registry; the caller keeps the job and its
         // borrows valid for as long as the registry or a worker may use the pointer.
         let job = unsafe { std::mem::transmute::<*const (dyn Job + 'j), *const (dyn Job + 'static)>(job) };
-        self.register(JobPtr(job));
+        let mut jobs = lock(&self.jobs);
+        jobs.push(JobPtr(job));
+        // Release: a worker that sees the count also sees the list under the lock.
+        self.job_count.store(jobs.len(), Ordering::Release);
+        // No `signal_published`: a new run shows no stealable work until it publishes,
+        // which signals then (so tiny runs do not send spinning workers to the lock).
     }
 
     /// Removes the job at `addr` from the registry: no worker joins it afterwards. A
     /// job that is not registered (any more) is left alone.
     pub(crate) fn unregister_job(&self, addr: *const ()) {
-        self.unregister(addr);
+        let mut jobs = lock(&self.jobs);
+        if let Some(pos) = jobs.iter().position(|j| std::ptr::addr_eq(j.0, addr)) {
+            jobs.swap_remove(pos);
+        }
+        self.job_count.store(jobs.len(), Ordering::Release);
     }
 }
 

@@ -114,7 +114,7 @@ impl<'scope> Scope<'scope, '_> {
         S::IntoIter: Send + 'scope,
         S::Item: Send + 'scope,
     {
-        Stream::new_scoped(self.pool, &self.open, source.into_iter(), Options::default())
+        self.stream_with(self.pool, source, Options::default())
     }
 
     /// A stream on `pool` (a runner's) under `options`, closed by this scope.
