@@ -40,6 +40,7 @@
 #![cfg_attr(loom, allow(clippy::reversed_empty_ranges, clippy::absurd_extreme_comparisons))]
 
 mod api;
+mod cadence;
 mod cancel;
 mod collect;
 pub mod compare;

@@ -49,6 +49,7 @@
 //! dropped. The last access a worker makes to the run is that decrement.
 
 use crate::CancelToken;
+use crate::cadence::Cadence;
 use crate::deque::{Deque, Steal};
 use crate::fallible::drop_quietly;
 use crate::global::GlobalQueue;
@@ -86,13 +87,6 @@ pub(crate) const DEQUE_CAPACITY: usize = 256;
 /// Small under loom so that wrap-around and overflow are explored.
 #[cfg(loom)]
 pub(crate) const DEQUE_CAPACITY: usize = 4;
-
-/// Items executed between two looks at `stop` and demand.
-#[cfg(not(loom))]
-const CHECK_EVERY: u32 = 8;
-/// Every item under loom, so that the models' few items get shared and stolen.
-#[cfg(loom)]
-const CHECK_EVERY: u32 = 1;
 
 /// Seeds the caller pulls from the seed iterator at a time (once its private stack
 /// is empty): enough for a full batch to share with as much again staying behind,
@@ -854,7 +848,7 @@ impl<'p, W: Work> Run<'p, W> {
             loop {
                 if active {
                     let start = Instant::now();
-                    self.drain(me, local, &mut in_demand, &mut seeds);
+                    self.drain(me, local, &mut in_demand, &mut seeds, start);
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
@@ -922,6 +916,7 @@ impl<'p, W: Work> Run<'p, W> {
         local: &mut Local<W>,
         in_demand: &mut bool,
         seeds: &mut Option<&mut dyn SeedSource<W::Item>>,
+        started: Instant,
     ) {
         let deque = &self.slots[me].deque;
         let Local { stack: slot_stack, acc: acc_slot, stats } = local;
@@ -933,17 +928,29 @@ impl<'p, W: Work> Run<'p, W> {
             let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
             let mut executed = 0u64;
             let mut reported = 0u64;
-            // The stop state, the urgent queue and demand are looked at every CHECK_EVERY
-            // items: they are hints, and the loads would otherwise sit on every item.
-            let mut countdown = CHECK_EVERY;
+            // The stop state, the urgent queue and demand are looked at every few items
+            // (see `crate::cadence`): they are hints, and the loads would otherwise sit
+            // on every item. The cadence is kept apart from `pace`, which tasks reach, so
+            // that `burst` knows reading the clock leaves `pace.look_now` alone.
+            let mut cadence = Cadence::new(started);
+            let mut countdown = cadence.every();
             let mut pace = Pace { look_now: false, batch_out: false, clock: Clock::new() };
             'drain: loop {
                 loop {
                     // Run private items out of line, where the register allocator sees
                     // only the hot loop, until one asks for a look or none is left.
                     let end;
-                    (acc, countdown, end) =
-                        self.burst(stack, acc, countdown, &mut executed, &mut pace, stats, deque, progress);
+                    (acc, countdown, end) = self.burst(
+                        stack,
+                        acc,
+                        countdown,
+                        &mut executed,
+                        &mut pace,
+                        &mut cadence,
+                        stats,
+                        deque,
+                        progress,
+                    );
                     match end {
                         BurstEnd::Look => {}
                         BurstEnd::Empty => break,
@@ -955,7 +962,7 @@ impl<'p, W: Work> Run<'p, W> {
                     if countdown != 0 && !pace.look_now {
                         continue;
                     }
-                    countdown = CHECK_EVERY;
+                    countdown = cadence.every();
                     pace.look_now = false;
                     if let Some(p) = progress {
                         if W::FOLLOW_ON {
@@ -1070,14 +1077,16 @@ impl<'p, W: Work> Run<'p, W> {
         mut countdown: u32,
         executed: &mut u64,
         pace: &mut Pace,
+        cadence: &mut Cadence,
         stats: &mut SlotStats,
         deque: &Deque<Shared<W::Item>>,
         progress: Option<&SlotProgress>,
     ) -> (W::Acc, u32, BurstEnd) {
         let mut stack = std::mem::take(stack_slot);
-        // Items executed are counted as countdown laps, so no counter is bumped per item.
+        // Items executed are counted as countdown laps, so no counter is bumped per item:
+        // `start`, plus the laps begun here, less what is left of the last.
         let start = countdown;
-        let mut laps = 0u64;
+        let mut lapped = 0u64;
         let end = loop {
             let Some(item) = stack.pop() else { break BurstEnd::Empty };
             // What `done` promises (see the termination rules), checked by the models.
@@ -1103,23 +1112,24 @@ impl<'p, W: Work> Run<'p, W> {
             if countdown == 0 {
                 // The between-items checks, reduced to their loads: go back to `drain`
                 // only if one of them has something to do.
-                if self.needs_look(stack.len(), deque, progress, pace.batch_out) {
+                if cadence.look() && self.needs_look(stack.len(), deque, progress, pace.batch_out) {
                     break BurstEnd::Look;
                 }
-                countdown = CHECK_EVERY;
-                laps += 1;
+                countdown = cadence.every();
+                lapped += u64::from(countdown);
             }
             if pace.look_now {
                 break BurstEnd::Look;
             }
         };
         *stack_slot = stack;
-        *executed += laps * u64::from(CHECK_EVERY) + u64::from(start) - u64::from(countdown);
+        *executed += lapped + u64::from(start) - u64::from(countdown);
         (acc, countdown, end)
     }
 
     /// Whether the between-items checks have something to do (`Run::burst` looks every
-    /// `CHECK_EVERY` items): loads only, out of line so the loop keeps its registers.
+    /// few items, see `crate::cadence`): loads only, out of line so the loop keeps its
+    /// registers.
     #[inline(never)]
     fn needs_look(
         &self,

@@ -1,7 +1,8 @@
 //! Why and when a run stops early: a task's panic or error, a cancel token, a deadline.
 //!
-//! Participants look at the stop state between items (every few items, or after every
-//! block of a range walk), never per item. The first reason to be claimed wins and is
+//! Participants look at the stop state between items (every few items, see
+//! `crate::cadence`, or after every block of a range walk), per item only when items
+//! take microseconds. The first reason to be claimed wins and is
 //! what the run reports; the `flag` is the hot hint every participant reads.
 
 use crate::CancelToken;

@@ -346,6 +346,39 @@ fn seeds_are_pulled_as_the_run_goes() {
     assert!(ahead < N / 10, "the seeds ran {ahead} ahead of the items executed");
 }
 
+/// A run's caller shares its seeds after the first slow one, not after a fixed count:
+/// here the caller's second item waits for a worker to run one, which happens only if
+/// the caller shared after its first item (20 ms). Sharing after 8 items, as a fixed
+/// count would, leaves the second item waiting until its timeout.
+#[test]
+fn slow_seeds_are_shared_after_the_first() {
+    let pool = pool(2);
+    let caller = std::thread::current().id();
+    let worker_ran = std::sync::atomic::AtomicBool::new(false);
+    let caller_items = AtomicUsize::new(0);
+    let timed_out = std::sync::atomic::AtomicBool::new(false);
+    pool.run(0..16u32, |_, _| {
+        if std::thread::current().id() != caller {
+            worker_ran.store(true, Ordering::SeqCst);
+            return;
+        }
+        match caller_items.fetch_add(1, Ordering::SeqCst) {
+            0 => std::thread::sleep(std::time::Duration::from_millis(20)),
+            _ => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while !worker_ran.load(Ordering::SeqCst) && !timed_out.load(Ordering::SeqCst) {
+                    if std::time::Instant::now() > deadline {
+                        timed_out.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    });
+    assert!(!timed_out.into_inner(), "the caller kept every seed to itself after a 20 ms item");
+}
+
 /// A run that fails on its first seed returns without making the rest, and a run over
 /// far more seeds than memory could hold starts at once.
 #[test]
