@@ -3,17 +3,26 @@
 //!
 //! A fixed count is wrong at one end or the other: every 8 items is noise for 1 ns
 //! items, but for 50 us items it keeps an idle thread waiting 400 us for work that sits
-//! in a busy thread's private stack (a run of seeds started with all of them there).
-//! So the count follows the items' measured cost: a look about every `LOOK_GAP_NS` of
-//! work, at most every `MOST_ITEMS` items. The clock is read only every few looks, fewer
-//! while items stay fast (one read per 512 tiny items at most). Its first read times
-//! the first item; when that was fast, the look itself is skipped, so that a run too
-//! small to share (a few fast seeds) still runs as a plain loop without sharing.
+//! in a busy thread's private stack (a run of seeds starts with all of them there). So
+//! the count follows the items' measured cost: `LOOK_GAP_NS / per_item` items, between
+//! 1 (items of over 1 us) and `MOST_ITEMS` (items of 250 ns or less).
+//!
+//! The clock is read every few looks: after the first item, then twice as many looks
+//! apart each time while reads come quickly, up to `MOST_LOOKS_PER_READ` looks (2,048
+//! fast items); a read that finds items slower brings the next one closer in proportion.
+//! Each activation of a participant starts over. The first read also counts what came
+//! before the first item (pulling seeds, a steal); the next one, a look later, corrects
+//! it.
+//!
+//! A fast first item skips its look (the next comes `MOST_ITEMS` items later, as for
+//! any fast item). Looks that come sooner than that (items of over 250 ns) share only
+//! when the work in sight, the private stack times the items' cost, is worth waking a
+//! thread (`worth_sharing`): a run of a few such items still runs as a plain loop,
+//! without a wake-up, as it did when every look was 8 items apart.
 
 use std::time::Instant;
 
-/// The most items between two looks (the count for items of a few hundred
-/// nanoseconds or less).
+/// The most items between two looks.
 #[cfg(not(loom))]
 pub(crate) const MOST_ITEMS: u32 = 8;
 /// Under loom, a look after every item, whatever the clock (models do not depend on
@@ -28,52 +37,67 @@ const LOOK_GAP_NS: u64 = 2_000;
 const CLOCK_GAP_NS: u64 = 20_000;
 /// Most looks between two reads of the clock: bounds how many items run before items
 /// that suddenly got slow are noticed.
-const MOST_LOOKS_PER_READ: u32 = 64;
+const MOST_LOOKS_PER_READ: u32 = 256;
+/// The least work in sight, in nanoseconds, that a look sooner than every
+/// `MOST_ITEMS` items shares: a sleeping thread takes tens of microseconds to arrive,
+/// and waking it costs the sharer a system call (5-15 us on a VM that halts idle
+/// vCPUs).
+const SHARE_EARLY_NS: u64 = 50_000;
 
-/// A participant's look count (see the module docs).
+/// A participant's look count between two of its clock reads (see the module docs).
 pub(crate) struct Cadence {
-    /// Items between two looks, `1..=MOST_ITEMS`.
-    every: u32,
-    /// Looks left until the next clock read.
-    looks_to_read: u32,
+    lap: Lap,
     /// Looks between two clock reads. `every` changes only at a read, so a read comes
-    /// after `looks_per_read * every` items.
+    /// after `looks_per_read * every` items (more if a look came early, see `Lap`).
     looks_per_read: u32,
     /// The last read.
     last: Instant,
+    /// What one item cost, in nanoseconds, as of the last read.
+    per_item: u64,
     /// No read has been made yet.
     first: bool,
+}
+
+/// The two counters the item loop keeps in registers: copied out of the `Cadence`
+/// when the loop starts (`Cadence::lap`) and back when it ends (`Cadence::set_lap`).
+/// A look that comes early (a task asked for one) restarts the count of items without
+/// being counted, which only makes items seem slower (more looks, never fewer).
+#[derive(Clone, Copy)]
+pub(crate) struct Lap {
+    /// Items between two looks, `1..=MOST_ITEMS`.
+    every: u32,
+    /// Looks left until the next clock read, at least 1.
+    looks_to_read: u32,
 }
 
 impl Cadence {
     /// A cadence for a participant that started working at `start`: its first look
     /// comes after one item, and times it.
     pub(crate) fn new(start: Instant) -> Self {
-        Self { every: 1, looks_to_read: 1, looks_per_read: 1, last: start, first: true }
+        Self { lap: Lap { every: 1, looks_to_read: 1 }, looks_per_read: 1, last: start, per_item: 0, first: true }
     }
 
     /// Items to run before the next look.
     #[inline(always)]
     pub(crate) fn every(&self) -> u32 {
-        if cfg!(loom) { MOST_ITEMS } else { self.every }
+        self.lap.every()
     }
 
-    /// Counts a look (which came after `every()` items), reading the clock when due;
-    /// returns whether to look now (all but the first look, when the first item was
-    /// fast).
+    /// The counters, for the item loop to keep in registers.
     #[inline(always)]
-    pub(crate) fn look(&mut self) -> bool {
-        cfg!(loom) || self.look_with(Instant::now)
+    pub(crate) fn lap(&self) -> Lap {
+        self.lap
     }
 
-    /// `look`, with the clock given.
+    /// Takes back the counters the item loop kept.
     #[inline(always)]
-    fn look_with(&mut self, now: impl FnOnce() -> Instant) -> bool {
-        self.looks_to_read -= 1;
-        if self.looks_to_read == 0 {
-            return self.read(now());
-        }
-        true
+    pub(crate) fn set_lap(&mut self, lap: Lap) {
+        self.lap = lap;
+    }
+
+    /// Whether a look may share `private` items in sight (see the module docs).
+    pub(crate) fn worth_sharing(&self, private: usize) -> bool {
+        cfg!(loom) || self.lap.every == MOST_ITEMS || (private as u64).saturating_mul(self.per_item) >= SHARE_EARLY_NS
     }
 
     /// Sets the count from the work done since the last read, which ended at `now`;
@@ -83,9 +107,9 @@ impl Cadence {
     fn read(&mut self, now: Instant) -> bool {
         // In nanoseconds as `u64`: 128-bit divisions cost more than the rest of a look.
         let gap = now.saturating_duration_since(self.last).as_nanos() as u64;
-        let per_item = gap / u64::from(self.looks_per_read * self.every);
+        let per_item = gap / u64::from(self.looks_per_read * self.lap.every);
         // Items too fast to measure (`per_item == 0`) get the most items.
-        self.every = LOOK_GAP_NS.checked_div(per_item).map_or(MOST_ITEMS, |n| n.clamp(1, u64::from(MOST_ITEMS)) as u32);
+        let every = LOOK_GAP_NS.checked_div(per_item).map_or(MOST_ITEMS, |n| n.clamp(1, u64::from(MOST_ITEMS)) as u32);
         // Reads came faster than aimed for: read less often. Slower: at once in
         // proportion, so that items that turned slow are caught up with on the next read.
         self.looks_per_read = if gap < CLOCK_GAP_NS {
@@ -93,9 +117,39 @@ impl Cadence {
         } else {
             (u64::from(self.looks_per_read) * CLOCK_GAP_NS / gap).max(1) as u32
         };
-        self.looks_to_read = self.looks_per_read;
+        self.lap = Lap { every, looks_to_read: self.looks_per_read };
         self.last = now;
-        !std::mem::take(&mut self.first) || self.every < MOST_ITEMS
+        self.per_item = per_item;
+        !std::mem::take(&mut self.first) || every < MOST_ITEMS
+    }
+}
+
+impl Lap {
+    /// Items to run before the next look.
+    #[inline(always)]
+    pub(crate) fn every(self) -> u32 {
+        if cfg!(loom) { MOST_ITEMS } else { self.every }
+    }
+
+    /// Counts a look, which came after `every()` items, reading the clock into
+    /// `cadence` when due; returns whether to look now (always but at a fast first
+    /// item, see the module docs).
+    #[inline(always)]
+    pub(crate) fn look(&mut self, cadence: &mut Cadence) -> bool {
+        cfg!(loom) || self.look_with(cadence, Instant::now)
+    }
+
+    /// `look`, with the clock given.
+    #[inline(always)]
+    fn look_with(&mut self, cadence: &mut Cadence, now: impl FnOnce() -> Instant) -> bool {
+        self.looks_to_read -= 1;
+        if self.looks_to_read != 0 {
+            return true;
+        }
+        cadence.lap = *self;
+        let look = cadence.read(now());
+        *self = cadence.lap;
+        look
     }
 }
 
@@ -107,21 +161,13 @@ mod tests {
     /// Runs `looks` looks of items costing `per_item` each on `cadence`, on a made-up
     /// clock that starts at `now`; returns the clock.
     fn feed(cadence: &mut Cadence, mut now: Instant, per_item: Duration, looks: u32) -> Instant {
+        let mut lap = cadence.lap();
         for _ in 0..looks {
-            now += per_item * cadence.every();
-            cadence.look_with(|| now);
+            now += per_item * lap.every();
+            lap.look_with(cadence, || now);
         }
+        cadence.set_lap(lap);
         now
-    }
-
-    #[test]
-    fn only_a_fast_first_item_skips_its_look() {
-        let start = Instant::now();
-        let mut fast = Cadence::new(start);
-        assert!(!fast.look_with(|| start + Duration::from_nanos(5)));
-        assert!(fast.look_with(|| start + Duration::from_nanos(50)));
-        let mut slow = Cadence::new(start);
-        assert!(slow.look_with(|| start + Duration::from_micros(5)));
     }
 
     #[test]
@@ -161,5 +207,31 @@ mod tests {
         feed(&mut cadence, now, Duration::from_micros(50), MOST_LOOKS_PER_READ);
         assert_eq!(cadence.every(), 1);
         assert_eq!(cadence.looks_per_read, 1);
+    }
+
+    #[test]
+    fn only_a_fast_first_item_skips_its_look() {
+        let start = Instant::now();
+        let mut fast = Cadence::new(start);
+        let mut lap = fast.lap();
+        assert!(!lap.look_with(&mut fast, || start + Duration::from_nanos(5)));
+        assert!(lap.look_with(&mut fast, || start + Duration::from_nanos(50)), "only the first look is skipped");
+        let mut slow = Cadence::new(start);
+        assert!(slow.lap().look_with(&mut slow, || start + Duration::from_nanos(500)));
+    }
+
+    #[test]
+    fn early_looks_share_only_what_is_worth_a_wake_up() {
+        let start = Instant::now();
+        // Fast items look every `MOST_ITEMS` items, and share whatever is in sight.
+        let mut fast = Cadence::new(start);
+        feed(&mut fast, start, Duration::from_nanos(3), 10);
+        assert!(fast.worth_sharing(2));
+        // 1 us items look every 2 items, and share 50 of them but not 3.
+        let mut slow = Cadence::new(start);
+        feed(&mut slow, start, Duration::from_micros(1), 10);
+        assert!(slow.every() < MOST_ITEMS);
+        assert!(!slow.worth_sharing(3));
+        assert!(slow.worth_sharing(50));
     }
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 /// [`cancel`](CancelToken::cancel) is called, no new item of the run starts, and the run
 /// returns [`RunError::Cancelled`](crate::RunError::Cancelled) as soon as the items
 /// already running have finished. Runs look at the token between batches of items (one
-/// relaxed load every few follow-on items, at most 8 and about every 2 us, or every
-/// block of a few microseconds of a range), so a token costs nothing measurable; a task that
-/// blocks for long should watch the token itself, for instance by waiting with
+/// relaxed load at most 8 follow-on items apart, after every item when items take over
+/// a microsecond, or every block of a few microseconds of a range), so a token costs
+/// nothing measurable; a task that blocks for long should watch the token itself, for instance by waiting with
 /// [`wait_timeout`](CancelToken::wait_timeout) instead of sleeping.
 ///
 /// ```

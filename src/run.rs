@@ -909,7 +909,9 @@ impl<'p, W: Work> Run<'p, W> {
     }
 
     /// Executes items until none can be found (seeds included). Catches a panic from a
-    /// task or from the seed iterator, records it and stops the run.
+    /// task or from the seed iterator, records it and stops the run. `started` is when
+    /// the participant became active (the cadence's first read times the first item
+    /// from it).
     fn drain(
         &self,
         me: usize,
@@ -982,10 +984,14 @@ impl<'p, W: Work> Run<'p, W> {
                         pace.look_now = true;
                         continue;
                     }
-                    if self.should_publish(stack.len(), deque) {
-                        pace.batch_out = self.publish(deque, stack, stats);
-                    } else if Self::should_refill(pace.batch_out, stack.len(), deque) {
-                        self.refill(deque, stack, stats);
+                    // Nothing is shared when too little is in sight to be worth a wake-up
+                    // (see `crate::cadence`).
+                    if cadence.worth_sharing(stack.len()) {
+                        if self.should_publish(stack.len(), deque) {
+                            pace.batch_out = self.publish(deque, stack, stats);
+                        } else if Self::should_refill(pace.batch_out, stack.len(), deque) {
+                            self.refill(deque, stack, stats);
+                        }
                     }
                 }
                 // Out of private work: look at the stop state before taking any more (the
@@ -1060,7 +1066,8 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// Pops and executes private items until the stack is empty ([`BurstEnd::Empty`]),
     /// a task panics, or an item leaves something to look at ([`BurstEnd::Look`]): the
-    /// countdown reached 0 and `needs_look` says so, or a task set `look_now`.
+    /// countdown reached 0, the cadence did not skip the look (see `crate::cadence`) and
+    /// `needs_look` says so, or a task set `look_now`.
     ///
     /// Out of line, so the register allocator sees only this loop. The stack and the
     /// accumulator are moved into locals, growing the stack passes plain values, and a
@@ -1087,6 +1094,7 @@ impl<'p, W: Work> Run<'p, W> {
         // `start`, plus the laps begun here, less what is left of the last.
         let start = countdown;
         let mut lapped = 0u64;
+        let mut lap = cadence.lap();
         let end = loop {
             let Some(item) = stack.pop() else { break BurstEnd::Empty };
             // What `done` promises (see the termination rules), checked by the models.
@@ -1112,10 +1120,10 @@ impl<'p, W: Work> Run<'p, W> {
             if countdown == 0 {
                 // The between-items checks, reduced to their loads: go back to `drain`
                 // only if one of them has something to do.
-                if cadence.look() && self.needs_look(stack.len(), deque, progress, pace.batch_out) {
+                if lap.look(cadence) && self.needs_look(stack.len(), deque, progress, pace.batch_out, cadence) {
                     break BurstEnd::Look;
                 }
-                countdown = cadence.every();
+                countdown = lap.every();
                 lapped += u64::from(countdown);
             }
             if pace.look_now {
@@ -1123,6 +1131,7 @@ impl<'p, W: Work> Run<'p, W> {
             }
         };
         *stack_slot = stack;
+        cadence.set_lap(lap);
         *executed += lapped + u64::from(start) - u64::from(countdown);
         (acc, countdown, end)
     }
@@ -1137,12 +1146,13 @@ impl<'p, W: Work> Run<'p, W> {
         deque: &Deque<Shared<W::Item>>,
         progress: Option<&SlotProgress>,
         batch_out: bool,
+        cadence: &Cadence,
     ) -> bool {
         progress.is_some()
             || self.stop.needs_poll()
             || self.urgent.in_use()
-            || self.should_publish(private, deque)
-            || Self::should_refill(batch_out, private, deque)
+            || ((self.should_publish(private, deque) || Self::should_refill(batch_out, private, deque))
+                && cadence.worth_sharing(private))
     }
 
     /// Whether sharing private items now would feed a hungry thread: at least two

@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 /// deadline.
 ///
 /// Cancellation is cooperative: the token and the deadline are looked at between items
-/// (every few items: at most 8, about every 2 us of work; or every block of indices: a
-/// few microseconds of work or one index, per thread), so no new item starts after they fire while items already running
-/// finish. Looking costs one relaxed load per batch, and the deadline's clock is read
-/// only every so often (more often when items are slow), so neither costs anything
-/// measurable.
+/// (at most 8 items apart, after every item when items take over a microsecond; or
+/// every block of indices: a few microseconds of work or one index, per thread), so no
+/// new item starts after they fire while items already running finish. Looking costs
+/// one relaxed load per batch, and the deadline's clock is read only every so often
+/// (more often when items are slow), so neither costs anything measurable.
 ///
 /// ```
 /// use std::time::Duration;

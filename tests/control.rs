@@ -836,6 +836,27 @@ fn a_range_too_small_to_share_wakes_nobody() {
     assert!(published.iter().filter(|&&p| p == 0).count() >= 15, "published per run: {published:?}");
 }
 
+#[test]
+fn a_seed_run_too_small_to_share_wakes_nobody() {
+    // Four seeds of ~2 us: items this slow are looked after one at a time, but the 6 us
+    // left in sight after the first is not worth waking a sleeper for, so the caller
+    // runs them alone. Judged over twenty runs, as above: a preemption during the first
+    // item can make a run look worth sharing now and then; sharing on every early look
+    // shared in every run.
+    let pool = pool(2);
+    let mut published = Vec::new();
+    for _ in 0..20 {
+        let stats = pool.run(0..4u32, |i, _| {
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_micros(2) {
+                std::hint::black_box(i);
+            }
+        });
+        published.push(stats.published);
+    }
+    assert!(published.iter().filter(|&&p| p == 0).count() >= 15, "published per run: {published:?}");
+}
+
 /// Set in the child process of `pending_items_whose_drop_panics_never_abort`.
 const DROP_PANIC_CHILD: &str = "FANOUT_TEST_DROP_PANIC_CHILD";
 
