@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The harness (states, interleaved shuffled rounds, medians, ranks, result checks,
-//! the printers) is the library's `fanout::compare`; this file only defines W1-W7.
+//! the printers) is the library's `fanout::compare`; this file only defines W1-W8.
 //!
 //! Every variant is timed in three pool states, because a program meets all three:
 //!
@@ -220,7 +220,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: tradeoffs [--quick] [--json | --csv] [--svg FILE] [--sweep] [--threads N] [--workload W1,W2,W3,W4,W5,W6,W7]"
+                    "usage: tradeoffs [--quick] [--json | --csv] [--svg FILE] [--sweep] [--threads N] [--workload W1,W2,W3,W4,W5,W6,W7,W8]"
                 );
                 std::process::exit(0);
             }
@@ -228,8 +228,8 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     for w in &opts.workloads {
-        if !["W1", "W2", "W3", "W4", "W5", "W6", "W7"].contains(&w.as_str()) {
-            return Err(format!("unknown workload {w}; known: W1, W2, W3, W4, W5, W6, W7"));
+        if !["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"].contains(&w.as_str()) {
+            return Err(format!("unknown workload {w}; known: W1, W2, W3, W4, W5, W6, W7, W8"));
         }
     }
     Ok(opts)
@@ -288,6 +288,7 @@ fn main() {
     }
     let k = calibrate_mix(1000.0);
     let k20 = calibrate_mix(20.0);
+    let k50us = calibrate_mix(50_000.0);
     let r = |full: usize, quick: usize| if opts.quick { quick } else { full };
     let (channel, mutex, mutex_batch) = (cmp.channel(), cmp.mutex_queue(), cmp.mutex_queue_batched());
     // For blocking work, more threads than cores: the strategies and a second pool.
@@ -510,6 +511,39 @@ fn main() {
             ],
         },
         Workload {
+            id: "W8",
+            title: format!("one run of {W8_SEEDS} seeds of mix(i, {k50us}) (~50 us each)"),
+            items: W8_SEEDS,
+            rounds: r(15, 7),
+            budget_s: None,
+            variants: vec![
+                Variant {
+                    name: "sequential",
+                    run: Box::new(move || (0..W8_SEEDS).map(|i| mix(i, k50us)).fold(0, u64::wrapping_add)),
+                },
+                Variant {
+                    name: "fanout",
+                    run: Box::new(move || {
+                        pool.run_fold(
+                            0..W8_SEEDS,
+                            || 0u64,
+                            |a, i, _| *a = a.wrapping_add(mix(i, k50us)),
+                            u64::wrapping_add,
+                        )
+                    }),
+                },
+                Variant {
+                    name: "rayon",
+                    run: Box::new(move || {
+                        rp.install(|| {
+                            (0..W8_SEEDS).into_par_iter().map(|i| mix(i, k50us)).reduce(|| 0, u64::wrapping_add)
+                        })
+                    }),
+                },
+                static_split(threads, W8_SEEDS, move |i| mix(i, k50us)),
+            ],
+        },
+        Workload {
             id: "W5",
             title: format!("{W5_N} items that block ~50 us each (I/O-like); x8 = 8 threads per core ({many} threads)"),
             items: W5_N,
@@ -653,7 +687,7 @@ fn verdicts(report: &Report) -> Vec<String> {
     };
     let mut out = Vec::new();
     out.push("Pool parked (10 ms idle, nothing warmed) unless a line says otherwise:".into());
-    for w in ["W1", "W2", "W3", "W4", "W6", "W7", "W5"] {
+    for w in ["W1", "W2", "W3", "W4", "W6", "W7", "W8", "W5"] {
         let Some((best, cell)) = fastest(w) else {
             continue;
         };

@@ -156,6 +156,10 @@ pub const W7_RUNS: u64 = 200;
 /// W7: items per run.
 pub const W7_ITEMS: u64 = 64;
 
+/// W8: one run of this many seeds of ~50 us each, the shape of a phase that hands out
+/// a few dozen units of real work at once (files to compile, requests to answer).
+pub const W8_SEEDS: u64 = 32;
+
 /// W6 on a fanout pool: the root (`u64::MAX`) pushes every index, each of which adds
 /// `mix(i, k)` to its thread's sum.
 pub fn w6_fanout(pool: &fanout::Pool, k: u32) -> u64 {
