@@ -24,11 +24,11 @@ use std::time::Instant;
 
 /// The most items between two looks.
 #[cfg(not(loom))]
-pub(crate) const MOST_ITEMS: u32 = 8;
+const MOST_ITEMS: u32 = 8;
 /// Under loom, a look after every item, whatever the clock (models do not depend on
 /// time).
 #[cfg(loom)]
-pub(crate) const MOST_ITEMS: u32 = 1;
+const MOST_ITEMS: u32 = 1;
 
 /// Aimed-for work between two looks, in nanoseconds: short next to waking a thread,
 /// long next to a look.

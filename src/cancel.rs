@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 /// already running have finished. Runs look at the token between batches of items (one
 /// relaxed load at most 8 follow-on items apart, after every item when items take over
 /// a microsecond, or every block of a few microseconds of a range), so a token costs
-/// nothing measurable; a task that blocks for long should watch the token itself, for instance by waiting with
-/// [`wait_timeout`](CancelToken::wait_timeout) instead of sleeping.
+/// nothing measurable; a task that blocks for long should watch the token itself, for
+/// instance by waiting with [`wait_timeout`](CancelToken::wait_timeout) instead of
+/// sleeping.
 ///
 /// ```
 /// use std::time::Duration;

@@ -2,8 +2,8 @@
 //!
 //! Participants look at the stop state between items (every few items, see
 //! `crate::cadence`, or after every block of a range walk), per item only when items
-//! take microseconds. The first reason to be claimed wins and is
-//! what the run reports; the `flag` is the hot hint every participant reads.
+//! take microseconds. The first reason to be claimed wins and is what the run reports;
+//! the `flag` is the hot hint every participant reads.
 
 use crate::CancelToken;
 use crate::sync::{AtomicBool, AtomicU32, Ordering};
