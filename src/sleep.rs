@@ -8,9 +8,11 @@
 //! unparks someone, or the sleeper's re-check sees the new work. Parkers keep a token,
 //! so an unpark that lands between the re-check and `park` is not lost either.
 //!
-//! A waker prefers a sleeper pinned to another core than its own: a worker pinned to
-//! the waker's core could only start once the waker is preempted, which the OS may
-//! put off for a whole time slice (milliseconds) while the other cores sit idle.
+//! A waker prefers a sleeper pinned to another core than its own, then an unpinned
+//! one: a worker pinned to the waker's core could only start once the waker is
+//! preempted, which the OS may put off for a whole time slice (milliseconds) while the
+//! other cores sit idle, and the OS often places an unpinned one on the waker's core
+//! as well (a pool with more threads than cores pins one worker per core only).
 //!
 //! The module also keeps the pool's *demand* signal: how many threads would take work
 //! if some were published (idle and sleeping workers, idle callers). Busy threads read
@@ -65,14 +67,21 @@ impl Sleep {
         cpu != NOT_PINNED && self.cores[worker].load(Ordering::Relaxed) == cpu
     }
 
-    /// Takes the sleeper to wake from `sleepers`: the most recent one not pinned to
-    /// the CPU this thread runs on, or else the most recent one.
+    /// Takes the sleeper to wake from `sleepers`: the most recent one pinned to
+    /// another CPU than the one this thread runs on, else the most recent one not
+    /// pinned to it, else the most recent one.
     fn pick(&self, sleepers: &mut Vec<usize>) -> Option<usize> {
         let last = sleepers.len().checked_sub(1)?;
         let here = current_cpu().unwrap_or(NOT_PINNED);
         // Relaxed: see `set_pinned`.
-        let elsewhere = |&w: &usize| here == NOT_PINNED || self.cores[w].load(Ordering::Relaxed) != here;
-        let at = sleepers.iter().rposition(elsewhere).unwrap_or(last);
+        let core = |w: usize| self.cores[w].load(Ordering::Relaxed);
+        let pinned_elsewhere = |&w: &usize| here != NOT_PINNED && core(w) != NOT_PINNED && core(w) != here;
+        let elsewhere = |&w: &usize| here == NOT_PINNED || core(w) != here;
+        let at = sleepers
+            .iter()
+            .rposition(pinned_elsewhere)
+            .or_else(|| sleepers.iter().rposition(elsewhere))
+            .unwrap_or(last);
         Some(sleepers.remove(at))
     }
 
@@ -221,13 +230,14 @@ mod tests {
             return;
         };
         let elsewhere = cores.iter().map(|c| c.id).find(|&c| c != here).expect("a second CPU");
-        let sleep = Sleep::new(3);
+        let sleep = Sleep::new(4);
         sleep.set_pinned(0, elsewhere);
         sleep.set_pinned(1, here);
-        // Worker 2 is not pinned. The most recent sleeper is last.
-        let mut sleepers = vec![0, 2, 1];
-        assert_eq!(sleep.pick(&mut sleepers), Some(2), "the most recent sleeper not on this CPU");
-        assert_eq!(sleep.pick(&mut sleepers), Some(0));
+        // Workers 2 and 3 are not pinned. The most recent sleeper is last.
+        let mut sleepers = vec![2, 0, 3, 1];
+        assert_eq!(sleep.pick(&mut sleepers), Some(0), "pinned elsewhere, before the unpinned");
+        assert_eq!(sleep.pick(&mut sleepers), Some(3), "the most recent sleeper not on this CPU");
+        assert_eq!(sleep.pick(&mut sleepers), Some(2));
         assert_eq!(sleep.pick(&mut sleepers), Some(1), "only one left: it is taken anyway");
         assert_eq!(sleep.pick(&mut sleepers), None);
     }
