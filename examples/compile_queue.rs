@@ -34,6 +34,12 @@
 //! syn's syntax trees are not `Send` (their tokens hold an `Rc`), so an item carries
 //! the tokens of its own function or closure as text; compiling it parses that text
 //! and walks it, much as a compiler front end works one function at a time.
+//!
+//! The allocator weighs on the rows: the seeds are allocated on this thread, and a
+//! worker that compiles one frees it into this thread's glibc arena while this thread,
+//! taking part in fanout's run, allocates there too; both then wait on the arena's
+//! lock (rayon's caller sleeps through its run, so its workers do not meet it).
+//! BENCHMARKS.md has the figures with glibc and with mimalloc.
 
 use fanout::{Pool, WorkerLocal};
 use quote::ToTokens;
