@@ -19,6 +19,10 @@
 //! when the work in sight, the private stack times the items' cost, is worth waking a
 //! thread (`worth_sharing`): a run of a few such items still runs as a plain loop,
 //! without a wake-up, as it did when every look was 8 items apart.
+//!
+//! The measured cost also says whether the items could be waiting on anything
+//! (`compute_only`: under a microsecond they cannot); the sharer then wakes no more
+//! threads than there are CPUs (`Seats::wants_a_worker_for_compute`).
 
 use std::time::Instant;
 
@@ -43,6 +47,10 @@ const MOST_LOOKS_PER_READ: u32 = 256;
 /// and waking it costs the sharer a system call (5-15 us on a VM that halts idle
 /// vCPUs).
 const SHARE_EARLY_NS: u64 = 50_000;
+
+/// Items shorter than this, in nanoseconds, cannot be waiting on anything: a thread
+/// that blocks and is woken again takes longer to come back.
+const COMPUTE_ONLY_NS: u64 = 1_000;
 
 /// A participant's look count between two of its clock reads (see the module docs).
 pub(crate) struct Cadence {
@@ -93,6 +101,12 @@ impl Cadence {
     #[inline(always)]
     pub(crate) fn set_lap(&mut self, lap: Lap) {
         self.lap = lap;
+    }
+
+    /// Whether the items measured so far are too short to block (see
+    /// `COMPUTE_ONLY_NS`): more threads than CPUs cannot run them any sooner.
+    pub(crate) fn compute_only(&self) -> bool {
+        self.per_item < COMPUTE_ONLY_NS
     }
 
     /// Whether a look may share `private` items in sight (see the module docs).
@@ -218,6 +232,17 @@ mod tests {
         assert!(lap.look_with(&mut fast, || start + Duration::from_nanos(50)), "only the first look is skipped");
         let mut slow = Cadence::new(start);
         assert!(slow.lap().look_with(&mut slow, || start + Duration::from_nanos(500)));
+    }
+
+    #[test]
+    fn only_items_under_a_microsecond_count_as_compute_only() {
+        let start = Instant::now();
+        let mut fast = Cadence::new(start);
+        feed(&mut fast, start, Duration::from_nanos(300), 10);
+        assert!(fast.compute_only());
+        let mut slow = Cadence::new(start);
+        feed(&mut slow, start, Duration::from_micros(50), 10);
+        assert!(!slow.compute_only(), "50 us items may be waiting on I/O");
     }
 
     #[test]

@@ -157,6 +157,11 @@ impl Default for PoolBuilder {
 
 impl PoolBuilder {
     /// Number of worker threads. Default: the available parallelism.
+    ///
+    /// Threads beyond the CPUs the process may use help with items that block. Items
+    /// that take under a microsecond cannot block, so for them a run wakes no more
+    /// threads than there are CPUs (threads already awake may still join): beyond
+    /// that, threads only take turns on the CPUs.
     pub fn num_threads(mut self, n: usize) -> Self {
         self.threads = Some(n);
         self
@@ -372,6 +377,9 @@ pub(crate) struct Shared {
     /// At least one worker per core: a caller that also works holds one of the cores,
     /// so its run admits one worker fewer while it takes part (see `Seats`).
     one_per_core: bool,
+    /// CPUs this process may run on when the pool was built (see
+    /// `Seats::wants_a_worker_for_compute`).
+    cpus: u32,
     /// The first panic of a thread stop hook, with the worker's index, for `Pool::drop`.
     stop_hook_panic: Mutex<Option<(usize, Box<dyn Any + Send>)>>,
     /// Jobserver tokens the workers must hold to work (`PoolBuilder::jobserver`).
@@ -563,6 +571,7 @@ impl Pool {
     }
 
     fn start(threads: usize, cfg: PoolBuilder) -> Result<Pool, BuildError> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         #[cfg(not(loom))]
         let tokens = match cfg.jobserver.clone() {
             Some(client) if threads > 0 => Some(crate::tokens::Tokens::new(client).map_err(BuildError::Jobserver)?),
@@ -577,9 +586,9 @@ impl Pool {
             pinned: AtomicUsize::new(0),
             threads,
             // Not under loom, so that the models let every worker join beside the caller.
-            one_per_core: !cfg!(loom)
-                && threads > 0
-                && threads >= std::thread::available_parallelism().map_or(1, |n| n.get()),
+            one_per_core: !cfg!(loom) && threads > 0 && threads >= cpus,
+            // Under loom there are no CPUs to fill: every sleeper may be woken.
+            cpus: if cfg!(loom) { u32::MAX } else { u32::try_from(cpus).unwrap_or(u32::MAX) },
             stop_hook_panic: Mutex::new(None),
             #[cfg(not(loom))]
             tokens,
@@ -729,7 +738,12 @@ impl Pool {
         let nested = self.current_thread_index().is_some();
         let caller_holds_a_core = self.shared.one_per_core && !nested;
         let share_seeds = control.share_seeds;
-        let parts = PoolParts { sleep: &self.shared.sleep, spares: &self.shared.spares, workers: self.shared.threads };
+        let parts = PoolParts {
+            sleep: &self.shared.sleep,
+            spares: &self.shared.spares,
+            workers: self.shared.threads,
+            cpus: self.shared.cpus,
+        };
         let mut seeds = Seeds::new(seeds.into_iter());
         let run = Run::new(work, parts, caller_holds_a_core, control, &mut seeds);
         // SAFETY: `registered` is dropped before `run` is consumed (the borrow checker

@@ -380,6 +380,7 @@ unsafe fn share_older_half<T>(
     global: &GlobalQueue<Shared<T>>,
     sleep: &Sleep,
     seats: &Seats,
+    compute_only: bool,
     stats: &mut SlotStats,
 ) -> bool {
     let count = (stack.len() / 2).min(BATCH_AT_MOST);
@@ -395,10 +396,12 @@ unsafe fn share_older_half<T>(
         stats.published += count as u64;
     }
     // Nobody is woken when a participant of the run is idle (it finds the items by
-    // itself) or when no worker could join: a full limited run, or every seat taken.
-    // Whoever frees a place finds the items in our deque at once (and wakes a sleeper
-    // itself when it goes idle, since work is visible).
-    if seats.wants_a_worker() {
+    // itself) or when no worker could join: a full limited run, or every seat taken;
+    // nor, for items too short to wait on anything, when the active participants
+    // already fill the CPUs. Whoever frees a place finds the items in our deque at once
+    // (and wakes a sleeper itself when it goes idle, since work is visible).
+    let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
+    if wanted {
         sleep.notify_one();
     }
     as_batch
@@ -559,6 +562,8 @@ pub(crate) struct PoolParts<'p> {
     pub(crate) spares: &'p Spares,
     /// The pool's worker threads (the run has one more slot, for its caller).
     pub(crate) workers: usize,
+    /// CPUs the pool's threads may run on (see `Seats::wants_a_worker_for_compute`).
+    pub(crate) cpus: u32,
 }
 
 /// One typed fan-out in progress.
@@ -607,7 +612,7 @@ impl<'p, W: Work> Run<'p, W> {
         control: Control<'p>,
         seeds: &mut Seeds<I>,
     ) -> Self {
-        let PoolParts { sleep, spares, workers } = pool;
+        let PoolParts { sleep, spares, workers, cpus } = pool;
         // Stacks start in the buffers earlier runs left (the largest for the caller,
         // whose stack takes the seeds); the rest in no allocation at all.
         let mut buffers = spares.take::<W::Item>(workers + 1).into_iter();
@@ -644,9 +649,9 @@ impl<'p, W: Work> Run<'p, W> {
             urgent: Urgent::new(),
             // Blocking items hold no core while they wait: every worker may join.
             seats: if caller_holds_a_core && !control.share_seeds {
-                Seats::new(workers.saturating_sub(1), control.limit, current_cpu().unwrap_or(NOT_PINNED))
+                Seats::new(workers.saturating_sub(1), control.limit, current_cpu().unwrap_or(NOT_PINNED), cpus)
             } else {
-                Seats::new(workers, control.limit, NOT_PINNED)
+                Seats::new(workers, control.limit, NOT_PINNED, cpus)
             },
             stop: Stop::new(control.token, control.deadline),
             progress: control.progress,
@@ -988,7 +993,7 @@ impl<'p, W: Work> Run<'p, W> {
                     // (see `crate::cadence`).
                     if cadence.worth_sharing(stack.len()) {
                         if self.should_publish(stack.len(), deque) {
-                            pace.batch_out = self.publish(deque, stack, stats);
+                            pace.batch_out = self.publish(deque, stack, cadence.compute_only(), stats);
                         } else if Self::should_refill(pace.batch_out, stack.len(), deque) {
                             self.refill(deque, stack, stats);
                         }
@@ -1170,10 +1175,11 @@ impl<'p, W: Work> Run<'p, W> {
         &self,
         deque: &Deque<Shared<W::Item>>,
         stack: &mut PrivateStack<W::Item>,
+        compute_only: bool,
         stats: &mut SlotStats,
     ) -> bool {
         // SAFETY: we own this slot's deque (see `participate_in`).
-        unsafe { share_older_half(stack, deque, &self.global, self.sleep, &self.seats, stats) }
+        unsafe { share_older_half(stack, deque, &self.global, self.sleep, &self.seats, compute_only, stats) }
     }
 
     /// Whether to share the next batch before anyone asks: our last batch was taken
