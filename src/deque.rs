@@ -387,7 +387,8 @@ impl<T> Deque<T> {
     /// Items are claimed one at a time: with a LIFO owner, a single CAS claiming many
     /// items cannot tell whether the owner popped some of them meanwhile, so each claim
     /// re-checks `bottom` after its own fence (crossbeam's LIFO batch steal does the same).
-    /// `dest` stays blocked from other thieves' copies only as long as the batch.
+    /// Other thieves of `self` get `Retry` while the batch is copied (`steal` is held
+    /// back until `release`); `dest` stays open to its own thieves throughout.
     ///
     /// # Safety
     ///

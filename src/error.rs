@@ -117,14 +117,18 @@ impl<E: fmt::Display> fmt::Display for RunError<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for RunError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RunError::Failed { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
+/// An error for any task error that prints. The task's error is part of the message
+/// rather than the `source`, so that a chain of causes shows it once, and a task error
+/// that is only `Display` (a `&str`, a `String`) still makes an `Error`.
+///
+/// ```
+/// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+/// let err: Box<dyn std::error::Error> =
+///     pool.try_for_each(&[1, 0], |&x| if x == 0 { Err("zero") } else { Ok(()) }).unwrap_err().into();
+/// assert_eq!(err.to_string(), "item 1 failed: zero");
+/// assert!(err.source().is_none());
+/// ```
+impl<E: fmt::Debug + fmt::Display> std::error::Error for RunError<E> {}
 
 /// The outcome of one item that did not produce a value, in the continue-on-error calls
 /// ([`Runner::try_map_all`](crate::Runner::try_map_all)).
@@ -155,14 +159,8 @@ impl<E: fmt::Display> fmt::Display for ItemError<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for ItemError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ItemError::Failed(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// As for [`RunError`]: the task's error is part of the message, not the `source`.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for ItemError<E> {}
 
 /// The text of a panic payload (what `panic!` was given, if it was a string).
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -209,9 +207,6 @@ impl<E: fmt::Display> fmt::Display for AllFailed<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for AllFailed<E> {
-    /// The first alternative's error.
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.errors.first().map(|(_, e)| e as &(dyn std::error::Error + 'static))
-    }
-}
+/// As for [`RunError`]: the alternatives' errors are part of the message, not the
+/// `source`.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for AllFailed<E> {}

@@ -40,7 +40,7 @@ pub enum BuildError {
         /// The prefix given to [`PoolBuilder::thread_name`].
         name: String,
     },
-    /// The operating system refused to start a thread.
+    /// The operating system refused to start a thread (the cause is the `source`).
     Spawn(std::io::Error),
     /// The helper thread that waits for [`jobserver`](PoolBuilder::jobserver) tokens
     /// could not be started (the cause is the `source`).
@@ -73,7 +73,7 @@ impl fmt::Display for BuildError {
             BuildError::InvalidThreadName { name } => {
                 write!(f, "thread name {name:?} contains a NUL byte, which a thread name cannot hold")
             }
-            BuildError::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
+            BuildError::Spawn(_) => f.write_str("could not start a worker thread"),
             BuildError::Jobserver(_) => f.write_str("could not start the jobserver helper thread"),
             BuildError::StartHookPanicked { worker, message } => {
                 write!(f, "the thread start hook panicked on worker {worker}: {message}")

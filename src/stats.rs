@@ -18,6 +18,7 @@ use std::time::Duration;
 /// assert_eq!(stats.pushed, 3);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RunStats {
     /// Items executed (seeds, follow-ons, and index-range chunks for slice runs).
     pub executed: u64,

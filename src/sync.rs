@@ -83,9 +83,10 @@ pub(crate) fn current_cpu() -> Option<usize> {
     }
 }
 
-/// Locks `m`, ignoring poisoning: the core never holds a lock while running user code,
-/// so a poisoned lock only means another thread died between two of our own lines,
-/// and the data it guards is still consistent.
+/// Locks `m`, ignoring poisoning. The one lock held around user code, a stream's
+/// source (`stream::window`), calls it inside `catch_unwind`; every other lock guards
+/// only the core's own lines, so a poisoned lock means another thread died between two
+/// of them, and the data it guards is still consistent.
 #[inline]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(not(loom))]

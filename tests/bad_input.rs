@@ -147,7 +147,8 @@ fn assert_pool_works(pool: &Pool, prefix: &str, case: &str) {
 // ---------------------------------------------------------------------------------
 
 /// Asserts that `r` is the error of a worker thread the OS refused to start, with a
-/// message that says so and the OS's error as its source.
+/// message that says so and the OS's error as its source (and not in the message too,
+/// or a chain of causes would print it twice).
 fn assert_spawn_error(r: Result<Pool, BuildError>, case: &str) {
     let err = match r {
         Ok(pool) => panic!("{case}: the pool was built ({} threads) although no thread can start", pool.num_threads()),
@@ -155,9 +156,9 @@ fn assert_spawn_error(r: Result<Pool, BuildError>, case: &str) {
     };
     assert!(matches!(err, BuildError::Spawn(_)), "{case}: {err:?}");
     let message = err.to_string();
-    assert!(message.starts_with("could not start a worker thread: "), "{case}: unclear message {message:?}");
+    assert_eq!(message, "could not start a worker thread", "{case}");
     let source = std::error::Error::source(&err).expect("the OS error is the source");
-    assert!(message.ends_with(&source.to_string()), "{case}: {message:?} does not show the OS error {source}");
+    assert!(!source.to_string().is_empty(), "{case}: the OS error says nothing");
 }
 
 #[test]

@@ -650,7 +650,8 @@ where
     fn has_work(&self, _worker: usize) -> bool {
         // Relaxed: hints, ordered after a sleeper's registration by the `SeqCst` fence
         // in `Sleep::prepare`, and after a publisher's update by the one in
-        // `notify_one`; a stale answer costs one failed `try_lock`, or one wake-up.
+        // `notify_one`; a stale answer costs a join that finds no batch to claim, or
+        // one wake-up.
         !self.closed.load(Ordering::Relaxed)
             && !self.pulling.load(Ordering::Relaxed)
             && self.room.load(Ordering::Relaxed) > 0
