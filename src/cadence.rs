@@ -20,9 +20,9 @@
 //! thread (`worth_sharing`): a run of a few such items still runs as a plain loop,
 //! without a wake-up, as it did when every look was 8 items apart.
 //!
-//! The measured cost also says whether the items could be waiting on anything
-//! (`compute_only`: under a microsecond they cannot); the sharer then wakes no more
-//! threads than there are CPUs (`Seats::wants_a_worker_for_compute`).
+//! The measured cost also says whether the items look like computation (`compute_only`:
+//! under a microsecond on average); the sharer then wakes no more threads than there
+//! are CPUs (`Seats::wants_a_worker_for_compute`).
 
 use std::time::Instant;
 
@@ -48,8 +48,9 @@ const MOST_LOOKS_PER_READ: u32 = 256;
 /// vCPUs).
 const SHARE_EARLY_NS: u64 = 50_000;
 
-/// Items shorter than this, in nanoseconds, cannot be waiting on anything: a thread
-/// that blocks and is woken again takes longer to come back.
+/// Items shorter than this on average, in nanoseconds, are taken for computation: a
+/// thread that blocks and is woken again takes longer than that to come back. A
+/// heuristic: an item that blocks after many short ones is not seen until it returns.
 const COMPUTE_ONLY_NS: u64 = 1_000;
 
 /// A participant's look count between two of its clock reads (see the module docs).
@@ -103,8 +104,8 @@ impl Cadence {
         self.lap = lap;
     }
 
-    /// Whether the items measured so far are too short to block (see
-    /// `COMPUTE_ONLY_NS`): more threads than CPUs cannot run them any sooner.
+    /// Whether the items measured so far are short enough to be taken for computation
+    /// (see `COMPUTE_ONLY_NS`), which more threads than CPUs cannot run any sooner.
     pub(crate) fn compute_only(&self) -> bool {
         self.per_item < COMPUTE_ONLY_NS
     }

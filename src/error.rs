@@ -207,6 +207,6 @@ impl<E: fmt::Display> fmt::Display for AllFailed<E> {
     }
 }
 
-/// As for [`RunError`]: the alternatives' errors are part of the message, not the
-/// `source`.
+/// As for [`RunError`]: the alternatives' errors are in the message (the first 8 of
+/// them, then a count), not the `source`.
 impl<E: fmt::Debug + fmt::Display> std::error::Error for AllFailed<E> {}

@@ -158,10 +158,13 @@ impl Default for PoolBuilder {
 impl PoolBuilder {
     /// Number of worker threads. Default: the available parallelism.
     ///
-    /// Threads beyond the CPUs the process may use help with items that block. Items
-    /// that take under a microsecond cannot block, so for them a run wakes no more
-    /// threads than there are CPUs (threads already awake may still join): beyond
-    /// that, threads only take turns on the CPUs.
+    /// Threads beyond the CPUs the process may use help with items that block. A
+    /// follow-on or seed run whose items have taken under a microsecond so far takes
+    /// them for computation, which more threads than CPUs cannot speed up: it wakes no
+    /// more threads than there are CPUs (threads already awake may still join). Items
+    /// that wait for other items of the same run (through a channel, say) need
+    /// [`Runner::blocking`](crate::Runner::blocking), which wakes threads whatever the
+    /// items cost.
     pub fn num_threads(mut self, n: usize) -> Self {
         self.threads = Some(n);
         self
@@ -378,7 +381,8 @@ pub(crate) struct Shared {
     /// so its run admits one worker fewer while it takes part (see `Seats`).
     one_per_core: bool,
     /// CPUs this process may run on when the pool was built (see
-    /// `Seats::wants_a_worker_for_compute`).
+    /// `Seats::wants_a_worker_for_compute`); `u32::MAX` for an inline pool and under
+    /// loom, where there are none to fill.
     cpus: u32,
     /// The first panic of a thread stop hook, with the worker's index, for `Pool::drop`.
     stop_hook_panic: Mutex<Option<(usize, Box<dyn Any + Send>)>>,
@@ -571,7 +575,12 @@ impl Pool {
     }
 
     fn start(threads: usize, cfg: PoolBuilder) -> Result<Pool, BuildError> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Only a pool of threads needs to know, and not under loom (see `Shared::cpus`).
+        let cpus = if threads > 0 && !cfg!(loom) {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            usize::MAX
+        };
         #[cfg(not(loom))]
         let tokens = match cfg.jobserver.clone() {
             Some(client) if threads > 0 => Some(crate::tokens::Tokens::new(client).map_err(BuildError::Jobserver)?),
@@ -588,7 +597,7 @@ impl Pool {
             // Not under loom, so that the models let every worker join beside the caller.
             one_per_core: !cfg!(loom) && threads > 0 && threads >= cpus,
             // Under loom there are no CPUs to fill: every sleeper may be woken.
-            cpus: if cfg!(loom) { u32::MAX } else { u32::try_from(cpus).unwrap_or(u32::MAX) },
+            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
             stop_hook_panic: Mutex::new(None),
             #[cfg(not(loom))]
             tokens,

@@ -275,7 +275,8 @@ impl<T> Ctx<'_, T> {
         // it from being used twice at once.
         unsafe { self.deque.push_or_spill(Shared::One(item), |x| self.global.push(x)) };
         self.stats.published += 1;
-        // As in `Run::publish`: an idle participant takes it without a wake-up.
+        // As in `share_older_half`: an idle participant takes it without a wake-up.
+        // Range walks wake for any item cost: their blocks are sized by time already.
         if self.seats.wants_a_worker() {
             self.sleep.notify_one();
         }
@@ -993,7 +994,10 @@ impl<'p, W: Work> Run<'p, W> {
                     // (see `crate::cadence`).
                     if cadence.worth_sharing(stack.len()) {
                         if self.should_publish(stack.len(), deque) {
-                            pace.batch_out = self.publish(deque, stack, cadence.compute_only(), stats);
+                            // A run declared blocking wakes for any item cost: its
+                            // items may wait on each other, however short they were.
+                            let compute_only = cadence.compute_only() && !self.blocking;
+                            pace.batch_out = self.publish(deque, stack, compute_only, stats);
                         } else if Self::should_refill(pace.batch_out, stack.len(), deque) {
                             self.refill(deque, stack, stats);
                         }

@@ -101,12 +101,11 @@ impl Seats {
         !self.has_idle_participant() && self.admit_worker() && self.has_room()
     }
 
-    /// Whether waking a sleeper for items too short to wait on anything (see
+    /// Whether waking a sleeper for items taken for computation (see
     /// `Cadence::compute_only`) is of use: as for `wants_a_worker`, and fewer
     /// participants are active than there are CPUs. Beyond that a new participant only
     /// takes turns with the others, and one preempted while holding private items
-    /// keeps them from everyone (on 16 threads over 2 cores, W4's tree ran at 58-73% of
-    /// its 2-thread speed with every sleeper woken).
+    /// keeps them from everyone.
     #[inline]
     pub(crate) fn wants_a_worker_for_compute(&self) -> bool {
         // Relaxed: a hint (see the module docs).
