@@ -84,9 +84,10 @@ pub(crate) fn current_cpu() -> Option<usize> {
 }
 
 /// Locks `m`, ignoring poisoning. The one lock held around user code, a stream's
-/// source (`stream::window`), calls it inside `catch_unwind`; every other lock guards
-/// only the core's own lines, so a poisoned lock means another thread died between two
-/// of them, and the data it guards is still consistent.
+/// source (`stream::window`), is held across a call made inside `catch_unwind`, so a
+/// panic there poisons nothing; every other lock guards only the core's own lines, so a
+/// poisoned lock means another thread died between two of them, and the data it guards
+/// is still consistent.
 #[inline]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(not(loom))]
