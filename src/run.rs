@@ -276,7 +276,8 @@ impl<T> Ctx<'_, T> {
         unsafe { self.deque.push_or_spill(Shared::One(item), |x| self.global.push(x)) };
         self.stats.published += 1;
         // As in `share_older_half`: an idle participant takes it without a wake-up.
-        // Range walks wake for any item cost: their blocks are sized by time already.
+        // Range splits are not held to the CPU count (`wants_a_worker_for_compute`):
+        // flat loops on a pool with more threads than cores kept their speed without.
         if self.seats.wants_a_worker() {
             self.sleep.notify_one();
         }
@@ -398,8 +399,8 @@ unsafe fn share_older_half<T>(
     }
     // Nobody is woken when a participant of the run is idle (it finds the items by
     // itself) or when no worker could join: a full limited run, or every seat taken;
-    // nor, for items too short to wait on anything, when the active participants
-    // already fill the CPUs. Whoever frees a place finds the items in our deque at once
+    // nor, for items taken for computation (`compute_only`), when the active
+    // participants already fill the CPUs. Whoever frees a place finds the items in our deque at once
     // (and wakes a sleeper itself when it goes idle, since work is visible).
     let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
     if wanted {
