@@ -926,3 +926,32 @@ fn run_in_child(name: &str, env: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn short_items_on_an_oversized_pool_wake_no_more_threads_than_cpus() {
+    // A tree of 131k items of a few nanoseconds on a pool with eight threads more than
+    // CPUs, each run from a parked pool: once as many participants are active as there
+    // are CPUs, publications wake nobody more. Waking a sleeper at every publication
+    // brought 5-10 participants into such runs on 2 CPUs. The median over fifteen runs
+    // allows one more (a participant that leaves lets another join).
+    if cfg!(debug_assertions) {
+        eprintln!("skipped: unoptimized items may take over a microsecond, beyond the rule");
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = pool(cpus + 8);
+    let mut participants = Vec::new();
+    for _ in 0..15 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let stats = pool.run([0u32], |depth, ctx| {
+            if depth < 16 {
+                ctx.push(depth + 1);
+                ctx.push(depth + 1);
+            }
+        });
+        assert_eq!(stats.executed, (1 << 17) - 1);
+        participants.push(stats.participants);
+    }
+    participants.sort_unstable();
+    assert!(participants[7] <= cpus + 1, "participants per run: {participants:?} on {cpus} CPUs");
+}
