@@ -203,7 +203,7 @@ impl<T> Ctx<'_, T> {
         // Look at the urgent queue right after this task, not a few items later.
         self.pace.look_now = true;
         if self.sleep.has_demand() {
-            self.sleep.notify_one();
+            self.sleep.notify_one_avoiding(self.seats.kept_out_cpu());
         }
     }
 
@@ -279,7 +279,7 @@ impl<T> Ctx<'_, T> {
         // Range splits are not held to the CPU count (`wants_a_worker_for_compute`):
         // flat loops on a pool with more threads than cores kept their speed without.
         if self.seats.wants_a_worker() {
-            self.sleep.notify_one();
+            self.sleep.notify_one_avoiding(self.seats.kept_out_cpu());
         }
     }
 }
@@ -404,7 +404,7 @@ unsafe fn share_older_half<T>(
     // (and wakes a sleeper itself when it goes idle, since work is visible).
     let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
     if wanted {
-        sleep.notify_one();
+        sleep.notify_one_avoiding(seats.kept_out_cpu());
     }
     as_batch
 }
@@ -872,7 +872,7 @@ impl<'p, W: Work> Run<'p, W> {
                     } else if self.seats.limited() && self.work_visible() {
                         // A worker turned away at the limit may be asleep: our place is
                         // free now.
-                        self.sleep.notify_one();
+                        self.sleep.notify_one_avoiding(self.seats.kept_out_cpu());
                     }
                     idle_rounds = 0;
                 }

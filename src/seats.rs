@@ -8,7 +8,7 @@
 //! rule 3), so no answer from here can lose work or hang a run; a wrong one costs a
 //! needless or a late wake-up.
 
-use crate::sleep::Sleep;
+use crate::sleep::{NOT_PINNED, Sleep};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
@@ -61,6 +61,14 @@ impl Seats {
     pub(crate) fn shares_the_callers_core(&self, worker: usize, sleep: &Sleep) -> bool {
         // Relaxed: an admission hint (see the module docs).
         self.caller_in.load(Ordering::Relaxed) && sleep.pinned_to(worker, self.caller_cpu)
+    }
+
+    /// The CPU whose pinned worker the run keeps out while the caller takes part
+    /// (`NOT_PINNED` if none): wake-ups for the run should pass it over.
+    #[inline]
+    pub(crate) fn kept_out_cpu(&self) -> usize {
+        // Relaxed: an admission hint (see the module docs).
+        if self.caller_in.load(Ordering::Relaxed) { self.caller_cpu } else { NOT_PINNED }
     }
 
     /// The caller left the run: its seat is free for a worker.
@@ -186,9 +194,11 @@ mod tests {
         assert!(seats.shares_the_callers_core(0, &sleep));
         assert!(!seats.shares_the_callers_core(1, &sleep));
         assert!(!seats.shares_the_callers_core(2, &sleep));
+        assert_eq!(seats.kept_out_cpu(), 5, "wake-ups for the run pass worker 0 over");
         // Once the caller has left, its core is free again.
         seats.caller_left();
         assert!(!seats.shares_the_callers_core(0, &sleep));
+        assert_eq!(seats.kept_out_cpu(), NOT_PINNED);
         // A caller that took no seat (or whose CPU is unknown) keeps nobody out.
         let seats = Seats::new(3, None, NOT_PINNED, 2);
         assert!((0..3).all(|w| !seats.shares_the_callers_core(w, &sleep)));

@@ -67,20 +67,23 @@ impl Sleep {
         cpu != NOT_PINNED && self.cores[worker].load(Ordering::Relaxed) == cpu
     }
 
-    /// Takes the sleeper to wake from `sleepers`: the most recent one pinned to
-    /// another CPU than the one this thread runs on, else the most recent one not
-    /// pinned to it, else the most recent one.
-    fn pick(&self, sleepers: &mut Vec<usize>) -> Option<usize> {
+    /// Takes the sleeper to wake from `sleepers`, passing over any pinned to CPU
+    /// `avoid` (a run's seat rule keeps that one out) unless no other sleeps: the most
+    /// recent one pinned to another CPU than the one this thread runs on, else the most
+    /// recent one not pinned to it, else the most recent one.
+    fn pick(&self, sleepers: &mut Vec<usize>, avoid: usize) -> Option<usize> {
         let last = sleepers.len().checked_sub(1)?;
         let here = current_cpu().unwrap_or(NOT_PINNED);
         // Relaxed: see `set_pinned`.
         let core = |w: usize| self.cores[w].load(Ordering::Relaxed);
-        let pinned_elsewhere = |&w: &usize| here != NOT_PINNED && core(w) != NOT_PINNED && core(w) != here;
-        let elsewhere = |&w: &usize| here == NOT_PINNED || core(w) != here;
+        let free = |w: usize| avoid == NOT_PINNED || core(w) != avoid;
+        let pinned_elsewhere = |&w: &usize| free(w) && here != NOT_PINNED && core(w) != NOT_PINNED && core(w) != here;
+        let elsewhere = |&w: &usize| free(w) && (here == NOT_PINNED || core(w) != here);
         let at = sleepers
             .iter()
             .rposition(pinned_elsewhere)
             .or_else(|| sleepers.iter().rposition(elsewhere))
+            .or_else(|| sleepers.iter().rposition(|&w| free(w)))
             .unwrap_or(last);
         Some(sleepers.remove(at))
     }
@@ -166,6 +169,16 @@ impl Sleep {
     /// Wakes one sleeping worker, if any. Call after making work visible.
     #[inline]
     pub fn notify_one(&self) {
+        self.notify_one_avoiding(NOT_PINNED);
+    }
+
+    /// Wakes one sleeping worker, if any, preferring one not pinned to CPU `avoid`
+    /// (`NOT_PINNED`: no preference): a run whose caller took the seat of the worker
+    /// pinned there would not admit it, and a wake-up spent on it would be lost to the
+    /// run (the caller may have moved to another CPU since). Call after making work
+    /// visible.
+    #[inline]
+    pub(crate) fn notify_one_avoiding(&self, avoid: usize) {
         self.signal_published();
         // SeqCst fence: the publisher's half of the Dekker pair with `prepare`.
         #[cfg(not(all(loom, feature = "mutant_sleep")))]
@@ -176,7 +189,7 @@ impl Sleep {
         }
         let woken = {
             let mut sleepers = lock(&self.sleepers);
-            let woken = self.pick(&mut sleepers);
+            let woken = self.pick(&mut sleepers, avoid);
             self.sleeper_count.store(sleepers.len(), Ordering::Relaxed);
             woken
         };
@@ -198,7 +211,7 @@ impl Sleep {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::Sleep;
+    use super::{NOT_PINNED, Sleep};
     use crate::sync::Ordering;
 
     #[test]
@@ -235,10 +248,16 @@ mod tests {
         sleep.set_pinned(1, here);
         // Workers 2 and 3 are not pinned. The most recent sleeper is last.
         let mut sleepers = vec![2, 0, 3, 1];
-        assert_eq!(sleep.pick(&mut sleepers), Some(0), "pinned elsewhere, before the unpinned");
-        assert_eq!(sleep.pick(&mut sleepers), Some(3), "the most recent sleeper not on this CPU");
-        assert_eq!(sleep.pick(&mut sleepers), Some(2));
-        assert_eq!(sleep.pick(&mut sleepers), Some(1), "only one left: it is taken anyway");
-        assert_eq!(sleep.pick(&mut sleepers), None);
+        let any = NOT_PINNED;
+        assert_eq!(sleep.pick(&mut sleepers, any), Some(0), "pinned elsewhere, before the unpinned");
+        assert_eq!(sleep.pick(&mut sleepers, any), Some(3), "the most recent sleeper not on this CPU");
+        assert_eq!(sleep.pick(&mut sleepers, any), Some(2));
+        assert_eq!(sleep.pick(&mut sleepers, any), Some(1), "only one left: it is taken anyway");
+        assert_eq!(sleep.pick(&mut sleepers, any), None);
+        // A run whose caller took the seat of the worker pinned elsewhere (it ran there,
+        // and has since moved here) passes that worker over, even for one pinned here.
+        let mut sleepers = vec![1, 0];
+        assert_eq!(sleep.pick(&mut sleepers, elsewhere), Some(1), "the worker the run would admit");
+        assert_eq!(sleep.pick(&mut sleepers, elsewhere), Some(0), "only one left: it is taken anyway");
     }
 }

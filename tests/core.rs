@@ -444,3 +444,62 @@ fn a_stopped_run_leaves_an_endless_seed_iterator_alone() {
     });
     assert_eq!(ran.into_inner(), 3);
 }
+
+/// A run's wake-ups pass over the worker its caller's seat keeps out, even when the
+/// caller has moved to another core since the run started: here the caller starts on
+/// the first core (whose worker sits out), moves to the second during its first item,
+/// and its second item waits for a worker to run one. Waking the worker of the core
+/// the caller left, which the run does not admit, left that item waiting until its
+/// timeout on a 2-CPU machine.
+#[test]
+fn a_caller_that_moved_to_another_core_still_gets_a_worker() {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.len() < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let pool = pool(cores.len());
+    if pool.pinned_workers() < cores.len() {
+        eprintln!("skipped: the workers could not be pinned");
+        return;
+    }
+    // On a thread of its own, so that the test harness's thread keeps its affinity.
+    let timed_out = std::thread::scope(|s| {
+        s.spawn(|| {
+            if !core_affinity::set_for_current(cores[0]) {
+                eprintln!("skipped: this thread could not be pinned");
+                return false;
+            }
+            let caller = std::thread::current().id();
+            let worker_ran = std::sync::atomic::AtomicBool::new(false);
+            let caller_items = AtomicUsize::new(0);
+            let timed_out = std::sync::atomic::AtomicBool::new(false);
+            pool.run(0..16u32, |_, _| {
+                if std::thread::current().id() != caller {
+                    worker_ran.store(true, Ordering::SeqCst);
+                    return;
+                }
+                match caller_items.fetch_add(1, Ordering::SeqCst) {
+                    0 => {
+                        assert!(core_affinity::set_for_current(cores[1]), "the caller could not move");
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    _ => {
+                        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                        while !worker_ran.load(Ordering::SeqCst) && !timed_out.load(Ordering::SeqCst) {
+                            if std::time::Instant::now() > deadline {
+                                timed_out.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                }
+            });
+            timed_out.into_inner()
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(!timed_out, "the run woke only the worker its caller's seat keeps out");
+}
