@@ -353,6 +353,13 @@ fn seeds_are_pulled_as_the_run_goes() {
 #[test]
 fn slow_seeds_are_shared_after_the_first() {
     let pool = pool(2);
+    let timed_out = caller_waits_for_a_worker(&pool, || std::thread::sleep(std::time::Duration::from_millis(20)));
+    assert!(!timed_out, "the caller kept every seed to itself after a 20 ms item");
+}
+
+/// Runs 16 seeds on `pool` from this thread: its first item runs `first`, its later
+/// ones wait (up to 20 s) until a worker has run an item. Returns whether they gave up.
+fn caller_waits_for_a_worker(pool: &Pool, first: impl Fn() + Sync) -> bool {
     let caller = std::thread::current().id();
     let worker_ran = std::sync::atomic::AtomicBool::new(false);
     let caller_items = AtomicUsize::new(0);
@@ -362,21 +369,20 @@ fn slow_seeds_are_shared_after_the_first() {
             worker_ran.store(true, Ordering::SeqCst);
             return;
         }
-        match caller_items.fetch_add(1, Ordering::SeqCst) {
-            0 => std::thread::sleep(std::time::Duration::from_millis(20)),
-            _ => {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-                while !worker_ran.load(Ordering::SeqCst) && !timed_out.load(Ordering::SeqCst) {
-                    if std::time::Instant::now() > deadline {
-                        timed_out.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
+        if caller_items.fetch_add(1, Ordering::SeqCst) == 0 {
+            first();
+            return;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !worker_ran.load(Ordering::SeqCst) && !timed_out.load(Ordering::SeqCst) {
+            if std::time::Instant::now() > deadline {
+                timed_out.store(true, Ordering::SeqCst);
+                return;
             }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     });
-    assert!(!timed_out.into_inner(), "the caller kept every seed to itself after a 20 ms item");
+    timed_out.into_inner()
 }
 
 /// A run that fails on its first seed returns without making the rest, and a run over
@@ -470,33 +476,10 @@ fn a_caller_that_moved_to_another_core_still_gets_a_worker() {
                 eprintln!("skipped: this thread could not be pinned");
                 return false;
             }
-            let caller = std::thread::current().id();
-            let worker_ran = std::sync::atomic::AtomicBool::new(false);
-            let caller_items = AtomicUsize::new(0);
-            let timed_out = std::sync::atomic::AtomicBool::new(false);
-            pool.run(0..16u32, |_, _| {
-                if std::thread::current().id() != caller {
-                    worker_ran.store(true, Ordering::SeqCst);
-                    return;
-                }
-                match caller_items.fetch_add(1, Ordering::SeqCst) {
-                    0 => {
-                        assert!(core_affinity::set_for_current(cores[1]), "the caller could not move");
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                    }
-                    _ => {
-                        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-                        while !worker_ran.load(Ordering::SeqCst) && !timed_out.load(Ordering::SeqCst) {
-                            if std::time::Instant::now() > deadline {
-                                timed_out.store(true, Ordering::SeqCst);
-                                return;
-                            }
-                            std::thread::sleep(std::time::Duration::from_millis(1));
-                        }
-                    }
-                }
-            });
-            timed_out.into_inner()
+            caller_waits_for_a_worker(&pool, || {
+                assert!(core_affinity::set_for_current(cores[1]), "the caller could not move");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            })
         })
         .join()
         .unwrap()
