@@ -400,8 +400,9 @@ unsafe fn share_older_half<T>(
     // Nobody is woken when a participant of the run is idle (it finds the items by
     // itself) or when no worker could join: a full limited run, or every seat taken;
     // nor, for items taken for computation (`compute_only`), when the active
-    // participants already fill the CPUs. Whoever frees a place finds the items in our deque at once
-    // (and wakes a sleeper itself when it goes idle, since work is visible).
+    // participants already fill the CPUs. Whoever frees a place finds the items in our
+    // deque at once (and wakes a sleeper itself when it goes idle, since work is
+    // visible).
     let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
     if wanted {
         sleep.notify_one_avoiding(seats.kept_out_cpu());

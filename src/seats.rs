@@ -59,8 +59,7 @@ impl Seats {
     /// the worker of a free core waits for the seat it took.
     #[inline]
     pub(crate) fn shares_the_callers_core(&self, worker: usize, sleep: &Sleep) -> bool {
-        // Relaxed: an admission hint (see the module docs).
-        self.caller_in.load(Ordering::Relaxed) && sleep.pinned_to(worker, self.caller_cpu)
+        sleep.pinned_to(worker, self.kept_out_cpu())
     }
 
     /// The CPU whose pinned worker the run keeps out while the caller takes part

@@ -74,11 +74,11 @@ impl Sleep {
     fn pick(&self, sleepers: &mut Vec<usize>, avoid: usize) -> Option<usize> {
         let last = sleepers.len().checked_sub(1)?;
         let here = current_cpu().unwrap_or(NOT_PINNED);
+        let free = |w: usize| !self.pinned_to(w, avoid);
+        let elsewhere = |&w: &usize| free(w) && !self.pinned_to(w, here);
         // Relaxed: see `set_pinned`.
-        let core = |w: usize| self.cores[w].load(Ordering::Relaxed);
-        let free = |w: usize| avoid == NOT_PINNED || core(w) != avoid;
-        let pinned_elsewhere = |&w: &usize| free(w) && here != NOT_PINNED && core(w) != NOT_PINNED && core(w) != here;
-        let elsewhere = |&w: &usize| free(w) && (here == NOT_PINNED || core(w) != here);
+        let pinned = |w: usize| self.cores[w].load(Ordering::Relaxed) != NOT_PINNED;
+        let pinned_elsewhere = |&w: &usize| here != NOT_PINNED && pinned(w) && elsewhere(&w);
         let at = sleepers
             .iter()
             .rposition(pinned_elsewhere)
