@@ -1,15 +1,13 @@
-//! Our fixed-capacity deque against `crossbeam_deque::Worker::new_lifo()`, single-threaded:
-//! the cost of the operations themselves, without contention.
-//!
-//! Every deque here is created and used by the benchmark thread only, so that thread is
-//! the owner of each of them for the owner-only (`unsafe`) methods.
+//! Our fixed-capacity deque (`fanout::deque::Worker`) against
+//! `crossbeam_deque::Worker::new_lifo()`, single-threaded: the cost of the operations
+//! themselves, without contention.
 
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use crossbeam_deque::{Steal as CbSteal, Worker};
-use fanout::{Deque, Steal};
+use fanout::deque::{Steal, Worker as Deque};
 
 const BATCH: usize = 128;
 const CAPACITY: usize = 256;
@@ -29,11 +27,8 @@ fn push_pop_one(c: &mut Criterion) {
     g.bench_function("fanout", |b| {
         let d = Deque::<u64>::new(CAPACITY);
         b.iter(|| {
-            // SAFETY: only this thread ever touches `d`, so it is the owner.
-            unsafe {
-                d.push(black_box(1)).unwrap();
-                black_box(d.pop())
-            }
+            d.push(black_box(1)).unwrap();
+            black_box(d.pop())
         });
     });
     g.bench_function("crossbeam", |b| {
@@ -53,12 +48,10 @@ fn push_pop_batch(c: &mut Criterion) {
         let d = Deque::<u64>::new(CAPACITY);
         b.iter(|| {
             for i in 0..BATCH as u64 {
-                // SAFETY: only this thread ever touches `d`, so it is the owner.
-                unsafe { d.push(black_box(i)).unwrap() };
+                d.push(black_box(i)).unwrap();
             }
             for _ in 0..BATCH {
-                // SAFETY: as above.
-                black_box(unsafe { d.pop() });
+                black_box(d.pop());
             }
         });
     });
@@ -81,13 +74,13 @@ fn steal_one_by_one(c: &mut Criterion) {
     let mut g = group(c, "steal_128", BATCH as u64);
     g.bench_function("fanout", |b| {
         let d = Deque::<u64>::new(CAPACITY);
+        let s = d.stealer();
         b.iter(|| {
             for i in 0..BATCH as u64 {
-                // SAFETY: only this thread ever touches `d`, so it is the owner.
-                unsafe { d.push(black_box(i)).unwrap() };
+                d.push(black_box(i)).unwrap();
             }
             for _ in 0..BATCH {
-                match d.steal() {
+                match s.steal() {
                     Steal::Success(x) => {
                         black_box(x);
                     }
@@ -124,24 +117,21 @@ fn steal_batch(c: &mut Criterion) {
     let mut g = group(c, "steal_batch_and_pop_128", BATCH as u64);
     g.bench_function("fanout", |b| {
         let src = Deque::<u64>::new(CAPACITY);
+        let stealer = src.stealer();
         let dest = Deque::<u64>::new(CAPACITY);
         b.iter(|| {
             for i in 0..BATCH as u64 {
-                // SAFETY: only this thread ever touches `src`, so it is the owner.
-                unsafe { src.push(black_box(i)).unwrap() };
+                src.push(black_box(i)).unwrap();
             }
             loop {
-                // SAFETY: this thread owns `dest` (nobody else touches it), and it is not
-                // `src`.
-                match unsafe { src.steal_batch_and_pop(&dest) } {
+                match stealer.steal_batch_and_pop(&dest) {
                     Steal::Success(x) => {
                         black_box(x);
                     }
                     Steal::Empty => break,
                     Steal::Retry => unreachable!("nobody else steals"),
                 }
-                // SAFETY: this thread owns `dest`.
-                while let Some(x) = unsafe { dest.pop() } {
+                while let Some(x) = dest.pop() {
                     black_box(x);
                 }
             }

@@ -1,7 +1,7 @@
 //! Cancellation tokens: a shared flag that runs look at between items, and that long
 //! tasks can wait on.
 
-use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, arc_into_inner, get_mut, lock};
+use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, arc_into_inner, get_mut, lock, wait_timeout};
 use std::time::{Duration, Instant};
 
 /// A cheap, clonable cancellation flag, shared by every clone.
@@ -230,24 +230,6 @@ pub(crate) fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant>
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-#[cfg(not(loom))]
-fn wait_timeout<'a>(
-    cv: &Condvar,
-    guard: crate::sync::MutexGuard<'a, Vec<CancelToken>>,
-    d: Duration,
-) -> crate::sync::MutexGuard<'a, Vec<CancelToken>> {
-    cv.wait_timeout(guard, d).map_or_else(|e| e.into_inner().0, |(g, _)| g)
-}
-
-#[cfg(loom)]
-fn wait_timeout<'a>(
-    cv: &Condvar,
-    guard: crate::sync::MutexGuard<'a, Vec<CancelToken>>,
-    d: Duration,
-) -> crate::sync::MutexGuard<'a, Vec<CancelToken>> {
-    cv.wait_timeout(guard, d).unwrap().0
 }
 
 impl Default for CancelToken {

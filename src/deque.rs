@@ -1,4 +1,5 @@
-//! A fixed-capacity Chase-Lev work-stealing deque with claim-then-read steals.
+//! A fixed-capacity Chase-Lev work-stealing deque with claim-then-read steals:
+//! [`Worker`] is the owner's end, [`Stealer`] the thieves'.
 //!
 //! The owner pushes and pops at the *bottom* (LIFO); thieves take from the *top*.
 //! Indices are `u32` counters that wrap; slot `i` lives at `i & mask`.
@@ -18,20 +19,17 @@
 //!
 //! The owner's capacity check uses `steal`, so a slot being copied is never overwritten.
 //!
-//! # Orderings in one paragraph
+//! # Orderings
 //!
-//! `bottom` is only written by the owner, always with `Release`, after the slots below it
-//! were written; thieves read it with `Acquire`, so any item they are told exists is
-//! visible. The owner's pop and a thief's claim form a Dekker pair: the owner stores
-//! `bottom` then loads `head`, the thief loads `head`, then `bottom`, then CASes `head`.
-//! Each side has a `SeqCst` fence between its store/load of the two words, so at least one
-//! of them sees the other; the last remaining item is decided by a CAS on `head`, which
-//! exactly one side wins. The copier's final `steal = real` is a `Release` RMW that the
-//! owner's `Acquire` load of `head` in `push` pairs with, so the copy out of a slot
-//! happens before the owner writes that slot again.
+//! Which store pairs with which load, and why a thief never reads a slot the owner is
+//! writing: ARCHITECTURE.md, "Deque", which states the deque's invariants once. The
+//! loom models in `loom-tests/tests/deque.rs` check them, with a mutant for each
+//! ordering that matters.
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell, fence};
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering, UnsafeCell, fence};
 use crossbeam_utils::CachePadded;
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 /// Outcome of a steal attempt.
@@ -89,8 +87,8 @@ fn empty_slots<T>(capacity: usize) -> Box<[UnsafeCell<MaybeUninit<T>>]> {
 }
 
 /// A bounded Chase-Lev deque. One thread (the owner) may call the `unsafe` owner
-/// methods; any thread may steal.
-pub struct Deque<T> {
+/// methods, through an [`Owner`] or a [`Worker`]; any thread may steal.
+pub(crate) struct Deque<T> {
     /// `(steal, real)`, see the module docs. Written by thieves and, for the last item,
     /// by the owner.
     head: CachePadded<AtomicU64>,
@@ -114,7 +112,7 @@ impl<T> Deque<T> {
     /// # Panics
     ///
     /// If `capacity` is not a power of two between 2 and 2^30.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         assert!(
             capacity.is_power_of_two() && (2..=1 << 30).contains(&capacity),
             "deque capacity must be a power of two in 2..=2^30, got {capacity}"
@@ -129,12 +127,12 @@ impl<T> Deque<T> {
     }
 
     /// How many items the deque can hold.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
 
     /// A snapshot of the number of items (exact only when no other thread is acting).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         // Acquire on both: pairs with the owner's Release stores of `bottom` and the
         // thieves' RMWs on `head`; a snapshot only, used for peeking and statistics.
         let (_, real) = unpack(self.head.load(Ordering::Acquire));
@@ -143,7 +141,7 @@ impl<T> Deque<T> {
     }
 
     /// Whether a snapshot of the deque is empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -160,7 +158,7 @@ impl<T> Deque<T> {
     ///
     /// Only the owner may call this, and never concurrently with another owner method.
     #[inline]
-    pub unsafe fn push(&self, item: T) -> Result<(), T> {
+    pub(crate) unsafe fn push(&self, item: T) -> Result<(), T> {
         // Relaxed: only the owner (this thread) writes `bottom`.
         let bottom = self.bottom.load(Ordering::Relaxed);
         // Acquire: pairs with a copier's Release when it sets `steal = real`, so its
@@ -193,7 +191,7 @@ impl<T> Deque<T> {
     ///
     /// Only the owner may call this, and never concurrently with another owner method.
     #[inline]
-    pub unsafe fn pop(&self) -> Option<T> {
+    pub(crate) unsafe fn pop(&self) -> Option<T> {
         let bottom = self.bottom.load(Ordering::Relaxed);
         // Fast empty check without a fence. Relaxed suffices: `real` never passes
         // `bottom`, and only this thread raises `bottom`, so `real == bottom` read at any
@@ -337,7 +335,7 @@ impl<T> Deque<T> {
     /// # Safety
     ///
     /// Only the owner may call this, and never concurrently with another owner method.
-    pub unsafe fn push_or_spill(&self, item: T, mut spill: impl FnMut(T)) {
+    pub(crate) unsafe fn push_or_spill(&self, item: T, mut spill: impl FnMut(T)) {
         // SAFETY: the caller is the owner.
         let Err(item) = (unsafe { self.push(item) }) else { return };
         // Take the older half through the thieves' door: it is correct against real
@@ -361,7 +359,7 @@ impl<T> Deque<T> {
     }
 
     /// Steals the oldest item.
-    pub fn steal(&self) -> Steal<T> {
+    pub(crate) fn steal(&self) -> Steal<T> {
         // Acquire: pairs with other thieves' Release in `release`, and orders this load
         // before the fence in `claim`.
         let (steal, real) = unpack(self.head.load(Ordering::Acquire));
@@ -394,7 +392,7 @@ impl<T> Deque<T> {
     ///
     /// The calling thread must be the owner of `dest` (it pushes into it), and `dest`
     /// must not be `self`.
-    pub unsafe fn steal_batch_and_pop(&self, dest: &Deque<T>) -> Steal<T> {
+    pub(crate) unsafe fn steal_batch_and_pop(&self, dest: &Deque<T>) -> Steal<T> {
         let (steal, real) = unpack(self.head.load(Ordering::Acquire));
         if steal != real {
             return Steal::Retry;
@@ -458,68 +456,235 @@ impl<T> std::fmt::Debug for Deque<T> {
         f.debug_struct("Deque").field("len", &self.len()).field("capacity", &self.capacity()).finish()
     }
 }
+/// The owner's handle on a deque: the one way to call its owner methods safely.
+///
+/// It is `Send` (ownership may move to another thread) but not `Sync`, so two threads
+/// can never call owner methods through it at the same time. That it is the only owner
+/// of its deque is the promise made by [`Owner::new`].
+pub(crate) struct Owner<'a, T> {
+    deque: &'a Deque<T>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl<'a, T> Owner<'a, T> {
+    /// # Safety
+    ///
+    /// No other `Owner` of `deque` may exist while this one lives, and no other code
+    /// may call `deque`'s owner methods meanwhile.
+    pub(crate) unsafe fn new(deque: &'a Deque<T>) -> Self {
+        Self { deque, _not_sync: PhantomData }
+    }
+
+    /// Pushes `item` at the bottom, or hands it back if the deque is full.
+    #[inline]
+    pub(crate) fn push(&self, item: T) -> Result<(), T> {
+        // SAFETY: this handle is the only owner of the deque (contract of `new`), and
+        // it is not `Sync`, so no other owner call runs concurrently with this one.
+        unsafe { self.deque.push(item) }
+    }
+
+    /// Pops the newest item.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<T> {
+        // SAFETY: as in `push`: we are the unique, non-shared owner handle.
+        unsafe { self.deque.pop() }
+    }
+
+    /// Pushes `item`, first moving the older half to `spill` if the deque is full.
+    pub(crate) fn push_or_spill(&self, item: T, spill: impl FnMut(T)) {
+        // SAFETY: as in `push`: we are the unique, non-shared owner handle.
+        unsafe { self.deque.push_or_spill(item, spill) }
+    }
+
+    /// Steals a batch from `source` into the deque this handle owns, and returns one
+    /// more item. Stealing from one's own deque is a bug, and panics.
+    pub(crate) fn steal_batch_from(&self, source: &Deque<T>) -> Steal<T> {
+        assert!(!std::ptr::eq(source, self.deque), "batch steal from one's own deque");
+        // SAFETY: this thread owns `self.deque`, the destination (unique, non-shared
+        // handle), and we just checked that it is not the source.
+        unsafe { source.steal_batch_and_pop(self.deque) }
+    }
+}
+
+impl<T> std::ops::Deref for Owner<'_, T> {
+    type Target = Deque<T>;
+
+    fn deref(&self) -> &Deque<T> {
+        self.deque
+    }
+}
+
+/// The owner's end of a work-stealing deque: pushes and pops at the bottom (newest
+/// first). Made with [`Worker::new`]; thieves take from the top through the
+/// [`Stealer`]s it hands out.
+///
+/// A fixed-capacity Chase-Lev deque whose thieves claim a slot before they read it, so
+/// no thread ever reads a slot another is writing. It is `Send` but not `Sync`: one
+/// thread at a time owns it. This is the deque each participant of a run owns
+/// (`crossbeam_deque::Worker` is the reference it is benchmarked against).
+///
+/// ```
+/// use fanout::deque::{Steal, Worker};
+///
+/// let worker = Worker::new(64);
+/// let stealer = worker.stealer();
+/// worker.push(1).unwrap();
+/// worker.push(2).unwrap();
+/// let thief = std::thread::spawn(move || stealer.steal());
+/// assert_eq!(thief.join().unwrap(), Steal::Success(1)); // thieves take the oldest
+/// assert_eq!(worker.pop(), Some(2)); // the owner takes the newest
+/// assert_eq!(worker.pop(), None);
+/// ```
+pub struct Worker<T> {
+    deque: Arc<Deque<T>>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl<T> Worker<T> {
+    /// An empty deque holding at most `capacity` items.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is not a power of two between 2 and 2^30.
+    pub fn new(capacity: usize) -> Self {
+        Self { deque: Arc::new(Deque::new(capacity)), _not_sync: PhantomData }
+    }
+
+    fn owner(&self) -> Owner<'_, T> {
+        // SAFETY: a `Worker` is the one owner handle of its deque: it made the deque,
+        // hands out only stealers, is not `Clone`, and is not `Sync`, so its owner
+        // calls come from one thread at a time, through `&self` borrows like this one.
+        unsafe { Owner::new(&self.deque) }
+    }
+
+    /// A handle for thieves of this deque.
+    pub fn stealer(&self) -> Stealer<T> {
+        Stealer { deque: Arc::clone(&self.deque) }
+    }
+
+    /// Pushes `item` at the bottom, or hands it back if the deque is full.
+    ///
+    /// ```
+    /// let worker = fanout::deque::Worker::new(2);
+    /// assert_eq!(worker.push('a'), Ok(()));
+    /// assert_eq!(worker.push('b'), Ok(()));
+    /// assert_eq!(worker.push('c'), Err('c'));
+    /// ```
+    #[inline]
+    pub fn push(&self, item: T) -> Result<(), T> {
+        self.owner().push(item)
+    }
+
+    /// Pops the newest item.
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        self.owner().pop()
+    }
+
+    /// Pushes `item`; if the deque is full, first moves its older half, oldest first,
+    /// into `spill` (a shared queue, say), so the owner never blocks and keeps its
+    /// newest items.
+    ///
+    /// ```
+    /// let worker = fanout::deque::Worker::new(4);
+    /// let mut spilled = Vec::new();
+    /// for i in 0..5 {
+    ///     worker.push_or_spill(i, |old| spilled.push(old));
+    /// }
+    /// assert_eq!(spilled, [0, 1]);
+    /// assert_eq!(worker.len(), 3);
+    /// ```
+    pub fn push_or_spill(&self, item: T, spill: impl FnMut(T)) {
+        self.owner().push_or_spill(item, spill)
+    }
+
+    /// How many items the deque can hold.
+    pub fn capacity(&self) -> usize {
+        self.deque.capacity()
+    }
+
+    /// A snapshot of the number of items (exact only while no thief acts).
+    pub fn len(&self) -> usize {
+        self.deque.len()
+    }
+
+    /// Whether a snapshot of the deque is empty.
+    pub fn is_empty(&self) -> bool {
+        self.deque.is_empty()
+    }
+}
+
+impl<T> std::fmt::Debug for Worker<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("len", &self.len()).field("capacity", &self.capacity()).finish()
+    }
+}
+
+/// A thief's handle on a [`Worker`]'s deque: takes the oldest items. Cheap to clone,
+/// and shared by any number of threads.
+pub struct Stealer<T> {
+    deque: Arc<Deque<T>>,
+}
+
+impl<T> Stealer<T> {
+    /// Steals the oldest item. `Retry` means another thief was copying items out at
+    /// that moment: try again.
+    pub fn steal(&self) -> Steal<T> {
+        self.deque.steal()
+    }
+
+    /// Steals about half of the items (at least one, at most what fits in `dest`, plus
+    /// one), moves all but the first into `dest`, and returns the first.
+    ///
+    /// # Panics
+    ///
+    /// If `dest` is the deque this stealer steals from.
+    ///
+    /// ```
+    /// use fanout::deque::{Steal, Worker};
+    ///
+    /// let victim = Worker::new(16);
+    /// (0..8).for_each(|i| victim.push(i).unwrap());
+    /// let thief = Worker::new(16);
+    /// assert_eq!(victim.stealer().steal_batch_and_pop(&thief), Steal::Success(0));
+    /// assert_eq!(thief.len(), 4); // about half: items 1 to 4 came along
+    /// ```
+    pub fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
+        dest.owner().steal_batch_from(&self.deque)
+    }
+
+    /// A snapshot of the number of items.
+    pub fn len(&self) -> usize {
+        self.deque.len()
+    }
+
+    /// Whether a snapshot of the deque is empty.
+    pub fn is_empty(&self) -> bool {
+        self.deque.is_empty()
+    }
+}
+
+impl<T> Clone for Stealer<T> {
+    fn clone(&self) -> Self {
+        Self { deque: Arc::clone(&self.deque) }
+    }
+}
+
+impl<T> std::fmt::Debug for Stealer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stealer").field("len", &self.len()).finish()
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::test_util::Counted;
     use std::cell::{Cell, RefCell};
     use std::collections::VecDeque;
-    use std::marker::PhantomData;
     use std::rc::Rc;
     use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
-
-    /// The one handle through which a test calls the owner-only methods of a deque.
-    ///
-    /// It is `Send` (ownership may move to another thread) but not `Sync`, so two threads
-    /// can never call owner methods through it at the same time. Uniqueness per deque is
-    /// the promise made by [`Owner::new`].
-    struct Owner<'a, T> {
-        deque: &'a Deque<T>,
-        _not_sync: PhantomData<Cell<()>>,
-    }
-
-    impl<'a, T> Owner<'a, T> {
-        /// # Safety
-        ///
-        /// No other `Owner` of `deque` may exist while this one lives, and no other code
-        /// may call `deque`'s owner methods meanwhile.
-        unsafe fn new(deque: &'a Deque<T>) -> Self {
-            Self { deque, _not_sync: PhantomData }
-        }
-
-        fn push(&self, item: T) -> Result<(), T> {
-            // SAFETY: this handle is the only owner of the deque (contract of `new`), and
-            // it is not `Sync`, so no other owner call runs concurrently with this one.
-            unsafe { self.deque.push(item) }
-        }
-
-        fn pop(&self) -> Option<T> {
-            // SAFETY: as in `push`: we are the unique, non-shared owner handle.
-            unsafe { self.deque.pop() }
-        }
-
-        fn push_or_spill(&self, item: T, spill: impl FnMut(T)) {
-            // SAFETY: as in `push`: we are the unique, non-shared owner handle.
-            unsafe { self.deque.push_or_spill(item, spill) }
-        }
-
-        /// Steals a batch from `source` into the deque this handle owns.
-        fn steal_batch_from(&self, source: &Deque<T>) -> Steal<T> {
-            assert!(!std::ptr::eq(source, self.deque), "batch steal from oneself");
-            // SAFETY: this thread owns `self.deque`, the destination (unique, non-shared
-            // handle), and we just checked that it is not the source.
-            unsafe { source.steal_batch_and_pop(self.deque) }
-        }
-    }
-
-    impl<T> std::ops::Deref for Owner<'_, T> {
-        type Target = Deque<T>;
-
-        fn deref(&self) -> &Deque<T> {
-            self.deque
-        }
-    }
 
     /// An empty deque whose counters all start at `start`, so tests can run the ring
     /// across the `u32` wrap without doing four billion operations first.

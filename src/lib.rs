@@ -40,60 +40,45 @@
 #![cfg_attr(loom, allow(clippy::reversed_empty_ranges, clippy::absurd_extreme_comparisons))]
 
 mod api;
-mod cadence;
 mod cancel;
-mod collect;
 pub mod compare;
 mod crew;
-mod deque;
-mod error;
-mod fallible;
-mod global;
-mod global_pool;
-mod local;
+pub mod deque;
+mod engine;
+mod outcome;
 mod pool;
 mod progress;
-mod range;
-mod run;
-mod runner;
-mod seats;
-mod sleep;
-mod spare;
-mod stack;
 mod stats;
-mod stop;
 pub mod strategy;
 pub mod stream;
 mod sync;
 #[cfg(test)]
 mod test_util;
-#[cfg(not(loom))]
-mod tokens;
-mod worker_index;
+mod work;
 
-pub use cancel::CancelToken;
-pub use collect::CollectCtx;
-pub use deque::{Deque, Steal};
-pub use error::{AllFailed, ItemError, RunError};
-pub use global_pool::{
+pub use api::global_pool::{
     fold, fold_index, for_each, for_each_index, global, map, map_index, run, run_fold, scope, stream, try_for_each,
     try_map,
 };
-pub use local::WorkerLocal;
+pub use api::runner::Runner;
+pub use cancel::CancelToken;
+
+pub use engine::ctx::Ctx;
+pub use outcome::error::{AllFailed, ItemError, RunError};
+pub use pool::local::WorkerLocal;
 pub use pool::{BuildError, MAX_THREADS, MIN_STACK_SIZE, Pool, PoolBuilder};
 pub use progress::{Progress, ProgressSnapshot};
-pub use run::Ctx;
-pub use runner::Runner;
 pub use stats::RunStats;
 pub use stream::{Scope, Stream, StreamIter, StreamStats};
+pub use work::collect::CollectCtx;
 
 /// Internals exposed for the loom model checks in `loom-tests/` (only under `cfg(loom)`).
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
-    /// Capacity of each run slot's deque under loom (see `run::DEQUE_CAPACITY`).
-    pub const DEQUE_CAPACITY: usize = crate::run::DEQUE_CAPACITY;
-    pub use crate::sleep::Sleep;
+    /// Capacity of each run slot's deque under loom (see `engine::run::DEQUE_CAPACITY`).
+    pub const DEQUE_CAPACITY: usize = crate::engine::run::DEQUE_CAPACITY;
+    pub use crate::pool::sleep::Sleep;
 
     /// A stage gate letting `limit` threads in at once (see `stream::gate`).
     pub fn gate(limit: usize) -> crate::stream::Gate {

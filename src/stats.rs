@@ -37,7 +37,7 @@ pub struct RunStats {
     /// Times a participant ran out of work and went idle.
     pub idle_transitions: u64,
     /// Times a participant left the run while it was still going (it may have parked).
-    pub parks: u64,
+    pub leaves: u64,
     /// Participants that took part: the caller plus every worker that joined.
     pub participants: usize,
     /// Busy time of each participant slot (workers in index order, the caller last).
@@ -55,7 +55,7 @@ pub(crate) struct SlotStats {
     pub(crate) stolen_extra: u64,
     pub(crate) global_pops: u64,
     pub(crate) idle_transitions: u64,
-    pub(crate) parks: u64,
+    pub(crate) leaves: u64,
     pub(crate) joined: bool,
     pub(crate) busy: Duration,
 }
@@ -68,7 +68,7 @@ impl RunStats {
         self.stolen_extra += s.stolen_extra;
         self.global_pops += s.global_pops;
         self.idle_transitions += s.idle_transitions;
-        self.parks += s.parks;
+        self.leaves += s.leaves;
         self.participants += usize::from(s.joined);
         self.busy.push(s.busy);
     }

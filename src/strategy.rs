@@ -58,7 +58,9 @@
 //! ```
 
 use crate::crew::Crew;
-use crate::{Ctx, Pool, RunStats};
+use crate::engine::ctx::Ctx;
+use crate::pool::Pool;
+use crate::stats::RunStats;
 use crossbeam_channel::{Receiver, Sender};
 use std::any::Any;
 use std::fmt;

@@ -6,6 +6,8 @@
 //! Only the protocol code (deque, run engine, sleep, pool) goes through this module;
 //! user-facing plumbing that never races (builders, errors) uses `std` directly.
 
+use std::time::Duration;
+
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(not(loom))]
@@ -97,6 +99,33 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(loom)]
     {
         m.lock().unwrap()
+    }
+}
+
+/// Waits on `cv`, giving up and retaking `guard`'s lock, and ignores poisoning as
+/// [`lock`] does. The caller re-checks its condition: wake-ups may be spurious.
+#[inline]
+pub(crate) fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    #[cfg(not(loom))]
+    {
+        cv.wait(guard).unwrap_or_else(|e| e.into_inner())
+    }
+    #[cfg(loom)]
+    {
+        cv.wait(guard).unwrap()
+    }
+}
+
+/// [`wait`] for at most `timeout`.
+#[inline]
+pub(crate) fn wait_timeout<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>, timeout: Duration) -> MutexGuard<'a, T> {
+    #[cfg(not(loom))]
+    {
+        cv.wait_timeout(guard, timeout).map_or_else(|e| e.into_inner().0, |(g, _)| g)
+    }
+    #[cfg(loom)]
+    {
+        cv.wait_timeout(guard, timeout).unwrap().0
     }
 }
 

@@ -955,3 +955,75 @@ fn short_items_on_an_oversized_pool_wake_no_more_threads_than_cpus() {
     participants.sort_unstable();
     assert!(participants[7] <= cpus + 1, "participants per run: {participants:?} on {cpus} CPUs");
 }
+
+/// Every call `Pool` has, `Runner` has too: the calls whose tasks cannot fail stop on
+/// the runner's token before any item runs, and hand a task's panic back as an error.
+#[test]
+fn the_infallible_calls_follow_the_runners_settings() {
+    let pool = pool(2);
+    let cancelled = CancelToken::new();
+    cancelled.cancel();
+    let stopped = pool.runner().cancel_token(&cancelled);
+    let ran = AtomicUsize::new(0);
+    let count = |_: &dyn std::any::Any| {
+        ran.fetch_add(1, Ordering::Relaxed);
+    };
+    let items = [1u32, 2, 3];
+    let mut mutable = [1u32, 2, 3];
+    let is_cancelled = |r: Result<(), RunError<std::convert::Infallible>>| matches!(r, Err(RunError::Cancelled { .. }));
+    assert!(is_cancelled(stopped.run([0u32], |n, _| count(&n)).map(drop)));
+    assert!(is_cancelled(stopped.run_fold([0u32], || (), |_, n, _| count(&n), |_, _| ()).map(drop)));
+    assert!(is_cancelled(stopped.run_collect([0u32], |n, _| count(&n)).map(drop)));
+    assert!(is_cancelled(stopped.for_each_index(0..3, |i| count(&i))));
+    assert!(is_cancelled(stopped.for_each(&items, |x| count(x))));
+    assert!(is_cancelled(stopped.for_each_mut(&mut mutable, |x| count(x))));
+    assert!(is_cancelled(stopped.map_index(0..3, |i| count(&i)).map(drop)));
+    assert!(is_cancelled(stopped.map(&items, |x| count(x)).map(drop)));
+    assert!(is_cancelled(stopped.fold_index(0..3, || (), |(), i| count(&i), |_, _| ()).map(drop)));
+    assert!(is_cancelled(stopped.fold(&items, || (), |(), x| count(x), |_, _| ()).map(drop)));
+    assert_eq!(ran.load(Ordering::Relaxed), 0, "no item starts after the token fired");
+
+    let free = pool.runner();
+    assert_eq!(free.map(&items, |x| x * 2).unwrap(), [2, 4, 6]);
+    assert_eq!(free.fold_index(0..10, || 0, |a, i| a + i, |a, b| a + b).unwrap(), 45);
+    free.for_each_mut(&mut mutable, |x| *x += 1).unwrap();
+    assert_eq!(mutable, [2, 3, 4]);
+    let panicked = free.for_each_index(0..10, |i| assert!(i != 7, "item seven"));
+    assert!(matches!(panicked, Err(RunError::Panicked { index: Some(7), .. })), "{panicked:?}");
+}
+
+/// The fallible calls that used to exist only on `Runner` run on `Pool` too, with the
+/// default settings.
+#[test]
+fn the_pool_has_every_fallible_call() {
+    let pool = pool(2);
+    let nodes = pool.try_run_fold(
+        [6u32],
+        || 0u64,
+        |n, d, ctx| {
+            *n += 1;
+            if d > 0 {
+                ctx.push(d - 1);
+                ctx.push(d - 1);
+            }
+            Ok::<_, &str>(())
+        },
+        |a, b| a + b,
+    );
+    assert_eq!(nodes, Ok(127));
+    let mut v = vec![1u8, 250, 3];
+    let r = pool.try_for_each_mut(&mut v, |x| {
+        *x = x.checked_add(10).ok_or("overflow")?;
+        Ok(())
+    });
+    assert!(matches!(r, Err(RunError::Failed { error: "overflow", index: Some(1) })), "{r:?}");
+    let won = pool.first_ok(3, |i, _| if i == 1 { Ok(i * 10) } else { Err(i) });
+    assert_eq!(won, Ok((1, 10)));
+    let ordered = pool.try_run_collect([0u32], |n, ctx| {
+        if n < 2 {
+            ctx.push(n + 1);
+        }
+        Ok::<_, ()>(n)
+    });
+    assert_eq!(ordered, Ok(vec![0, 1, 2]));
+}

@@ -10,8 +10,7 @@ pub use harness::*;
 
 #[cfg(loom)]
 mod harness {
-    use fanout::{Deque, Steal};
-    use loom::sync::Arc;
+    use fanout::deque::{Steal, Stealer};
     use loom::thread;
     use std::sync::Arc as StdArc;
     use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
@@ -67,9 +66,9 @@ mod harness {
 
     /// One steal attempt that only gives up when the deque looks empty (a `Retry` means
     /// another thread was in the way; yield to it and try again).
-    pub fn steal(deque: &Deque<usize>) -> Option<usize> {
+    pub fn steal(stealer: &Stealer<usize>) -> Option<usize> {
         loop {
-            match deque.steal() {
+            match stealer.steal() {
                 Steal::Success(item) => return Some(item),
                 Steal::Empty => return None,
                 Steal::Retry => thread::yield_now(),
@@ -79,11 +78,11 @@ mod harness {
 
     /// A thief thread that steals at most `attempts` items from `deque`, stopping early
     /// at `Empty`, and hands back what it got.
-    pub fn thief(deque: Arc<Deque<usize>>, attempts: usize) -> thread::JoinHandle<Vec<usize>> {
+    pub fn thief(stealer: Stealer<usize>, attempts: usize) -> thread::JoinHandle<Vec<usize>> {
         thread::spawn(move || {
             let mut got = Vec::new();
             for _ in 0..attempts {
-                match steal(&deque) {
+                match steal(&stealer) {
                     Some(item) => got.push(item),
                     None => break,
                 }

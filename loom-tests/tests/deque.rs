@@ -1,5 +1,5 @@
 #![cfg(loom)]
-//! Model checks of the work-stealing deque (`fanout::Deque`) with the loom capacity
+//! Model checks of the work-stealing deque (`fanout::deque`) with the loom capacity
 //! (`DEQUE_CAPACITY` = 4): the owner pushes and pops while one or two thieves steal.
 //! Each model gathers every item from wherever it ended up (owner pops, steals, a
 //! thief's own deque, the spill) and checks that it was obtained exactly once. Slot
@@ -22,30 +22,26 @@
 //! says; all of them together take well under a minute.
 
 use fanout::__loom::DEQUE_CAPACITY as CAP;
-use fanout::{Deque, Steal};
+use fanout::deque::{Steal, Worker};
 use fanout_loom_tests::{Bound, assert_exactly_once, model, thief};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
-/// Owner-side helpers. The model's main thread is the only one that calls them for a
-/// given deque, which is the contract of the unsafe owner methods.
-fn push(deque: &Deque<usize>, item: usize) {
-    // SAFETY: called only from the deque's owner thread (see above).
-    let pushed = unsafe { deque.push(item) };
+/// Owner-side helpers: the model's main thread owns the deque.
+fn push(deque: &Worker<usize>, item: usize) {
+    let pushed = deque.push(item);
     assert!(pushed.is_ok(), "push of {item} must fit: the model never fills the deque");
 }
 
-fn pop(deque: &Deque<usize>, got: &mut Vec<usize>) {
-    // SAFETY: called only from the deque's owner thread (see above).
-    if let Some(item) = unsafe { deque.pop() } {
+fn pop(deque: &Worker<usize>, got: &mut Vec<usize>) {
+    if let Some(item) = deque.pop() {
         got.push(item);
     }
 }
 
 /// Everything still in the deque once every other thread has been joined.
-fn drain(deque: &Deque<usize>, got: &mut Vec<usize>) {
-    // SAFETY: the owner thread, and no thief is left.
-    while let Some(item) = unsafe { deque.pop() } {
+fn drain(deque: &Worker<usize>, got: &mut Vec<usize>) {
+    while let Some(item) = deque.pop() {
         got.push(item);
     }
     assert!(deque.is_empty());
@@ -58,10 +54,10 @@ fn drain(deque: &Deque<usize>, got: &mut Vec<usize>) {
 #[test]
 fn owner_vs_one_thief() {
     model("deque::owner_vs_one_thief", Bound::Exactly(3), None, || {
-        let deque = Arc::new(Deque::new(CAP));
+        let deque = Worker::new(CAP);
         push(&deque, 0);
         push(&deque, 1);
-        let stealer = thief(Arc::clone(&deque), 2);
+        let stealer = thief(deque.stealer(), 2);
 
         let mut got = Vec::new();
         pop(&deque, &mut got);
@@ -79,12 +75,12 @@ fn owner_vs_one_thief() {
 #[test]
 fn owner_vs_two_thieves() {
     model("deque::owner_vs_two_thieves", Bound::Exactly(3), None, || {
-        let deque = Arc::new(Deque::new(CAP));
+        let deque = Worker::new(CAP);
         push(&deque, 0);
         push(&deque, 1);
         push(&deque, 2);
-        let first = thief(Arc::clone(&deque), 1);
-        let second = thief(Arc::clone(&deque), 1);
+        let first = thief(deque.stealer(), 1);
+        let second = thief(deque.stealer(), 1);
 
         let mut got = Vec::new();
         pop(&deque, &mut got);
@@ -104,18 +100,17 @@ fn owner_vs_two_thieves() {
 #[test]
 fn steal_batch_and_pop_vs_owner() {
     model("deque::steal_batch_and_pop_vs_owner", Bound::Exactly(3), None, || {
-        let deque = Arc::new(Deque::new(CAP));
+        let deque = Worker::new(CAP);
         for item in 0..CAP {
             push(&deque, item);
         }
-        let source = Arc::clone(&deque);
+        let source = deque.stealer();
         let batcher = thread::spawn(move || {
-            // The thief's own deque: only this thread pushes to or pops from it.
-            let own = Deque::new(CAP);
+            // The thief's own deque.
+            let own = Worker::new(CAP);
             let mut got = Vec::new();
             loop {
-                // SAFETY: this thread owns `own`, and it is not `source`.
-                match unsafe { source.steal_batch_and_pop(&own) } {
+                match source.steal_batch_and_pop(&own) {
                     Steal::Success(item) => {
                         got.push(item);
                         break;
@@ -149,14 +144,13 @@ fn steal_batch_and_pop_vs_owner() {
 #[test]
 fn wrap_around() {
     model("deque::wrap_around", Bound::Exactly(3), None, || {
-        let deque = Arc::new(Deque::new(CAP));
-        let stealer = thief(Arc::clone(&deque), 2);
+        let deque = Worker::new(CAP);
+        let stealer = thief(deque.stealer(), 2);
 
         let mut got = Vec::new();
         let total = CAP + 2;
         for item in 0..total {
-            // SAFETY: the owner thread.
-            if let Err(item) = unsafe { deque.push(item) } {
+            if let Err(item) = deque.push(item) {
                 got.push(item);
             }
             if item % 2 == 1 {
@@ -176,16 +170,15 @@ fn wrap_around() {
 #[test]
 fn push_or_spill_vs_thief() {
     model("deque::push_or_spill_vs_thief", Bound::Exactly(3), None, || {
-        let deque = Arc::new(Deque::new(CAP));
+        let deque = Worker::new(CAP);
         for item in 0..CAP {
             push(&deque, item);
         }
         let spill = Arc::new(Mutex::new(Vec::new()));
-        let stealer = thief(Arc::clone(&deque), 1);
+        let stealer = thief(deque.stealer(), 1);
 
         let mut got = Vec::new();
-        // SAFETY: the owner thread.
-        unsafe { deque.push_or_spill(CAP, |item| spill.lock().unwrap().push(item)) };
+        deque.push_or_spill(CAP, |item| spill.lock().unwrap().push(item));
         pop(&deque, &mut got);
 
         got.extend(stealer.join().unwrap());

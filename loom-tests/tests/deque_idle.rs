@@ -1,6 +1,6 @@
 #![cfg(loom)]
 //! Model checks of what the run engine assumes about the deque when a participant goes
-//! idle (see the termination invariant in `src/run.rs`): once the owner's `pop` returns
+//! idle (see the termination invariant in `src/engine/run.rs`): once the owner's `pop` returns
 //! `None`, its deque is empty, so a participant that also found nothing elsewhere may
 //! leave without stranding an item.
 //!
@@ -16,15 +16,14 @@
 //! finish with the item never executed.
 
 use fanout::__loom::DEQUE_CAPACITY as CAP;
-use fanout::{Deque, Steal};
+use fanout::deque::{Steal, Stealer, Worker};
 use fanout_loom_tests::{Bound, assert_exactly_once, model, thief};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Owner-side push; the model's main thread is the deque's only owner.
-fn push(deque: &Deque<usize>, item: usize) {
-    // SAFETY: called only from the deque's owner thread.
-    let pushed = unsafe { deque.push(item) };
+/// Owner-side push; the model's main thread owns the deque.
+fn push(deque: &Worker<usize>, item: usize) {
+    let pushed = deque.push(item);
     assert!(pushed.is_ok(), "push of {item} must fit");
 }
 
@@ -35,14 +34,13 @@ fn push(deque: &Deque<usize>, item: usize) {
 #[test]
 fn pop_none_means_empty() {
     model("deque_idle::pop_none_means_empty", Bound::Exactly(3), None, || {
-        let deque = Arc::new(Deque::new(CAP));
+        let deque = Worker::new(CAP);
         push(&deque, 0);
         push(&deque, 1);
-        let stealer = thief(Arc::clone(&deque), 1);
+        let stealer = thief(deque.stealer(), 1);
 
         let mut got = Vec::new();
-        // SAFETY: the owner thread.
-        while let Some(item) = unsafe { deque.pop() } {
+        while let Some(item) = deque.pop() {
             got.push(item);
         }
         let left = deque.len();
@@ -59,14 +57,13 @@ fn pop_none_means_empty() {
 #[test]
 fn pop_none_and_steal_empty_mean_empty() {
     model("deque_idle::pop_none_and_steal_empty_mean_empty", Bound::Exactly(3), None, || {
-        let deque = Arc::new(Deque::new(CAP));
+        let deque = Worker::new(CAP);
         push(&deque, 0);
         push(&deque, 1);
-        let stealer = thief(Arc::clone(&deque), 2);
+        let stealer = thief(deque.stealer(), 2);
 
         let mut got = Vec::new();
-        // SAFETY: the owner thread.
-        while let Some(item) = unsafe { deque.pop() } {
+        while let Some(item) = deque.pop() {
             got.push(item);
         }
 
@@ -76,8 +73,8 @@ fn pop_none_and_steal_empty_mean_empty() {
 }
 
 /// The same contract seen through the termination protocol: two participants, each
-/// owning one real deque, follow the idle transition of `Run::participate_in` and
-/// `Run::drain` (src/run.rs), transcribed: take items (own deque first, then a batch
+/// owning one real deque, follow the idle transition of `Run::take_part` and
+/// `Run::work_until_idle` (src/engine/run.rs), transcribed: take items (own deque first, then a batch
 /// steal from the other) until none is found; go idle (`active -= 1`, and whoever
 /// brings it to zero sets `done`); then leave if `done`, re-join if any deque shows
 /// work, or leave after the idle rounds (one under loom, as in the engine).
@@ -88,21 +85,19 @@ fn pop_none_and_steal_empty_mean_empty() {
 #[test]
 fn idle_transition_strands_no_item() {
     struct Sketch {
-        deques: [Deque<usize>; 2],
+        /// Each participant owns its deque's `Worker`; these are the thieves' ends.
+        deques: [Stealer<usize>; 2],
         active: AtomicUsize,
         done: AtomicBool,
         ran: [AtomicUsize; 2],
     }
 
-    fn take(sketch: &Sketch, me: usize) -> Option<usize> {
-        let own = &sketch.deques[me];
-        // SAFETY: participant `me` is the only thread that uses deque `me` as owner.
-        if let Some(item) = unsafe { own.pop() } {
+    fn take(sketch: &Sketch, me: usize, own: &Worker<usize>) -> Option<usize> {
+        if let Some(item) = own.pop() {
             return Some(item);
         }
         loop {
-            // SAFETY: as above; the victim is the other participant's deque.
-            match unsafe { sketch.deques[1 - me].steal_batch_and_pop(own) } {
+            match sketch.deques[1 - me].steal_batch_and_pop(own) {
                 Steal::Success(item) => return Some(item),
                 Steal::Empty => return None,
                 Steal::Retry => loom::thread::yield_now(),
@@ -110,12 +105,12 @@ fn idle_transition_strands_no_item() {
         }
     }
 
-    fn participate(sketch: &Sketch, me: usize) {
+    fn participate(sketch: &Sketch, me: usize, own: &Worker<usize>) {
         let mut active = true;
         let mut idle_rounds = 0;
         loop {
             if active {
-                while let Some(item) = take(sketch, me) {
+                while let Some(item) = take(sketch, me, own) {
                     sketch.ran[item].fetch_add(1, Ordering::Relaxed);
                 }
                 active = false;
@@ -141,21 +136,23 @@ fn idle_transition_strands_no_item() {
     }
 
     model("deque_idle::idle_transition_strands_no_item", Bound::Exactly(3), None, || {
+        let owners = [Worker::new(CAP), Worker::new(CAP)];
         let sketch = Arc::new(Sketch {
-            deques: [Deque::new(CAP), Deque::new(CAP)],
+            deques: [owners[0].stealer(), owners[1].stealer()],
             // Both participants start active (the worker has joined).
             active: AtomicUsize::new(2),
             done: AtomicBool::new(false),
             ran: [AtomicUsize::new(0), AtomicUsize::new(0)],
         });
         // Participant 0 published two items before the worker joined.
-        push(&sketch.deques[0], 0);
-        push(&sketch.deques[0], 1);
+        let [own0, own1] = owners;
+        push(&own0, 0);
+        push(&own0, 1);
         let worker = {
             let sketch = Arc::clone(&sketch);
-            loom::thread::spawn(move || participate(&sketch, 1))
+            loom::thread::spawn(move || participate(&sketch, 1, &own1))
         };
-        participate(&sketch, 0);
+        participate(&sketch, 0, &own0);
         worker.join().unwrap();
         assert!(sketch.done.load(Ordering::Acquire), "both left, so the last one to go idle set done");
         for (item, ran) in sketch.ran.iter().enumerate() {

@@ -67,10 +67,12 @@ mod sweep;
 pub use report::{Cell, Report, Row, Table};
 pub use sweep::{Crossing, Sweep};
 
+use crate::pool::BuildError;
+use crate::pool::Pool;
+use crate::stats::RunStats;
 use crate::strategy::{
     ChannelPool, FoldWorkload, MutexQueue, Sequential, Spawner, StaticSplit, Strategy, StrategyError, StrategyFor,
 };
-use crate::{BuildError, Pool, RunStats};
 use std::fmt;
 use std::io::Write;
 use std::ops::Range;

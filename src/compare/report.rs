@@ -2,7 +2,7 @@
 //! that prints as text, JSON lines or CSV.
 
 use super::PoolState;
-use crate::RunStats;
+use crate::stats::RunStats;
 use std::fmt::{self, Write as _};
 
 /// One variant in one pool state.
@@ -186,7 +186,7 @@ impl Report {
     /// fastest and slowest round (ns), ns per item, speedup, rank (`null` if wrong),
     /// rounds,
     /// `wrong` (`null`, or what the variant returned) and `stats` (`null`, or the last
-    /// run's executed, published, steals and parks, for variants that keep them).
+    /// run's executed, published, steals and leaves, for variants that keep them).
     pub fn to_json(&self) -> String {
         let mut out = String::new();
         for (t, r, c) in self.cells() {
@@ -194,8 +194,8 @@ impl Report {
             let wrong = r.wrong.as_deref().map_or("null".to_string(), json_string);
             let stats = r.stats.as_ref().map_or("null".to_string(), |s| {
                 format!(
-                    "{{\"executed\":{},\"published\":{},\"steals\":{},\"parks\":{}}}",
-                    s.executed, s.published, s.steals, s.parks
+                    "{{\"executed\":{},\"published\":{},\"steals\":{},\"leaves\":{}}}",
+                    s.executed, s.published, s.steals, s.leaves
                 )
             });
             let _ = writeln!(

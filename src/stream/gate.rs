@@ -7,42 +7,11 @@
 //! thread leaving the gate wakes it. Stages without a limit carry [`Free`], which
 //! compiles to a plain call.
 //!
-//! # Protocol (no lost wake-up)
-//!
-//! One atomic word holds both the threads inside (`active`, low half) and the
-//! *counted* waiters (high half), so entering, leaving and waiting are read-modify-
-//! writes of one location, ordered by its modification order: no fence is needed.
-//!
-//! - *Enter*: CAS the word from `active < limit` to `active + 1`. On the slow path the
-//!   thread takes `lock`, counts itself as a waiter (`+ ONE_WAITER`), retries, and
-//!   waits on `cond` (which releases `lock`) after each failure.
-//! - *Leave*: decrement `active`. If the value it replaced counted waiters, take
-//!   `lock`, and if waiters are still counted, turn one count into a wake-up *token*;
-//!   then unlock and notify one waiter.
-//! - A waiter that wakes and finds a token takes it and counts itself again before it
-//!   retries; one that wakes without a token (spuriously) is still counted. So at any
-//!   time `counted waiters + tokens` equals the threads on the slow path, and a retry
-//!   always runs counted, under the lock.
-//!
-//! No lost wake-up, in two steps. First, either a leaver's decrement comes after a
-//! waiter's count in the word's order, and the leaver sees a counted waiter and makes
-//! a token (under the lock, which a waiter holds from its count until it is inside
-//! `wait`, so the token cannot fall between a retry and a sleep); or it comes before,
-//! and the waiter's retry, which reads the word after its own count, sees the free
-//! permit. (If another leaver turned that count into a token first, that token stands
-//! for the waiter instead.) Second, every token is picked up: tokens are made only
-//! while no waiter is between its retry and its sleep, and each one is followed by a
-//! notify, so a token either has a notify still coming or a woken thread that will
-//! take the lock and find it; a thread that takes a token retries.
-//!
-//! Leavers do not wake a thread for every leave: once every waiter holds a token,
-//! further leaves skip the lock, and a holder that re-enters at once keeps the stage
-//! busy without a sleep/wake per item. A waiter that loses the permit to such a thread
-//! counts itself and waits again (the gate is not fair: a thread may re-enter many
-//! times while a woken one loses). Modelled in `loom-tests/tests/gate.rs`, with a
-//! mutant that forgets to count waiters (the `mutant_gate` feature, under `--cfg loom`).
+//! The protocol and why no wake-up is lost: ARCHITECTURE.md, "Streams: per-stage
+//! parallelism". Modelled in `loom-tests/tests/gate.rs`, with a mutant that forgets to
+//! count waiters (the `mutant_gate` feature, under `--cfg loom`).
 
-use crate::sync::{AtomicU64, Condvar, Mutex, Ordering, lock, spin_hint};
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering, lock, spin_hint, wait};
 use crossbeam_utils::CachePadded;
 
 /// Rounds a thread retries a full gate before it sleeps (a brief spin).
@@ -176,14 +145,7 @@ impl Gate {
                 self.state.fetch_sub(ONE_WAITER, Ordering::Relaxed);
                 return;
             }
-            #[cfg(not(loom))]
-            {
-                tokens = self.cond.wait(tokens).unwrap_or_else(|e| e.into_inner());
-            }
-            #[cfg(loom)]
-            {
-                tokens = self.cond.wait(tokens).unwrap();
-            }
+            tokens = wait(&self.cond, tokens);
             if *tokens > 0 {
                 // A leaver un-counted a waiter to wake it: take that turn and count
                 // ourselves again before the retry.

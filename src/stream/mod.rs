@@ -115,11 +115,13 @@ pub use gate::{Free, Gate, StageGate};
 pub use pipe::{Filter, FilterMap, FlatMap, Inspect, Limit, Map, Pipe, Source, TryMap};
 pub use scope::Scope;
 
-use crate::error::RunError;
-use crate::fallible::cancelled_error;
+use crate::cancel::CancelToken;
+use crate::outcome::error::RunError;
+use crate::pool::Pool;
 use crate::progress::Counters;
+use crate::progress::Progress;
 use crate::sync::Arc;
-use crate::{CancelToken, Pool, Progress};
+use crate::work::failure::cancelled_error;
 use scope::OpenStreams;
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -642,7 +644,7 @@ where
         // `'static` (`Stream::new_static`; `'s` is invariant), so the leaked window and all it
         // borrows stay valid for good; with one, the scope holds an `Arc` too and closes
         // the window when it ends, before `'s` does.
-        unsafe { window.shared().register_job(job) };
+        unsafe { window.shared().registry().register(job) };
         StreamIter {
             window,
             scope: self.scope,
@@ -812,7 +814,8 @@ where
 /// panic) has freed it, and that every item and output is dropped exactly once.
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use crate::{Pool, RunError};
+    use crate::outcome::error::RunError;
+    use crate::pool::Pool;
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -11,7 +11,7 @@
 
 use super::window::Window;
 use super::{Options, Pipe, Source, Stream};
-use crate::Pool;
+use crate::pool::Pool;
 use crate::sync::{Arc, Mutex, lock};
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -227,7 +227,7 @@ impl Drop for CloseOnExit<'_, '_> {
 /// joining it later, would touch freed memory.
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use crate::Pool;
+    use crate::pool::Pool;
     use crate::sync::lock;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,71 +1,17 @@
 //! The reorder window: the state a stream's source, its workers and its consumer
-//! share, and the hand-off protocol between them.
+//! share, and the hand-off protocol between them (claim, pull, process, deposit,
+//! consume).
 //!
-//! # Protocol
-//!
-//! - **Claim.** Under the `state` lock, a thread *claims* the source (`pulling`) and
-//!   reserves the next batch: up to `batch` items (1, 2, 4, ... up to `max_batch`, and
-//!   about `BATCH_TARGET_NS` of stage work), never beyond `window` items in all, with
-//!   the next batch sequence number (`issued`). Every decision about the source is
-//!   taken under this one lock.
-//! - **Pull.** The claimant pulls the items from the source (its own lock is never
-//!   contended: only the claimant takes it), then releases the claim under the state
-//!   lock. A short pull (the source ended or panicked) gives back the unused
-//!   reservation and fixes `total`, the number of batches.
-//! - **Process.** The claimant runs the stages over the batch with no lock held, then
-//!   **deposits** the outputs (and the first error or panic, if any) into `state`:
-//!   in the slot of its sequence number (ordered), or at the back of a FIFO
-//!   (unordered). Every claim is deposited exactly once, even when empty.
-//! - **Consume.** The consumer takes deposited batches in sequence order (or in
-//!   deposit order), yields their items, and only when it has yielded a whole batch
-//!   *releases* that batch's reservation. When its next batch is not there it claims
-//!   and processes a batch itself if it can; otherwise it registers as waiting (under
-//!   the state lock) and parks until a deposit wakes it.
-//!
-//! # Invariants
-//!
-//! - **Bounded memory.** `outstanding` counts source items claimed whose batch the
-//!   consumer has not finished; it only grows by claims made under the lock when
-//!   `outstanding + n <= window`. So the source is never more than `window` items
-//!   ahead of the consumer, and the window holds at most `window` input items' worth of
-//!   batches (outputs: `window` times a `flat_map`'s expansion).
-//! - **Nothing lost, nothing duplicated.** A batch is claimed by exactly one thread and
-//!   gets exactly one sequence number (both under the state lock), is deposited exactly
-//!   once by that same thread (panics in the source or the stages are caught and
-//!   deposited as the batch's end), and is taken exactly once by the consumer, under
-//!   the state lock, from the slot of `next` (then `next += 1`).
-//! - **No deadlock.** The consumer waits only when it cannot claim: either its next
-//!   batch is already claimed (`issued > next`; ordered: batch `next` itself, since
-//!   claims are numbered in order), so its claimant will deposit it and the deposit of
-//!   `next` wakes the consumer; or nothing is claimed and the source is held, which
-//!   means its holder's claim is batch `next` (nothing claimed means the window has
-//!   room, and the stream has not ended or it would have returned). Workers never wait
-//!   at all: when they cannot claim (window full, source held or finished, stream
-//!   stopped) they leave the job and serve other runs or sleep.
-//! - **No lost wake-up of workers.** Whoever makes claiming possible again (the
-//!   consumer releasing room, a claimant releasing the source) updates the hints
-//!   `has_work` reads and then calls `Sleep::notify_one` (a `SeqCst` fence before
-//!   reading the sleeper count), the publisher's half of the pool's Dekker pair. Even a
-//!   lost wake-up could only cost parallelism, never progress: the consumer claims
-//!   whenever it could.
-//! - **Memory safety.** Workers reach the window through the pool's registry, under
-//!   its lock (`try_join` counts them in `participants`). `Window::close` (the
-//!   consumer's iterator on drop, or the scope of a leaked one) stops claims,
-//!   unregisters the job and waits for `participants == 0` before the shared state,
-//!   or anything it borrows, may go away (see ARCHITECTURE.md, "Early exit and memory
-//!   safety").
-//!
-//! The loom models in `loom-tests/tests/stream.rs` check this hand-off (window 2, one
-//! or two workers and the consumer). An earlier design kept the source's try-lock in
-//! an atomic read outside the state lock; loom found the consumer parked for good at
-//! the end of the source, which is why every source decision is now under one lock.
+//! The protocol and what it keeps (bounded memory, exactly once and in order, no
+//! deadlock, no lost wake-up, early exit and memory safety): ARCHITECTURE.md, "Streams:
+//! the reorder window". Modelled in `loom-tests/tests/stream.rs`.
 
 use super::pipe::Pipe;
-use crate::CancelToken;
-use crate::error::{RunError, panic_message};
+use crate::cancel::CancelToken;
+use crate::engine::stop::{StopReason, outside_reason};
+use crate::outcome::error::{RunError, panic_message};
 use crate::pool::Shared;
-use crate::run::{Job, Leave};
-use crate::stop::{StopReason, outside_reason};
+use crate::pool::registry::{Job, Leave, Participants};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, lock};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -214,7 +160,7 @@ pub(crate) struct Window<I: Iterator, P: Pipe<I::Item, E>, E> {
     /// The consumer dropped its iterator: no worker may join any more.
     dropped: AtomicBool,
     /// Workers inside `participate`.
-    participants: AtomicUsize,
+    participants: Participants,
     /// Where the consumer waits (for deposits and for workers to leave).
     /// Reference-counted so a worker can wake it after its last access to the window.
     consumer: Arc<Parker>,
@@ -268,7 +214,7 @@ where
             batch_cap: AtomicUsize::new(cfg.max_batch),
             deposits: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
-            participants: AtomicUsize::new(0),
+            participants: Participants::new(),
             consumer: Arc::new(Parker::new()),
         }
     }
@@ -581,7 +527,7 @@ where
         // Relaxed: a hint; a stale value only changes who pulls the next batch.
         self.cfg.worker_limit.is_none_or(|n| n >= self.cfg.workers)
             && self.pool.workers_fill_the_cores()
-            && self.participants.load(Ordering::Relaxed) >= self.cfg.workers
+            && self.participants.count() >= self.cfg.workers
     }
 
     /// Stops pulling for good: no batch starts and no worker joins after this (the
@@ -602,12 +548,7 @@ where
     /// closes), and a later call finds everything done.
     pub(crate) fn close(&self) {
         self.stop();
-        self.pool.unregister_job(std::ptr::from_ref(self).cast());
-        // Acquire: pairs with the Release decrement in `Leave::leave`, so every worker
-        // access to the window happens before we free it.
-        while self.participants.load(Ordering::Acquire) != 0 {
-            self.consumer.park();
-        }
+        self.pool.registry().withdraw(std::ptr::from_ref(self).cast(), &self.participants, &self.consumer);
         // The last worker's wake-up is one token: pass it on to another thread closing
         // the window at the same time (a stray token only makes a later wait look again).
         self.consumer.unpark();
@@ -638,12 +579,10 @@ where
         }
         // Relaxed: joins happen under the registry lock, so no other join races this
         // check; a leave that races it only makes it stricter than needed.
-        if self.cfg.worker_limit.is_some_and(|n| self.participants.load(Ordering::Relaxed) >= n) {
+        if self.cfg.worker_limit.is_some_and(|n| self.participants.count() >= n) {
             return false;
         }
-        // Relaxed: under the registry lock, which the consumer takes (to unregister)
-        // before it waits for this counter to drop to zero.
-        self.participants.fetch_add(1, Ordering::Relaxed);
+        self.participants.join();
         true
     }
 
@@ -655,12 +594,12 @@ where
         !self.closed.load(Ordering::Relaxed)
             && !self.pulling.load(Ordering::Relaxed)
             && self.room.load(Ordering::Relaxed) > 0
-            && self.cfg.worker_limit.is_none_or(|n| self.participants.load(Ordering::Relaxed) < n)
+            && self.cfg.worker_limit.is_none_or(|n| self.participants.count() < n)
     }
 
     fn participate(&self, _worker: usize) -> Leave {
         while self.work_one(false) {}
         // The decrement, after which the window may be gone, comes after this borrow.
-        Leave::new(&self.participants, &self.consumer)
+        self.participants.leave(&self.consumer)
     }
 }

@@ -8,9 +8,9 @@
 //! straight back if nobody waits for it any more. Dropping the pool closes the state,
 //! which wakes every waiter.
 
+use crate::sync::{Arc, Condvar, Mutex, lock, wait};
 use jobserver::{Acquired, Client, HelperThread};
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// The pool's side of a jobserver.
 pub(crate) struct Tokens {
@@ -41,10 +41,6 @@ struct Inner {
     failed: bool,
 }
 
-fn lock(state: &State) -> std::sync::MutexGuard<'_, Inner> {
-    state.inner.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// What a worker holds while it may work.
 pub(crate) enum Token {
     /// One of the jobserver's tokens, given back when dropped.
@@ -58,7 +54,7 @@ impl Tokens {
         let state = Arc::new(State::default());
         let answer = state.clone();
         let helper = client.clone().into_helper_thread(move |token| {
-            let mut inner = lock(&answer);
+            let mut inner = lock(&answer.inner);
             inner.requested = inner.requested.saturating_sub(1);
             match token {
                 Ok(token) if inner.waiting > inner.spare.len() && !inner.closed => {
@@ -82,7 +78,7 @@ impl Tokens {
         if let Ok(Some(token)) = self.client.try_acquire() {
             return Some(Token::Held(token));
         }
-        let mut inner = lock(&self.state);
+        let mut inner = lock(&self.state.inner);
         inner.waiting += 1;
         let token = loop {
             if let Some(token) = inner.spare.pop() {
@@ -100,7 +96,7 @@ impl Tokens {
                 inner.requested += 1;
                 self.helper.request_token();
             }
-            inner = self.state.handed.wait(inner).unwrap_or_else(PoisonError::into_inner);
+            inner = wait(&self.state.handed, inner);
         };
         inner.waiting -= 1;
         token
@@ -109,7 +105,7 @@ impl Tokens {
     /// Wakes every waiter empty-handed and gives the spare tokens back; called when the
     /// pool shuts down, before its workers are joined.
     pub(crate) fn close(&self) {
-        let mut inner = lock(&self.state);
+        let mut inner = lock(&self.state.inner);
         inner.closed = true;
         inner.spare.clear();
         self.state.handed.notify_all();

@@ -1,29 +1,37 @@
 //! Controlled runs: fallible calls (errgroup style), continue-on-error, cancellation,
 //! deadlines, concurrency limits and first-success races, configured on a [`Runner`].
 
-use crate::api::FollowOn;
+use super::calls::SendPtr;
+use crate::cancel::CancelToken;
 use crate::cancel::earlier;
-use crate::error::{AllFailed, ItemError, RunError, panic_message};
-use crate::fallible::{Failure, TryFold, TryRunFold, cancelled_error, drop_quietly, into_result, reduce_or_error};
-use crate::range::{Map, Output};
-use crate::run::{Control, Ctx};
+use crate::engine::ctx::Ctx;
+use crate::engine::run::Control;
+use crate::engine::stop::outside_reason;
+use crate::outcome::error::{AllFailed, ItemError, RunError, panic_message};
+use crate::outcome::panics::{drop_quietly, reduce_or_error};
+use crate::pool::Pool;
+use crate::progress::Progress;
 use crate::stats::RunStats;
-use crate::stop::outside_reason;
 use crate::stream::{Options as StreamOptions, Scope, Source, Stream};
+use crate::sync::AtomicUsize;
 use crate::sync::Ordering;
-use crate::{CancelToken, Pool, Progress};
+use crate::work::collect::{CollectCtx, Collected, Tagged, collect_one, in_tree_order, new_collected, tag};
+use crate::work::failure::{Failure, cancelled_error, into_result};
+use crate::work::follow_on::{FollowOn, TryRunFold};
+use crate::work::range::{OnStop, TryFold, map_range};
 use std::convert::Infallible;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Runs on a [`Pool`] with a cancel token, a deadline and a concurrency limit; made by
-/// [`Pool::runner`]. Every call returns a `Result` whose error, [`RunError`], says why the
-/// run ended early: a task's error or panic (the first in time), cancellation, or the
-/// deadline.
+/// Runs on a [`Pool`] with a cancel token, a deadline, a concurrency limit, a progress
+/// watcher or blocking items; made by [`Pool::runner`]. It has every call `Pool` has
+/// (`run`, `map`, `try_fold`, `first_ok`, ...), and each returns a `Result` whose error,
+/// [`RunError`], says why the run ended early: a task's error or panic (the first in
+/// time), cancellation, or the deadline. The calls whose tasks cannot fail have
+/// `RunError<Infallible>`.
 ///
 /// Cancellation is cooperative: the token and the deadline are looked at between items
 /// (at most 8 items apart, after every item when items take over a microsecond; or
@@ -38,11 +46,11 @@ use std::time::{Duration, Instant};
 /// let pool = fanout::Pool::builder().num_threads(2).build()?;
 /// let token = fanout::CancelToken::new();
 /// let runner = pool.runner().cancel_token(&token).timeout(Duration::from_secs(10)).limit(2);
-/// let squares = runner.try_map(&[1, 2, 3], |&x| Ok::<_, std::io::Error>(x * x)).unwrap();
+/// let squares = runner.map(&[1, 2, 3], |&x| x * x).unwrap();
 /// assert_eq!(squares, [1, 4, 9]);
 ///
 /// token.cancel();
-/// let err = runner.try_map(&[1, 2, 3], |&x| Ok::<_, std::io::Error>(x * x)).unwrap_err();
+/// let err = runner.map(&[1, 2, 3], |&x| x * x).unwrap_err();
 /// assert!(matches!(err, fanout::RunError::Cancelled { completed: 0 }));
 /// # Ok::<(), fanout::BuildError>(())
 /// ```
@@ -173,76 +181,6 @@ impl<'p> Runner<'p> {
         Ok(Control { token, deadline, limit, share_seeds: self.blocking, progress })
     }
 
-    /// [`Pool::run`] with fallible tasks: the first `Err` (or panic) stops the run and is
-    /// returned; follow-on items not yet started are dropped. On success, returns what
-    /// the run did.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// // Walk a "directory tree"; a missing entry fails the whole walk.
-    /// let err = pool.runner().try_run([0u32], |n, ctx| {
-    ///     if n == 13 {
-    ///         return Err(format!("entry {n} is missing"));
-    ///     }
-    ///     if n < 20 {
-    ///         ctx.push(2 * n + 1);
-    ///         ctx.push(2 * n + 2);
-    ///     }
-    ///     Ok(())
-    /// }).unwrap_err();
-    /// assert_eq!(err.to_string(), "an item failed: entry 13 is missing");
-    /// ```
-    pub fn try_run<T, E, I, F>(&self, seeds: I, f: F) -> Result<RunStats, RunError<E>>
-    where
-        T: Send,
-        E: Send,
-        I: IntoIterator<Item = T>,
-        F: Fn(T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
-    {
-        self.run_catching(seeds, || (), |(), item, ctx| f(item, ctx)).map(|(_, stats)| stats)
-    }
-
-    /// [`Pool::run_fold`] with fallible tasks: each task folds into a per-thread
-    /// accumulator and may push follow-on items; the first `Err` (or panic) stops the run.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// // Count the nodes of a binary tree, refusing trees deeper than 12.
-    /// let nodes = pool.runner().try_run_fold([10u32], || 0u64, |count, depth, ctx| {
-    ///     *count += 1;
-    ///     if depth > 12 {
-    ///         return Err("too deep");
-    ///     }
-    ///     if depth > 0 {
-    ///         ctx.push(depth - 1);
-    ///         ctx.push(depth - 1);
-    ///     }
-    ///     Ok(())
-    /// }, |a, b| a + b);
-    /// assert_eq!(nodes, Ok((1 << 11) - 1));
-    /// ```
-    pub fn try_run_fold<T, A, E, I, Id, F, Red>(
-        &self,
-        seeds: I,
-        identity: Id,
-        f: F,
-        reduce: Red,
-    ) -> Result<A, RunError<E>>
-    where
-        T: Send,
-        A: Send,
-        E: Send,
-        I: IntoIterator<Item = T>,
-        Id: Fn() -> A + Sync,
-        F: Fn(&mut A, T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
-        Red: Fn(A, A) -> A,
-    {
-        let (accs, _) = self.run_catching(seeds, &identity, f)?;
-        // A panic in `reduce` (or in the `identity` of a run without accumulators) is an
-        // error too, like a task's.
-        reduce_or_error(accs, identity, reduce)
-    }
-
     /// The fallible follow-on run behind `try_run` and `try_run_fold`.
     pub(crate) fn run_catching<T, A, E, I, Id, F>(
         &self,
@@ -260,186 +198,8 @@ impl<'p> Runner<'p> {
     {
         let control = self.control(None)?;
         let work = TryRunFold { identity, f, failure: Failure::new(), _item: PhantomData };
-        let outcome = self.pool.execute_catching(&work, control, seeds);
+        let outcome = self.pool.run_work_under(&work, control, seeds);
         into_result(outcome, &work.failure, false, |_, stats| stats.executed)
-    }
-
-    /// Calls `f(i)` for every `i` in `range`; the first `Err` (or panic) stops the run
-    /// and is returned with its index.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let r = pool.runner().try_for_each_index(0..1000, |i| if i == 500 { Err("bad") } else { Ok(()) });
-    /// assert!(matches!(r, Err(fanout::RunError::Failed { error: "bad", index: Some(500) })));
-    /// ```
-    pub fn try_for_each_index<E, F>(&self, range: Range<usize>, f: F) -> Result<(), RunError<E>>
-    where
-        E: Send,
-        F: Fn(usize) -> Result<(), E> + Sync,
-    {
-        self.try_fold_index(range, || (), |(), i| f(i), |(), ()| ())
-    }
-
-    /// Calls `f(&item)` for every item of `items`, like [`Runner::try_for_each_index`].
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let paths = ["a.txt", "b.txt", ""];
-    /// let r = pool.runner().try_for_each(&paths, |p| if p.is_empty() { Err("empty path") } else { Ok(()) });
-    /// assert_eq!(r.unwrap_err().to_string(), "item 2 failed: empty path");
-    /// ```
-    pub fn try_for_each<T, E, F>(&self, items: &[T], f: F) -> Result<(), RunError<E>>
-    where
-        T: Sync,
-        E: Send,
-        F: Fn(&T) -> Result<(), E> + Sync,
-    {
-        self.try_for_each_index(0..items.len(), |i| f(&items[i]))
-    }
-
-    /// Returns `[f(i)? for i in range]` in input order, or the first error (or panic)
-    /// with its index; the results already computed are dropped. An output too large to
-    /// allocate is [`RunError::Panicked`] without an index, before any item runs.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let r = pool.runner().try_map_index(0..4, |i| u8::try_from(i * 100));
-    /// assert!(matches!(r, Err(fanout::RunError::Failed { index: Some(3), .. })));
-    /// ```
-    pub fn try_map_index<R, E, F>(&self, range: Range<usize>, f: F) -> Result<Vec<R>, RunError<E>>
-    where
-        R: Send,
-        E: Send,
-        F: Fn(usize) -> Result<R, E> + Sync,
-    {
-        let Range { start, end } = range;
-        let control = self.control(Some(end.saturating_sub(start) as u64))?;
-        // `map_range` works on output positions; errors name the index itself.
-        map_range(
-            self.pool,
-            control,
-            end.saturating_sub(start),
-            |i| f(start + i),
-            OnStop::Fail { resume_panics: false },
-        )
-        .map_err(|e| e.shift_index(start))
-    }
-
-    /// Returns `items.map(f)` in input order, or the first error (or panic) with its index.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let parsed = pool.runner().try_map(&["1", "2", "3"], |s| s.parse::<u32>());
-    /// assert_eq!(parsed.unwrap(), [1, 2, 3]);
-    /// ```
-    pub fn try_map<T, R, E, F>(&self, items: &[T], f: F) -> Result<Vec<R>, RunError<E>>
-    where
-        T: Sync,
-        R: Send,
-        E: Send,
-        F: Fn(&T) -> Result<R, E> + Sync,
-    {
-        self.try_map_index(0..items.len(), |i| f(&items[i]))
-    }
-
-    /// Folds every index of `range` like [`Pool::fold_index`] with a fallible `fold`; the
-    /// first error (or panic) stops the run and is returned with its index. A panic in
-    /// `identity` or `reduce` is returned as [`RunError::Panicked`] too.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let total = pool.runner().try_fold_index(0..100, || 0u8, |a, i| a.checked_add(i as u8).ok_or(i), |a, b| a.saturating_add(b));
-    /// assert!(matches!(total, Err(fanout::RunError::Failed { .. })), "overflows a u8");
-    /// ```
-    pub fn try_fold_index<A, E, Id, F, Red>(
-        &self,
-        range: Range<usize>,
-        identity: Id,
-        fold: F,
-        reduce: Red,
-    ) -> Result<A, RunError<E>>
-    where
-        A: Send,
-        E: Send,
-        Id: Fn() -> A + Sync,
-        F: Fn(A, usize) -> Result<A, E> + Sync,
-        Red: Fn(A, A) -> A,
-    {
-        let Range { start, end } = range;
-        let control = self.control(Some(end.saturating_sub(start) as u64))?;
-        if start >= end {
-            return reduce_or_error(std::iter::empty(), identity, reduce);
-        }
-        // The walk runs over the indices themselves, so errors name them.
-        let work = TryFold { identity: &identity, fold: &fold, failure: Failure::new(), _acc: PhantomData };
-        let seeds = std::iter::once(start..end);
-        let outcome = self.pool.execute_catching(&work, control, seeds);
-        let completed = |accs: &[(Option<A>, u64)], _: &RunStats| accs.iter().map(|a| a.1).sum();
-        let (accs, _) = into_result(outcome, &work.failure, false, completed)?;
-        reduce_or_error(accs.into_iter().filter_map(|a| a.0), identity, reduce)
-    }
-
-    /// Folds every item of `items` like [`Runner::try_fold_index`].
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let sum = pool.runner().try_fold(&["1", "2", "x"], || 0, |a, s| Ok(a + s.parse::<i32>()?), |a, b| a + b);
-    /// let err: fanout::RunError<std::num::ParseIntError> = sum.unwrap_err();
-    /// assert!(matches!(err, fanout::RunError::Failed { index: Some(2), .. }));
-    /// ```
-    pub fn try_fold<T, A, E, Id, F, Red>(
-        &self,
-        items: &[T],
-        identity: Id,
-        fold: F,
-        reduce: Red,
-    ) -> Result<A, RunError<E>>
-    where
-        T: Sync,
-        A: Send,
-        E: Send,
-        Id: Fn() -> A + Sync,
-        F: Fn(A, &T) -> Result<A, E> + Sync,
-        Red: Fn(A, A) -> A,
-    {
-        self.try_fold_index(0..items.len(), identity, |a, i| fold(a, &items[i]), reduce)
-    }
-
-    /// Continue-on-error: runs `f` on every item and returns every item's outcome in
-    /// input order. A failing or panicking item does not stop the others; its slot
-    /// holds [`ItemError::Failed`] or [`ItemError::Panicked`]. If the token or deadline
-    /// fires, items that had not started hold [`ItemError::NotRun`]: nothing is lost.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let results = pool.runner().try_map_all(&["1", "x", "3"], |s| s.parse::<u32>());
-    /// assert_eq!(results.len(), 3);
-    /// assert_eq!(results[0], Ok(1));
-    /// assert!(matches!(results[1], Err(fanout::ItemError::Failed(_))));
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If the runner's [`limit`](Runner::limit) is 0 (the other calls return
-    /// [`RunError::ZeroLimit`]; this one has no error to return).
-    pub fn try_map_all<T, R, E, F>(&self, items: &[T], f: F) -> Vec<Result<R, ItemError<E>>>
-    where
-        T: Sync,
-        R: Send,
-        E: Send,
-        F: Fn(&T) -> Result<R, E> + Sync,
-    {
-        let settle = |i: usize| Ok::<_, std::convert::Infallible>(settle(|| f(&items[i])));
-        let control = match self.control::<()>(Some(items.len() as u64)) {
-            Ok(control) => control,
-            Err(RunError::ZeroLimit) => panic!("Runner::limit(0): a run needs at least one item in flight"),
-            Err(_) => return items.iter().map(|_| Err(ItemError::NotRun)).collect(),
-        };
-        match map_range(self.pool, control, items.len(), settle, OnStop::Fill(|| Err(ItemError::NotRun))) {
-            Ok(results) => results,
-            Err(RunError::Failed { error, .. }) => match error {},
-            Err(other) => unreachable!("continue-on-error runs fill the items a stop left: {other:?}"),
-        }
     }
 
     /// A stream over `source` (as [`Pool::stream`]) under this runner's options:
@@ -515,6 +275,313 @@ impl<'p> Runner<'p> {
             progress: self.progress.clone(),
         }
     }
+}
+
+/// One alternative's outcome in a `first_ok` race, once it has run.
+type RaceSlot<R, E> = Mutex<Option<Result<R, ItemError<E>>>>;
+
+/// Runs one task for continue-on-error calls: its error or panic becomes the item's
+/// outcome instead of stopping the run.
+fn item_outcome<R, E>(task: impl FnOnce() -> Result<R, E>) -> Result<R, ItemError<E>> {
+    match catch_unwind(AssertUnwindSafe(task)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(ItemError::Failed(e)),
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            drop_quietly(payload);
+            Err(ItemError::Panicked(message))
+        }
+    }
+}
+
+impl Runner<'_> {}
+
+calls_on_runner_and_pool! {
+    /// [`Pool::run`] with fallible tasks: the first `Err` (or panic) stops the run and is
+    /// returned; follow-on items not yet started are dropped. On success, returns what
+    /// the run did.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// // Walk a "directory tree"; a missing entry fails the whole walk.
+    /// let err = pool.runner().try_run([0u32], |n, ctx| {
+    ///     if n == 13 {
+    ///         return Err(format!("entry {n} is missing"));
+    ///     }
+    ///     if n < 20 {
+    ///         ctx.push(2 * n + 1);
+    ///         ctx.push(2 * n + 2);
+    ///     }
+    ///     Ok(())
+    /// }).unwrap_err();
+    /// assert_eq!(err.to_string(), "an item failed: entry 13 is missing");
+    /// ```
+    pub fn try_run<T, E, I, F>(&self, seeds: I, f: F) -> Result<RunStats, RunError<E>>
+    where [
+        T: Send,
+        E: Send,
+        I: IntoIterator<Item = T>,
+        F: Fn(T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+    ]
+    {
+        self.run_catching(seeds, || (), |(), item, ctx| f(item, ctx)).map(|(_, stats)| stats)
+    }
+
+    /// [`Pool::run_fold`] with fallible tasks: each task folds into a per-thread
+    /// accumulator and may push follow-on items; the first `Err` (or panic) stops the run.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// // Count the nodes of a binary tree, refusing trees deeper than 12.
+    /// let nodes = pool.runner().try_run_fold([10u32], || 0u64, |count, depth, ctx| {
+    ///     *count += 1;
+    ///     if depth > 12 {
+    ///         return Err("too deep");
+    ///     }
+    ///     if depth > 0 {
+    ///         ctx.push(depth - 1);
+    ///         ctx.push(depth - 1);
+    ///     }
+    ///     Ok(())
+    /// }, |a, b| a + b);
+    /// assert_eq!(nodes, Ok((1 << 11) - 1));
+    /// ```
+    pub fn try_run_fold<T, A, E, I, Id, F, Red>(
+        &self,
+        seeds: I,
+        identity: Id,
+        f: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where [
+        T: Send,
+        A: Send,
+        E: Send,
+        I: IntoIterator<Item = T>,
+        Id: Fn() -> A + Sync,
+        F: Fn(&mut A, T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+        Red: Fn(A, A) -> A,
+    ]
+    {
+        let (accs, _) = self.run_catching(seeds, &identity, f)?;
+        // A panic in `reduce` (or in the `identity` of a run without accumulators) is an
+        // error too, like a task's.
+        reduce_or_error(accs, identity, reduce)
+    }
+
+    /// Calls `f(i)` for every `i` in `range`; the first `Err` (or panic) stops the run
+    /// and is returned with its index.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.runner().try_for_each_index(0..1000, |i| if i == 500 { Err("bad") } else { Ok(()) });
+    /// assert!(matches!(r, Err(fanout::RunError::Failed { error: "bad", index: Some(500) })));
+    /// ```
+    pub fn try_for_each_index<E, F>(&self, range: Range<usize>, f: F) -> Result<(), RunError<E>>
+    where [
+        E: Send,
+        F: Fn(usize) -> Result<(), E> + Sync,
+    ]
+    {
+        self.try_fold_index(range, || (), |(), i| f(i), |(), ()| ())
+    }
+
+    /// Calls `f(&item)` for every item of `items`, like [`Runner::try_for_each_index`].
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let paths = ["a.txt", "b.txt", ""];
+    /// let r = pool.runner().try_for_each(&paths, |p| if p.is_empty() { Err("empty path") } else { Ok(()) });
+    /// assert_eq!(r.unwrap_err().to_string(), "item 2 failed: empty path");
+    /// ```
+    pub fn try_for_each<T, E, F>(&self, items: &[T], f: F) -> Result<(), RunError<E>>
+    where [
+        T: Sync,
+        E: Send,
+        F: Fn(&T) -> Result<(), E> + Sync,
+    ]
+    {
+        self.try_for_each_index(0..items.len(), |i| f(&items[i]))
+    }
+
+    /// Calls `f(&mut item)` for every item of `items`, like
+    /// [`Runner::try_for_each_index`].
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let mut levels = vec![1u8, 2, 255];
+    /// let r = pool.runner().try_for_each_mut(&mut levels, |x| {
+    ///     *x = x.checked_add(1).ok_or("overflow")?;
+    ///     Ok(())
+    /// });
+    /// assert!(matches!(r, Err(fanout::RunError::Failed { error: "overflow", index: Some(2) })));
+    /// ```
+    pub fn try_for_each_mut<T, E, F>(&self, items: &mut [T], f: F) -> Result<(), RunError<E>>
+    where [
+        T: Send,
+        E: Send,
+        F: Fn(&mut T) -> Result<(), E> + Sync,
+    ]
+    {
+        let len = items.len();
+        let base = SendPtr(items.as_mut_ptr());
+        self.try_for_each_index(0..len, move |i| {
+            let base = &base;
+            // SAFETY: `i < len`, and every index is visited at most once, so each
+            // `&mut` is unique; the slice outlives the run.
+            f(unsafe { &mut *base.0.add(i) })
+        })
+    }
+
+    /// Returns `[f(i)? for i in range]` in input order, or the first error (or panic)
+    /// with its index; the results already computed are dropped. An output too large to
+    /// allocate is [`RunError::Panicked`] without an index, before any item runs.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let r = pool.runner().try_map_index(0..4, |i| u8::try_from(i * 100));
+    /// assert!(matches!(r, Err(fanout::RunError::Failed { index: Some(3), .. })));
+    /// ```
+    pub fn try_map_index<R, E, F>(&self, range: Range<usize>, f: F) -> Result<Vec<R>, RunError<E>>
+    where [
+        R: Send,
+        E: Send,
+        F: Fn(usize) -> Result<R, E> + Sync,
+    ]
+    {
+        let Range { start, end } = range;
+        let control = self.control(Some(end.saturating_sub(start) as u64))?;
+        // `map_range` works on output positions; errors name the index itself.
+        map_range(
+            self.pool,
+            control,
+            end.saturating_sub(start),
+            |i| f(start + i),
+            OnStop::Fail { resume_panics: false },
+        )
+        .map_err(|e| e.shift_index(start))
+    }
+
+    /// Returns `items.map(f)` in input order, or the first error (or panic) with its index.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let parsed = pool.runner().try_map(&["1", "2", "3"], |s| s.parse::<u32>());
+    /// assert_eq!(parsed.unwrap(), [1, 2, 3]);
+    /// ```
+    pub fn try_map<T, R, E, F>(&self, items: &[T], f: F) -> Result<Vec<R>, RunError<E>>
+    where [
+        T: Sync,
+        R: Send,
+        E: Send,
+        F: Fn(&T) -> Result<R, E> + Sync,
+    ]
+    {
+        self.try_map_index(0..items.len(), |i| f(&items[i]))
+    }
+
+    /// Folds every index of `range` like [`Pool::fold_index`] with a fallible `fold`; the
+    /// first error (or panic) stops the run and is returned with its index. A panic in
+    /// `identity` or `reduce` is returned as [`RunError::Panicked`] too.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let total = pool.runner().try_fold_index(0..100, || 0u8, |a, i| a.checked_add(i as u8).ok_or(i), |a, b| a.saturating_add(b));
+    /// assert!(matches!(total, Err(fanout::RunError::Failed { .. })), "overflows a u8");
+    /// ```
+    pub fn try_fold_index<A, E, Id, F, Red>(
+        &self,
+        range: Range<usize>,
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where [
+        A: Send,
+        E: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, usize) -> Result<A, E> + Sync,
+        Red: Fn(A, A) -> A,
+    ]
+    {
+        let Range { start, end } = range;
+        let control = self.control(Some(end.saturating_sub(start) as u64))?;
+        if start >= end {
+            return reduce_or_error(std::iter::empty(), identity, reduce);
+        }
+        // The walk runs over the indices themselves, so errors name them.
+        let work = TryFold { identity: &identity, fold: &fold, failure: Failure::new(), _acc: PhantomData };
+        let seeds = std::iter::once(start..end);
+        let outcome = self.pool.run_work_under(&work, control, seeds);
+        let completed = |accs: &[(Option<A>, u64)], _: &RunStats| accs.iter().map(|a| a.1).sum();
+        let (accs, _) = into_result(outcome, &work.failure, false, completed)?;
+        reduce_or_error(accs.into_iter().filter_map(|a| a.0), identity, reduce)
+    }
+
+    /// Folds every item of `items` like [`Runner::try_fold_index`].
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let sum = pool.runner().try_fold(&["1", "2", "x"], || 0, |a, s| Ok(a + s.parse::<i32>()?), |a, b| a + b);
+    /// let err: fanout::RunError<std::num::ParseIntError> = sum.unwrap_err();
+    /// assert!(matches!(err, fanout::RunError::Failed { index: Some(2), .. }));
+    /// ```
+    pub fn try_fold<T, A, E, Id, F, Red>(
+        &self,
+        items: &[T],
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<E>>
+    where [
+        T: Sync,
+        A: Send,
+        E: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, &T) -> Result<A, E> + Sync,
+        Red: Fn(A, A) -> A,
+    ]
+    {
+        self.try_fold_index(0..items.len(), identity, |a, i| fold(a, &items[i]), reduce)
+    }
+
+    /// Continue-on-error: runs `f` on every item and returns every item's outcome in
+    /// input order. A failing or panicking item does not stop the others; its slot
+    /// holds [`ItemError::Failed`] or [`ItemError::Panicked`]. If the token or deadline
+    /// fires, items that had not started hold [`ItemError::NotRun`]: nothing is lost.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
+    /// let results = pool.runner().try_map_all(&["1", "x", "3"], |s| s.parse::<u32>());
+    /// assert_eq!(results.len(), 3);
+    /// assert_eq!(results[0], Ok(1));
+    /// assert!(matches!(results[1], Err(fanout::ItemError::Failed(_))));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the runner's [`limit`](Runner::limit) is 0 (the other calls return
+    /// [`RunError::ZeroLimit`]; this one has no error to return).
+    pub fn try_map_all<T, R, E, F>(&self, items: &[T], f: F) -> Vec<Result<R, ItemError<E>>>
+    where [
+        T: Sync,
+        R: Send,
+        E: Send,
+        F: Fn(&T) -> Result<R, E> + Sync,
+    ]
+    {
+        let item_outcome = |i: usize| Ok::<_, std::convert::Infallible>(item_outcome(|| f(&items[i])));
+        let control = match self.control::<()>(Some(items.len() as u64)) {
+            Ok(control) => control,
+            Err(RunError::ZeroLimit) => panic!("Runner::limit(0): a run needs at least one item in flight"),
+            Err(_) => return items.iter().map(|_| Err(ItemError::NotRun)).collect(),
+        };
+        match map_range(self.pool, control, items.len(), item_outcome, OnStop::Fill(|| Err(ItemError::NotRun))) {
+            Ok(results) => results,
+            Err(RunError::Failed { error, .. }) => match error {},
+            Err(other) => unreachable!("continue-on-error runs fill the items a stop left: {other:?}"),
+        }
+    }
 
     /// First success: runs the `alternatives` (say, the same request to `n` replicas)
     /// and returns the index and value of the first to return `Ok`. Every alternative
@@ -549,11 +616,16 @@ impl<'p> Runner<'p> {
     /// }).unwrap();
     /// assert_eq!((winner, value), (1, 5));
     /// ```
-    pub fn first_ok<R, E, F>(&self, alternatives: usize, f: F) -> Result<(usize, R), RunError<AllFailed<E>>>
-    where
+    pub fn first_ok<R, E, F>(
+        &self,
+        alternatives: usize,
+        f: F,
+    ) -> Result<(usize, R), RunError<AllFailed<E>>>
+    where [
         R: Send,
         E: Send,
         F: Fn(usize, &CancelToken) -> Result<R, E> + Sync,
+    ]
     {
         let mut control = self.control(Some(alternatives as u64))?;
         // The race's own token: cancelled by the runner's token, at the deadline, and
@@ -576,7 +648,7 @@ impl<'p> Runner<'p> {
                 if race.is_cancelled() {
                     return;
                 }
-                let result = settle(|| f(i, &race));
+                let result = item_outcome(|| f(i, &race));
                 if result.is_ok() {
                     first_ok.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(i);
                 }
@@ -589,7 +661,7 @@ impl<'p> Runner<'p> {
             _item: PhantomData,
         };
         // Every alternative catches its own panic: the outcome holds nothing to report.
-        self.pool.execute_catching(run, control, 0..alternatives);
+        self.pool.run_work_under(run, control, 0..alternatives);
         // Without a winner or a panic, only the runner's token or the deadline can have
         // cancelled the race by now (a cancel after this point does not count).
         let ended_early = race.is_cancelled();
@@ -627,224 +699,283 @@ impl<'p> Runner<'p> {
         }
         Err(RunError::Failed { error: AllFailed { errors }, index: None })
     }
-}
 
-/// One alternative's outcome in a `first_ok` race, once it has run.
-type RaceSlot<R, E> = Mutex<Option<Result<R, ItemError<E>>>>;
-
-/// Runs one task for continue-on-error calls: its error or panic becomes the item's
-/// outcome instead of stopping the run.
-fn settle<R, E>(task: impl FnOnce() -> Result<R, E>) -> Result<R, ItemError<E>> {
-    match catch_unwind(AssertUnwindSafe(task)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(ItemError::Failed(e)),
-        Err(payload) => {
-            let message = panic_message(&*payload);
-            drop_quietly(payload);
-            Err(ItemError::Panicked(message))
-        }
+    /// [`Pool::run_collect`] with fallible tasks, under this runner's settings: the
+    /// first `Err` (or panic) stops the run and is returned.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let r = pool.runner().try_run_collect([0u32], |n, ctx| {
+    ///     if n == 5 {
+    ///         return Err(format!("bad node {n}"));
+    ///     }
+    ///     if n < 10 {
+    ///         ctx.push(2 * n + 1);
+    ///         ctx.push(2 * n + 2);
+    ///     }
+    ///     Ok(n)
+    /// });
+    /// assert_eq!(r.unwrap_err().to_string(), "an item failed: bad node 5");
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn try_run_collect<T, R, E, I, F>(&self, seeds: I, f: F) -> Result<Vec<R>, RunError<E>>
+    where [
+        T: Send,
+        R: Send,
+        E: Send,
+        I: IntoIterator<Item = T>,
+        F: Fn(T, &mut CollectCtx<'_, '_, T>) -> Result<R, E> + Sync,
+    ]
+    {
+        let next = AtomicUsize::new(0);
+        let (accs, _) = self.run_catching(
+            tag(seeds),
+            || new_collected(&next),
+            |acc: &mut Collected<T, R>, tagged, ctx: &mut Ctx<'_, Tagged<T>>| collect_one(acc, tagged, ctx, &f),
+        )?;
+        Ok(in_tree_order(accs))
     }
 }
 
-/// What [`map_range`] does when the run stops early.
-pub(crate) enum OnStop<R> {
-    /// Drop what was written and return why the run stopped (resuming a panic on this
-    /// thread if `resume_panics`).
-    Fail { resume_panics: bool },
-    /// Fill the indices that never ran with this value and return the whole `Vec`
-    /// (continue-on-error: only a token or a deadline can stop such a run).
-    Fill(fn() -> R),
-}
-
-/// Runs `f` over `0..len` into a new `Vec` in input order; if the run stops early,
-/// does what `on_stop` says.
-pub(crate) fn map_range<R, E, F>(
-    pool: &Pool,
-    control: Control<'_>,
-    len: usize,
-    f: F,
-    on_stop: OnStop<R>,
-) -> Result<Vec<R>, RunError<E>>
-where
-    R: Send,
-    E: Send,
-    F: Fn(usize) -> Result<R, E> + Sync,
-{
-    let mut out: Vec<R> = Vec::new();
-    if len == 0 {
-        return Ok(out);
-    }
-    // A length whose output cannot be allocated is bad input: say so (as a panic, or as
-    // the error of a fallible map) rather than abort the process as `with_capacity`
-    // would, before any item runs.
-    if let Err(e) = out.try_reserve_exact(len) {
-        let message = format!("cannot allocate the output of a map over {len} items: {e}");
-        match on_stop {
-            OnStop::Fail { resume_panics: false } => return Err(RunError::Panicked { message, index: None }),
-            _ => panic!("{message}"),
-        }
-    }
-    let work = Map { f, out: Output(out.as_mut_ptr().cast::<MaybeUninit<R>>()), failure: Failure::new() };
-    let seeds = std::iter::once(0..len);
-    let outcome = pool.execute_catching(&work, control, seeds);
-    if outcome.stopped.is_none() {
-        debug_assert_eq!(outcome.accs.iter().flatten().map(|r| r.len()).sum::<usize>(), len);
-        // SAFETY: the run was not stopped, so every index in `0..len` was written exactly
-        // once (the written ranges partition `0..len`).
-        unsafe { out.set_len(len) };
-        return Ok(out);
-    }
-    match on_stop {
-        OnStop::Fill(hole) => {
-            let mut ranges: Vec<Range<usize>> = outcome.accs.iter().flatten().cloned().collect();
-            ranges.sort_by_key(|r| r.start);
-            let mut next = 0;
-            for r in ranges.iter().chain(std::iter::once(&(len..len))) {
-                for i in next..r.start {
-                    // SAFETY: `i < len` lies in no written range, so it is uninitialized;
-                    // each hole is filled once.
-                    unsafe { out.as_mut_ptr().add(i).write(hole()) };
-                }
-                next = r.end;
-            }
-            // SAFETY: every index was written, by the run or by the hole filling above.
-            unsafe { out.set_len(len) };
-            Ok(out)
-        }
-        OnStop::Fail { resume_panics } => {
-            let written: usize = outcome.accs.iter().flatten().map(|r| r.len()).sum();
-            for range in outcome.accs.iter().flatten() {
-                for i in range.clone() {
-                    // SAFETY: recorded ranges were fully written, each index once, and
-                    // nothing else reads them.
-                    unsafe { out.as_mut_ptr().add(i).drop_in_place() };
-                }
-            }
-            match into_result(outcome, &work.failure, resume_panics, |_, _| written as u64) {
-                Ok(_) => unreachable!("a stopped run returns an error"),
-                Err(e) => Err(e),
-            }
-        }
-    }
-}
-
-/// `map_range`'s in-place writes, sized to run under Miri too (`cargo +nightly miri
-/// test --lib -- runner::tests::`): outputs own heap memory and count their drops, so
-/// an index written twice, never written, or dropped twice shows up as a leak, a read
-/// of uninitialized memory or a double free.
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use crate::{CancelToken, ItemError, Pool, RunError};
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// Items per map: Miri interprets every instruction.
-    const N: usize = if cfg!(miri) { 40 } else { 5_000 };
-
-    fn pool() -> Pool {
-        Pool::builder().num_threads(2).pin(false).build().unwrap()
+/// The calls of [`Pool`] whose tasks cannot fail, under this runner's settings. They
+/// return a `Result` because the settings can stop a run: the cancel token
+/// ([`RunError::Cancelled`]), the deadline ([`RunError::TimedOut`]), a zero limit
+/// ([`RunError::ZeroLimit`]); and, as from every call that returns a `Result`, a task's
+/// panic comes back as [`RunError::Panicked`] rather than unwinding.
+impl Runner<'_> {
+    /// [`Pool::run`] under this runner's settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let progress = fanout::Progress::new();
+    /// let stats = pool.runner().progress(&progress).run(0..100u32, |n, ctx| {
+    ///     if n < 10 {
+    ///         ctx.push(n + 100);
+    ///     }
+    /// })?;
+    /// assert_eq!(stats.executed, 110);
+    /// assert_eq!(progress.snapshot().completed, 110);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run<T, I, F>(&self, seeds: I, f: F) -> Result<RunStats, RunError<Infallible>>
+    where
+        T: Send,
+        I: IntoIterator<Item = T>,
+        F: Fn(T, &mut Ctx<'_, T>) + Sync,
+    {
+        self.try_run(seeds, |item, ctx| {
+            f(item, ctx);
+            Ok(())
+        })
     }
 
-    /// An output that owns heap memory and counts its drops.
-    struct Out<'a>(Box<usize>, &'a AtomicUsize);
-
-    impl Drop for Out<'_> {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::Relaxed);
-        }
+    /// [`Pool::run_fold`] under this runner's settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let nodes = pool.runner().timeout(Duration::from_secs(60)).run_fold([8u32], || 0u64, |count, depth, ctx| {
+    ///     *count += 1;
+    ///     if depth > 0 {
+    ///         ctx.push(depth - 1);
+    ///         ctx.push(depth - 1);
+    ///     }
+    /// }, |a, b| a + b)?;
+    /// assert_eq!(nodes, (1 << 9) - 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_fold<T, A, I, Id, F, Red>(
+        &self,
+        seeds: I,
+        identity: Id,
+        f: F,
+        reduce: Red,
+    ) -> Result<A, RunError<Infallible>>
+    where
+        T: Send,
+        A: Send,
+        I: IntoIterator<Item = T>,
+        Id: Fn() -> A + Sync,
+        F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        self.try_run_fold(
+            seeds,
+            identity,
+            |acc, item, ctx| {
+                f(acc, item, ctx);
+                Ok(())
+            },
+            reduce,
+        )
     }
 
-    #[test]
-    fn maps_write_every_index_once_in_input_order() {
-        let pool = pool();
-        let v = pool.map_index(0..N, Box::new);
-        assert!(v.iter().enumerate().all(|(i, b)| **b == i));
-        // A range not starting at 0 is written from output position 0.
-        let v = pool.try_map_index(7..7 + N, |i| Ok::<_, ()>(i.to_string())).unwrap();
-        assert!(v.iter().enumerate().all(|(k, s)| *s == (k + 7).to_string()));
-        // Blocking runs take the range one index at a time, each from a shared range.
-        let v = pool.runner().blocking().try_map_index(0..N, |i| Ok::<_, ()>(vec![i; 2])).unwrap();
-        assert!(v.iter().enumerate().all(|(i, x)| *x == [i, i]));
-        // Zero-sized outputs and a single item.
-        assert_eq!(pool.map_index(0..N, |_| ()).len(), N);
-        assert_eq!(pool.map_index(3..4, Box::new).into_iter().map(|b| *b).collect::<Vec<_>>(), [3]);
-        let dropped = AtomicUsize::new(0);
-        let v = pool.map_index(0..N, |i| Out(Box::new(i), &dropped));
-        assert_eq!(dropped.load(Ordering::Relaxed), 0, "an output was dropped inside the map");
-        drop(v);
-        assert_eq!(dropped.load(Ordering::Relaxed), N);
+    /// [`Pool::run_collect`] under this runner's settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let names = pool.runner().limit(1).run_collect(["a", "b"], |name, _| name.to_uppercase())?;
+    /// assert_eq!(names, ["A", "B"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_collect<T, R, I, F>(&self, seeds: I, f: F) -> Result<Vec<R>, RunError<Infallible>>
+    where
+        T: Send,
+        R: Send,
+        I: IntoIterator<Item = T>,
+        F: Fn(T, &mut CollectCtx<'_, '_, T>) -> R + Sync,
+    {
+        self.try_run_collect(seeds, |item, ctx| Ok(f(item, ctx)))
     }
 
-    #[test]
-    fn a_map_stopped_midway_drops_exactly_what_it_wrote() {
-        let pool = pool();
-        let stop_at = N / 2;
-        // An infallible map whose item panics: the panic reaches the caller, and the
-        // outputs written so far are dropped, once each.
-        let (made, dropped) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        let make = |i: usize| {
-            made.fetch_add(1, Ordering::Relaxed);
-            Out(Box::new(i), &dropped)
-        };
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.map_index(0..N, |i| {
-                assert!(i != stop_at, "planned");
-                make(i)
-            })
-        }));
-        assert!(r.is_err());
-        assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
-        // A fallible map whose item fails, or panics.
-        for panics in [false, true] {
-            let (made, dropped) = (AtomicUsize::new(0), AtomicUsize::new(0));
-            let r = pool.try_map_index(0..N, |i| {
-                if i == stop_at {
-                    assert!(!panics, "planned");
-                    return Err("failed");
-                }
-                made.fetch_add(1, Ordering::Relaxed);
-                Ok(Out(Box::new(i), &dropped))
-            });
-            match r {
-                Err(RunError::Failed { error: "failed", index: Some(i) }) if !panics => assert_eq!(i, stop_at),
-                Err(RunError::Panicked { index: Some(i), .. }) if panics => assert_eq!(i, stop_at),
-                other => panic!("expected the item's failure, got {:?}", other.map(|v| v.len())),
-            }
-            assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
-        }
+    /// [`Pool::for_each_index`] under this runner's settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let token = fanout::CancelToken::new();
+    /// token.cancel();
+    /// let r = pool.runner().cancel_token(&token).for_each_index(0..1000, |_| {});
+    /// assert!(matches!(r, Err(fanout::RunError::Cancelled { .. })));
+    /// # Ok::<(), fanout::BuildError>(())
+    /// ```
+    pub fn for_each_index<F>(&self, range: Range<usize>, f: F) -> Result<(), RunError<Infallible>>
+    where
+        F: Fn(usize) + Sync,
+    {
+        self.try_for_each_index(range, |i| {
+            f(i);
+            Ok(())
+        })
     }
 
-    #[test]
-    fn a_cancelled_continue_on_error_map_fills_the_holes() {
-        let pool = pool();
-        let items: Vec<usize> = (0..N).collect();
-        let (made, dropped) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        let token = CancelToken::new();
-        // Cancelled early, within the caller's third block of indices (blocks start at
-        // one index and double): whatever else runs, most indices are left as holes.
-        let results = pool.runner().cancel_token(&token).try_map_all(&items, |&i| {
-            if i == 3 {
-                token.cancel();
-            }
-            if i % 7 == 3 {
-                return Err(i);
-            }
-            made.fetch_add(1, Ordering::Relaxed);
-            Ok(Out(Box::new(i), &dropped))
-        });
-        assert_eq!(results.len(), N);
-        let mut not_run = 0;
-        for (i, r) in results.iter().enumerate() {
-            match r {
-                Ok(out) => assert_eq!(*out.0, i),
-                Err(ItemError::Failed(e)) => assert_eq!(*e, i),
-                Err(ItemError::NotRun) => not_run += 1,
-                Err(ItemError::Panicked(m)) => panic!("item {i} panicked: {m}"),
-            }
-        }
-        assert!(results[0].is_ok() && not_run > 0, "expected outputs and holes, {not_run} holes");
-        assert_eq!(dropped.load(Ordering::Relaxed), 0);
-        drop(results);
-        assert_eq!(made.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed));
+    /// [`Pool::for_each`] under this runner's settings.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let in_flight = AtomicU32::new(0);
+    /// let most = AtomicU32::new(0);
+    /// pool.runner().limit(1).for_each(&[1, 2, 3, 4], |_| {
+    ///     let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    ///     most.fetch_max(now, Ordering::SeqCst);
+    ///     in_flight.fetch_sub(1, Ordering::SeqCst);
+    /// })?;
+    /// assert_eq!(most.into_inner(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_each<T, F>(&self, items: &[T], f: F) -> Result<(), RunError<Infallible>>
+    where
+        T: Sync,
+        F: Fn(&T) + Sync,
+    {
+        self.try_for_each(items, |item| {
+            f(item);
+            Ok(())
+        })
+    }
+
+    /// [`Pool::for_each_mut`] under this runner's settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let mut v = vec![1, 2, 3];
+    /// pool.runner().blocking().for_each_mut(&mut v, |x| *x *= 10)?;
+    /// assert_eq!(v, [10, 20, 30]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_each_mut<T, F>(&self, items: &mut [T], f: F) -> Result<(), RunError<Infallible>>
+    where
+        T: Send,
+        F: Fn(&mut T) + Sync,
+    {
+        self.try_for_each_mut(items, |item| {
+            f(item);
+            Ok(())
+        })
+    }
+
+    /// [`Pool::map_index`] under this runner's settings; an output too large to
+    /// allocate is [`RunError::Panicked`], before any item runs.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let squares = pool.runner().limit(2).map_index(0..5, |i| i * i)?;
+    /// assert_eq!(squares, [0, 1, 4, 9, 16]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_index<R, F>(&self, range: Range<usize>, f: F) -> Result<Vec<R>, RunError<Infallible>>
+    where
+        R: Send,
+        F: Fn(usize) -> R + Sync,
+    {
+        self.try_map_index(range, |i| Ok(f(i)))
+    }
+
+    /// [`Pool::map`] under this runner's settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let lengths = pool.runner().map(&["a", "bcd"], |s| s.len())?;
+    /// assert_eq!(lengths, [1, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map<T, R, F>(&self, items: &[T], f: F) -> Result<Vec<R>, RunError<Infallible>>
+    where
+        T: Sync,
+        R: Send,
+        F: Fn(&T) -> R + Sync,
+    {
+        self.try_map(items, |item| Ok(f(item)))
+    }
+
+    /// [`Pool::fold_index`] under this runner's settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let sum = pool.runner().fold_index(0..100, || 0, |a, i| a + i, |a, b| a + b)?;
+    /// assert_eq!(sum, 4950);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fold_index<A, Id, F, Red>(
+        &self,
+        range: Range<usize>,
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<Infallible>>
+    where
+        A: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, usize) -> A + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        self.try_fold_index(range, identity, |a, i| Ok(fold(a, i)), reduce)
+    }
+
+    /// [`Pool::fold`] under this runner's settings.
+    ///
+    /// ```
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// let longest = pool.runner().fold(&["ab", "c"], || 0, |m, s| m.max(s.len()), usize::max)?;
+    /// assert_eq!(longest, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fold<T, A, Id, F, Red>(
+        &self,
+        items: &[T],
+        identity: Id,
+        fold: F,
+        reduce: Red,
+    ) -> Result<A, RunError<Infallible>>
+    where
+        T: Sync,
+        A: Send,
+        Id: Fn() -> A + Sync,
+        F: Fn(A, &T) -> A + Sync,
+        Red: Fn(A, A) -> A,
+    {
+        self.try_fold(items, identity, |a, item| Ok(fold(a, item)), reduce)
     }
 }

@@ -5,13 +5,9 @@
 //! and its push number); the caller puts them in order at the end, in time linear in
 //! the number of results.
 
-use crate::fallible::{Failure, TryRunFold, drop_each_quietly};
-use crate::run::Ctx;
-use crate::runner::Runner;
+use crate::engine::ctx::Ctx;
+use crate::outcome::panics::drop_each_quietly;
 use crate::sync::{AtomicUsize, Ordering};
-use crate::{Pool, RunError};
-use std::convert::Infallible;
-use std::marker::PhantomData;
 
 /// An item with its place in the tree of pushes.
 pub(crate) struct Tagged<T> {
@@ -102,7 +98,7 @@ impl<T> std::fmt::Debug for CollectCtx<'_, '_, T> {
 
 /// Runs `task` on `tagged` with its own record id, and files its value.
 #[inline(always)]
-fn collect_one<T, R, E>(
+pub(crate) fn collect_one<T, R, E>(
     acc: &mut Collected<T, R>,
     tagged: Tagged<T>,
     ctx: &mut Ctx<'_, Tagged<T>>,
@@ -122,12 +118,12 @@ fn collect_one<T, R, E>(
 }
 
 /// Tags the seeds with their positions.
-fn tag<T>(seeds: impl IntoIterator<Item = T>) -> impl Iterator<Item = Tagged<T>> {
+pub(crate) fn tag<T>(seeds: impl IntoIterator<Item = T>) -> impl Iterator<Item = Tagged<T>> {
     seeds.into_iter().enumerate().map(|(i, item)| Tagged { item, parent: SEED, child: i as u64 })
 }
 
 /// A fresh participant's accumulator; `next` hands out the ids.
-fn new_collected<T, R>(next: &AtomicUsize) -> Collected<T, R> {
+pub(crate) fn new_collected<T, R>(next: &AtomicUsize) -> Collected<T, R> {
     // Relaxed: only the uniqueness of the ids matters; the caller reads the accumulators
     // after the run, through its end's synchronization.
     let id = next.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +132,7 @@ fn new_collected<T, R>(next: &AtomicUsize) -> Collected<T, R> {
 }
 
 /// Puts the results of a finished run (every pushed item ran) in tree order.
-fn in_tree_order<T, R>(mut accs: Vec<Collected<T, R>>) -> Vec<R> {
+pub(crate) fn in_tree_order<T, R>(mut accs: Vec<Collected<T, R>>) -> Vec<R> {
     accs.sort_unstable_by_key(|acc| acc.id);
     // Global index of each participant's first record.
     let mut base = Vec::with_capacity(accs.len());
@@ -191,99 +187,10 @@ fn in_tree_order<T, R>(mut accs: Vec<Collected<T, R>>) -> Vec<R> {
     out
 }
 
-impl Pool {
-    /// Like [`Pool::run`], but each task returns a value, and the values come back in an
-    /// order that depends only on the seeds and the pushes, never on which thread ran
-    /// what: each seed's value, then the values of the items it pushed (in push order),
-    /// each followed by those of its own pushes, and so on (depth-first, as a sequential
-    /// walk of the same tree would make them). A compiler's diagnostics or symbols come
-    /// out the same on every run and thread count.
-    ///
-    /// Each thread files its values in a list of its own (no lock, no shared atomic per
-    /// item); the caller orders them at the end, in time linear in their number. The
-    /// price: each pending item carries its place in the tree (two `u64`s), each value
-    /// is filed with it, and the ordering needs about 12 bytes per value more; on a tree
-    /// of 1.4M tasks of a few nanoseconds each that is tens of nanoseconds per value on
-    /// top of `run_fold`'s cost (BENCHMARKS.md), nothing next to microsecond tasks. A
-    /// panic is resumed as in `run`.
-    ///
-    /// # Panics
-    ///
-    /// Besides resuming a task's panic: if the run made `u32::MAX` values or more.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
-    /// // Each "module" reports itself, then its submodules, depth-first.
-    /// let report = pool.run_collect([("a", 2u32), ("b", 0)], |(name, children), ctx| {
-    ///     for i in 0..children {
-    ///         ctx.push((["a1", "a2"][i as usize], 0));
-    ///     }
-    ///     format!("{name}:{children}")
-    /// });
-    /// assert_eq!(report, ["a:2", "a1:0", "a2:0", "b:0"]);
-    /// # Ok::<(), fanout::BuildError>(())
-    /// ```
-    pub fn run_collect<T, R, I, F>(&self, seeds: I, f: F) -> Vec<R>
-    where
-        T: Send,
-        R: Send,
-        I: IntoIterator<Item = T>,
-        F: Fn(T, &mut CollectCtx<'_, '_, T>) -> R + Sync,
-    {
-        let next = AtomicUsize::new(0);
-        let work = TryRunFold {
-            identity: || new_collected(&next),
-            f: |acc: &mut Collected<T, R>, tagged, ctx: &mut Ctx<'_, Tagged<T>>| {
-                collect_one(acc, tagged, ctx, |item, cctx| Ok::<R, Infallible>(f(item, cctx)))
-            },
-            failure: Failure::new(),
-            _item: PhantomData,
-        };
-        let (accs, _) = self.execute(work, tag(seeds));
-        in_tree_order(accs)
-    }
-}
-
-impl Runner<'_> {
-    /// [`Pool::run_collect`] with fallible tasks, under this runner's settings: the
-    /// first `Err` (or panic) stops the run and is returned.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
-    /// let r = pool.runner().try_run_collect([0u32], |n, ctx| {
-    ///     if n == 5 {
-    ///         return Err(format!("bad node {n}"));
-    ///     }
-    ///     if n < 10 {
-    ///         ctx.push(2 * n + 1);
-    ///         ctx.push(2 * n + 2);
-    ///     }
-    ///     Ok(n)
-    /// });
-    /// assert_eq!(r.unwrap_err().to_string(), "an item failed: bad node 5");
-    /// # Ok::<(), fanout::BuildError>(())
-    /// ```
-    pub fn try_run_collect<T, R, E, I, F>(&self, seeds: I, f: F) -> Result<Vec<R>, RunError<E>>
-    where
-        T: Send,
-        R: Send,
-        E: Send,
-        I: IntoIterator<Item = T>,
-        F: Fn(T, &mut CollectCtx<'_, '_, T>) -> Result<R, E> + Sync,
-    {
-        let next = AtomicUsize::new(0);
-        let (accs, _) = self.run_catching(
-            tag(seeds),
-            || new_collected(&next),
-            |acc: &mut Collected<T, R>, tagged, ctx: &mut Ctx<'_, Tagged<T>>| collect_one(acc, tagged, ctx, &f),
-        )?;
-        Ok(in_tree_order(accs))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::outcome::error::RunError;
+    use crate::pool::Pool;
 
     /// Values of the tree below `n` in depth-first order, sequentially.
     fn sequential(seeds: &[u64], children: &impl Fn(u64) -> Vec<u64>) -> Vec<u64> {

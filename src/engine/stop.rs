@@ -1,11 +1,11 @@
 //! Why and when a run stops early: a task's panic or error, a cancel token, a deadline.
 //!
 //! Participants look at the stop state between items (every few items, see
-//! `crate::cadence`, or after every block of a range walk), per item only when items
+//! `crate::engine::cadence`, or after every block of a range walk), per item only when items
 //! take microseconds. The first reason to be claimed wins and is what the run reports;
 //! the `flag` is the hot hint every participant reads.
 
-use crate::CancelToken;
+use crate::cancel::CancelToken;
 use crate::sync::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! Who may take part in a run and who does: the `active` word of the termination
-//! protocol (see `crate::run`), the workers that joined, the caller's seat and the
+//! protocol (see `crate::engine::run`), the workers that joined, the caller's seat and the
 //! concurrency limit. The engine asks it whether a worker may join, whether anyone
 //! could take published work, and whether a wake-up would be of use.
 //!
@@ -8,19 +8,17 @@
 //! rule 3), so no answer from here can lose work or hang a run; a wrong one costs a
 //! needless or a late wake-up.
 
-use crate::sleep::{NOT_PINNED, Sleep};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crossbeam_utils::CachePadded;
-
-/// Adds one active participant and bumps the epoch (see `crate::run`).
-const ACTIVATE: u64 = 1 | (1 << 32);
+use super::active::Active;
+use crate::pool::registry::Participants;
+use crate::pool::sleep::{NOT_PINNED, Sleep};
+use crate::sync::{AtomicBool, Ordering};
 
 pub(crate) struct Seats {
     /// Active participants (low 32 bits) and activation epoch (high 32 bits); see the
-    /// `run` module docs. The caller starts active.
-    pub(crate) active: CachePadded<AtomicU64>,
+    /// `engine::run` module docs. The caller starts active.
+    pub(crate) active: Active,
     /// Workers currently inside `participate` (the caller is not counted).
-    pub(crate) participants: CachePadded<AtomicUsize>,
+    pub(crate) participants: Participants,
     /// Whether the caller still takes part (it leaves once idle for a while, and then
     /// frees its seat for a worker).
     caller_in: AtomicBool,
@@ -44,8 +42,8 @@ impl Seats {
     /// (`NOT_PINNED` otherwise).
     pub(crate) fn new(cap: usize, limit: Option<u32>, caller_cpu: usize, cpus: u32) -> Self {
         Self {
-            active: CachePadded::new(AtomicU64::new(1)),
-            participants: CachePadded::new(AtomicUsize::new(0)),
+            active: Active::new(),
+            participants: Participants::new(),
             caller_in: AtomicBool::new(true),
             cap,
             caller_cpu,
@@ -81,16 +79,16 @@ impl Seats {
     pub(crate) fn admit_worker(&self) -> bool {
         // Relaxed: hints; `try_join` reads them under the registry lock, where only a
         // worker leaving can change `participants` meanwhile (downwards).
-        !self.caller_in.load(Ordering::Relaxed) || self.participants.load(Ordering::Relaxed) < self.cap
+        !self.caller_in.load(Ordering::Relaxed) || self.participants.count() < self.cap
     }
 
     /// Whether a participant of the run is idle (it looks at the deques by itself).
     #[inline]
     fn has_idle_participant(&self) -> bool {
         // Relaxed: hints (see the module docs).
-        let active = u64::from(self.active.load(Ordering::Relaxed) as u32);
+        let active = u64::from(self.active.count());
         let caller = u64::from(self.caller_in.load(Ordering::Relaxed));
-        active < self.participants.load(Ordering::Relaxed) as u64 + caller
+        active < self.participants.count() as u64 + caller
     }
 
     /// Whether a published item could be taken soon: a participant is idle, or a worker
@@ -116,7 +114,7 @@ impl Seats {
     #[inline]
     pub(crate) fn wants_a_worker_for_compute(&self) -> bool {
         // Relaxed: a hint (see the module docs).
-        self.wants_a_worker() && (self.active.load(Ordering::Relaxed) as u32) < self.cpus
+        self.wants_a_worker() && self.active.count() < self.cpus
     }
 
     /// Whether the run has a concurrency limit.
@@ -131,46 +129,20 @@ impl Seats {
     pub(crate) fn has_room(&self) -> bool {
         // Relaxed: a hint; a stale value costs one needless or one missed wake-up, and
         // the participant that frees a place wakes a sleeper itself if work is visible.
-        !self.limited() || self.below_limit(self.active.load(Ordering::Relaxed))
-    }
-
-    /// Whether `active` (a value of the `active` word) leaves room for one more.
-    fn below_limit(&self, active: u64) -> bool {
-        (active as u32) < self.limit
+        !self.limited() || self.active.count() < self.limit
     }
 
     /// Rule 2 of the termination protocol, within the run's limit: counts us active
     /// (and bumps the epoch) unless the limit is reached.
     pub(crate) fn try_activate(&self) -> bool {
-        // AcqRel: keeps the increment ordered before our steals (rule 2) and acquires
-        // the previous activations and deactivations.
-        if !self.limited() {
-            self.active.fetch_add(ACTIVATE, Ordering::AcqRel);
-            return true;
-        }
-        // Relaxed: only a first guess for the CAS, which does the ordering.
-        let mut current = self.active.load(Ordering::Relaxed);
-        loop {
-            if !self.below_limit(current) {
-                return false;
-            }
-            match self.active.compare_exchange_weak(
-                current,
-                current.wrapping_add(ACTIVATE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(seen) => current = seen,
-            }
-        }
+        self.active.try_activate(self.limit)
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::Seats;
-    use crate::sleep::{NOT_PINNED, Sleep};
+    use crate::pool::sleep::{NOT_PINNED, Sleep};
 
     #[test]
     fn short_items_wake_nobody_once_the_active_participants_fill_the_cpus() {

@@ -5,62 +5,36 @@
 //! [`Deque`], a private accumulator and private statistics. Follow-on items go to the
 //! private stack; they are moved to the deque only when the pool reports *demand*
 //! (some thread is idle), so a busy run pays no atomic per item. A large share goes as
-//! one deque entry (`Shared::Batch`); the termination rules below count entries, and
-//! taking an entry takes every item in it.
+//! one deque entry (`Shared::Batch`); the termination rules count entries, and taking
+//! an entry takes every item in it.
 //!
 //! # Termination
 //!
-//! `active` packs two numbers: the count of participants that may hold or produce
-//! items (low 32 bits) and an epoch bumped on every activation (high 32 bits). The
-//! caller starts active (the count starts at 1 on its behalf); workers join idle.
-//!
-//! 1. Only active participants execute items or push them anywhere.
-//! 2. An idle participant that sees work increments `active` (count and epoch) *before*
-//!    it takes any item from a deque or a shared queue (global, or urgent).
-//! 3. An active participant goes idle (decrements the count) only with an empty private
-//!    stack, after finding nothing in its own deque, the global queue or other deques;
-//!    the caller also only once it has pulled every seed. Seeds not yet pulled count
-//!    as the caller's private items: the caller pulls them, a chunk at a time, into its
-//!    private stack while it is active, so a run over N seeds holds O(chunk) of them.
-//! 4. Whoever brings the count to zero re-checks every deque and both shared queues, and
-//!    then that `active` still holds the value its decrement left. Only then is the run
-//!    `done`.
-//!
-//! No early `done`: when the count reaches zero nobody holds private items, and every
-//! item in a deque or the global queue was pushed before some decrement that the
-//! finisher's AcqRel decrement acquired, so its re-check sees it, unless someone took it
-//! first. Taking an item is a release operation on the structure (a CAS on a deque's
-//! head, a pop from the injector, the owner's release store of `bottom`) that the
-//! re-check reads with acquire, so the taker's earlier increment is then visible to the
-//! final load, whose epoch has changed. The epoch rules out the ABA case where others
-//! activate and go idle again between the finisher's decrement and its final load,
-//! leaving the count where the finisher saw it.
-//!
-//! Always `done` eventually: the last participant to go idle runs the check; if it sees
-//! work, it re-activates and takes it (rule 2), so the check runs again later.
-//!
-//! After a panic (the `stop` flag), participants stop starting items, drop their private
-//! items, treat the shared queues as empty and do not re-activate; the count then reaches
-//! zero and the items left in deques are dropped with the run.
-//!
-//! Memory safety of the caller's stack frame: workers join a run only through the
-//! pool's registry, under its lock, which bumps `participants`; the caller removes the
-//! run from the registry and then waits for `participants == 0` before the run is
-//! dropped. The last access a worker makes to the run is that decrement.
+//! The termination protocol's four rules, which the comments below cite by number, why
+//! they suffice, what a stopped run does, and how the caller's stack frame outlives
+//! every worker's access are stated once, in ARCHITECTURE.md, "Termination". The
+//! `active` word they count with is `super::active`.
 
-use crate::CancelToken;
-use crate::cadence::Cadence;
-use crate::deque::{Deque, Steal};
-use crate::fallible::drop_quietly;
-use crate::global::GlobalQueue;
+use super::active::Left;
+use super::cadence::Cadence;
+use super::ctx::{Checkpoint, Ctx, Urgent};
+use super::global_queue::GlobalQueue;
+use super::seats::Seats;
+use super::seeds::{SeedSource, Seeds};
+use super::share::{BATCH_AT_MOST, Shared, share_batch, share_older_half};
+use super::stack::PrivateStack;
+use super::stop::{Clock, Stop, StopReason};
+use super::work::Work;
+use crate::cancel::CancelToken;
+use crate::deque::{Deque, Owner, Steal};
+use crate::outcome::panics::drop_quietly;
+use crate::pool::Shared as PoolShared;
+use crate::pool::registry::{Job, Leave, Participants};
+use crate::pool::sleep::{NOT_PINNED, Sleep};
+use crate::pool::spare::Spares;
 use crate::progress::{Counters, SlotProgress};
-use crate::seats::Seats;
-use crate::sleep::{NOT_PINNED, Sleep};
-use crate::spare::Spares;
-use crate::stack::PrivateStack;
 use crate::stats::{RunStats, SlotStats};
-use crate::stop::{Clock, Stop, StopReason};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering, Parker, UnsafeCell, current_cpu, lock};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering, Parker, UnsafeCell, current_cpu, lock};
 use crossbeam_utils::CachePadded;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -88,363 +62,18 @@ pub(crate) const DEQUE_CAPACITY: usize = 256;
 #[cfg(loom)]
 pub(crate) const DEQUE_CAPACITY: usize = 4;
 
-/// Seeds the caller pulls from the seed iterator at a time (once its private stack
-/// is empty): enough for a full batch to share with as much again staying behind,
-/// without holding all the seeds at once.
-#[cfg(not(loom))]
-const SEED_CHUNK: usize = 4 * BATCH_AT_MOST;
-/// Under loom, so that a model with three seeds pulls twice.
-#[cfg(loom)]
-const SEED_CHUNK: usize = 2;
-
 /// Idle rounds a participant spends looking for work before it leaves the run.
 #[cfg(not(loom))]
 const IDLE_ROUNDS: u32 = 64;
 #[cfg(loom)]
 const IDLE_ROUNDS: u32 = 1;
 
-/// What a run does with each item. Implemented for follow-on runs and for the
-/// index-range runs behind `for_each`, `map` and `fold`.
-pub(crate) trait Work: Sync {
-    /// The item type of the run.
-    type Item: Send;
-    /// Per-participant state, created on first use and handed back at the end.
-    type Acc: Send;
-    /// A fresh accumulator.
-    fn new_acc(&self) -> Self::Acc;
-    /// Whether items come from `Ctx::push` (so `executed - seeds` is the follow-on count).
-    const FOLLOW_ON: bool = false;
-    /// Executes one item.
-    fn execute(&self, item: Self::Item, ctx: &mut Ctx<'_, Self::Item>, acc: &mut Self::Acc);
-}
-
-/// A borrowed work runs like the work itself, so callers can read the work's own state
-/// (say, its first failure) after the run.
-impl<W: Work> Work for &W {
-    type Item = W::Item;
-    type Acc = W::Acc;
-    const FOLLOW_ON: bool = W::FOLLOW_ON;
-    fn new_acc(&self) -> Self::Acc {
-        (**self).new_acc()
-    }
-    #[inline(always)]
-    fn execute(&self, item: Self::Item, ctx: &mut Ctx<'_, Self::Item>, acc: &mut Self::Acc) {
-        (**self).execute(item, ctx, acc)
-    }
-}
-
-/// A task's handle on its run: push follow-on items through it.
-///
-/// Pushed items go to a buffer private to the current thread (no atomics, no
-/// allocation beyond the buffer's amortized growth). They become stealable only when
-/// another thread is idle, in which case the older half is shared.
-///
-/// ```
-/// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-/// let total = std::sync::atomic::AtomicU64::new(0);
-/// pool.run([(0u64, 0u32)], |(id, depth), ctx| {
-///     total.fetch_add(id, std::sync::atomic::Ordering::Relaxed);
-///     if depth < 3 {
-///         for j in 0..2 {
-///             ctx.push((id * 2 + j + 1, depth + 1));
-///         }
-///     }
-/// });
-/// assert_eq!(total.into_inner(), (0..15).sum::<u64>());
-/// ```
-pub struct Ctx<'a, T> {
-    stack: &'a mut PrivateStack<T>,
-    stats: &'a mut SlotStats,
-    pace: &'a mut Pace,
-    deque: &'a Deque<Shared<T>>,
-    global: &'a GlobalQueue<Shared<T>>,
-    urgent: &'a Urgent<T>,
-    sleep: &'a Sleep,
-    stop: &'a Stop<'a>,
-    /// Where this participant reports progress, if anyone watches.
-    progress: Option<&'a SlotProgress>,
-    /// The run was started for blocking items (see `Control::share_seeds`).
-    blocking: bool,
-    /// Who takes part in the run, for the decisions to share and to wake.
-    seats: &'a Seats,
-}
-
-impl<T> Ctx<'_, T> {
-    /// Adds a follow-on item to the run. The run does not end before it has executed.
-    #[inline]
-    pub fn push(&mut self, item: T) {
-        // Not counted here: a counter bumped in memory on every push costs more than the
-        // push. `RunStats::pushed` is derived from the executed count instead.
-        self.stack.push(item);
-    }
-
-    /// Adds a follow-on item at high priority: it is taken before every normal item of
-    /// the run, by this thread (right after the current task returns) and by any other
-    /// thread looking for work. High-priority items go through a queue shared by the
-    /// run, so each costs a lock-free queue push rather than a private push; keep them
-    /// for the few items that must jump the line.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(1).build().unwrap();
-    /// let order = std::sync::Mutex::new(Vec::new());
-    /// pool.run([0u32], |n, ctx| {
-    ///     order.lock().unwrap().push(n);
-    ///     if n == 0 {
-    ///         ctx.push(1);
-    ///         ctx.push(2);
-    ///         ctx.push_high(99);
-    ///     }
-    /// });
-    /// // 99 jumped ahead of the normal follow-ons pushed before it.
-    /// assert_eq!(order.into_inner().unwrap()[..2], [0, 99]);
-    /// ```
-    pub fn push_high(&mut self, item: T) {
-        self.urgent.push(item);
-        // Look at the urgent queue right after this task, not a few items later.
-        self.pace.look_now = true;
-        if self.sleep.has_demand() {
-            self.sleep.notify_one_avoiding(self.seats.kept_out_cpu());
-        }
-    }
-
-    /// The index (`0..num_threads()`) of the pool worker running this task, or `None`
-    /// when the run's caller runs it (the thread that started the run takes part in
-    /// it). A nested run's caller is a worker, so its tasks there see its index. The
-    /// same as [`Pool::current_thread_index`](crate::Pool::current_thread_index) for
-    /// the task's pool.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
-    /// let seen = std::sync::Mutex::new(Vec::new());
-    /// pool.run(0..100u32, |_, ctx| seen.lock().unwrap().push(ctx.worker_index()));
-    /// assert!(seen.into_inner().unwrap().iter().all(|i| i.is_none_or(|i| i < 2)));
-    /// # Ok::<(), fanout::BuildError>(())
-    /// ```
-    pub fn worker_index(&self) -> Option<usize> {
-        crate::worker_index::worker_index_in(crate::worker_index::pool_id(self.sleep))
-    }
-
-    /// Whether the run is stopping (an item panicked or failed, or the run was
-    /// cancelled); long tasks may return early.
-    #[inline]
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_set_or_cancelled()
-    }
-
-    /// Whether the run is stopping, also looking at the run's deadline (the engine's
-    /// check between blocks of a range walk).
-    #[inline(always)]
-    pub(crate) fn poll_stop(&mut self) -> bool {
-        self.stop.poll(&mut self.pace.clock)
-    }
-
-    /// Reports `n` more indices completed (range walks; follow-on runs count items in
-    /// `drain`).
-    #[inline(always)]
-    pub(crate) fn report_completed(&self, n: usize) {
-        if let Some(p) = self.progress {
-            p.add_completed(n as u64);
-        }
-    }
-
-    /// Stops the run because the current task failed; returns whether this is the
-    /// run's first stop (the one the run reports).
-    pub(crate) fn stop_for(&mut self, reason: StopReason) -> bool {
-        // Look right after this task: no new item starts on this thread.
-        self.pace.look_now = true;
-        self.stop.claim(reason)
-    }
-
-    /// Whether splitting work now would feed an idle thread that can take it.
-    #[inline(always)]
-    pub(crate) fn should_split(&self) -> bool {
-        self.sleep.has_demand() && self.deque.is_empty() && self.seats.has_taker()
-    }
-
-    /// Whether a range walk should make everything after its next index stealable
-    /// before running it: blocking items, whose neighbours must not wait for them.
-    #[inline(always)]
-    pub(crate) fn shares_each_index(&self) -> bool {
-        self.blocking
-    }
-
-    /// Makes `item` stealable right away and wakes a sleeper (used by range splitting).
-    pub(crate) fn share(&mut self, item: T) {
-        // SAFETY: a `Ctx` is only built by the owner of this deque's slot, for the
-        // duration of one `execute` call on the owner's thread, and `&mut self` keeps
-        // it from being used twice at once.
-        unsafe { self.deque.push_or_spill(Shared::One(item), |x| self.global.push(x)) };
-        self.stats.published += 1;
-        // As in `share_older_half`: an idle participant takes it without a wake-up.
-        // Range splits are not held to the CPU count (`wants_a_worker_for_compute`):
-        // flat loops on a pool with more threads than cores kept their speed without.
-        if self.seats.wants_a_worker() {
-            self.sleep.notify_one_avoiding(self.seats.kept_out_cpu());
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for Ctx<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("private_items", &self.stack.len()).finish_non_exhaustive()
-    }
-}
-
-/// What a task can ask of the between-items checks of its thread: a look right after it
-/// returns; and the thread's deadline clock.
-pub(crate) struct Pace {
-    /// Set by a task that needs the checks right after it returns (it failed, or pushed
-    /// a high-priority item); cleared by the checks.
-    look_now: bool,
-    /// This thread's last publication was a batch, and nobody has shown it was unwanted
-    /// (we did not take it back ourselves): once a thief takes it, the next batch is
-    /// shared at once, so the thief finds it when it runs out (see `Run::refill`).
-    batch_out: bool,
-    clock: Clock,
-}
-
-/// The run's queue of high-priority items ([`Ctx::push_high`]), with a flag so that
-/// runs that never use it pay one relaxed load per check for it.
-pub(crate) struct Urgent<T> {
-    queue: GlobalQueue<T>,
-    used: AtomicBool,
-}
-
-impl<T> Urgent<T> {
-    fn new() -> Self {
-        Self { queue: GlobalQueue::new(), used: AtomicBool::new(false) }
-    }
-
-    fn push(&self, item: T) {
-        self.queue.push(item);
-        // Relaxed: a hint that lets other runs skip the queue; the item itself is handed
-        // over by the queue's own synchronization, and the termination protocol finds it
-        // through `is_empty`, which does not depend on the flag.
-        self.used.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether anything was ever pushed here (a hint, as in `maybe_pop`).
-    #[inline(always)]
-    fn in_use(&self) -> bool {
-        // Relaxed: see `push`.
-        self.used.load(Ordering::Relaxed)
-    }
-
-    #[inline(always)]
-    fn maybe_pop(&self) -> Option<T> {
-        // Relaxed: see `push`.
-        if self.used.load(Ordering::Relaxed) { self.queue.pop() } else { None }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-}
-
-/// What a deque or the global queue holds: one item, or a batch of a participant's
-/// oldest private items shared at once. A thief's steal claims one entry at a time (a
-/// fence and a CAS each), which costs more than a task of a few nanoseconds; a batch
-/// costs that once for many items, and moves them with plain copies.
-pub(crate) enum Shared<T> {
-    One(T),
-    Batch(Vec<T>),
-}
-
-impl<T> Shared<T> {
-    /// Moves the item, or the batch's items in their order (the newest on top), onto
-    /// the taker's private stack.
-    fn unpack_onto(self, stack: &mut PrivateStack<T>) {
-        match self {
-            Shared::One(item) => stack.push(item),
-            Shared::Batch(items) => items.into_iter().for_each(|item| stack.push(item)),
-        }
-    }
-}
-
-/// Publications of at least this many items go as one batch (see `Shared`).
-#[cfg(not(loom))]
-const BATCH_AT_LEAST: usize = 64;
-/// Small under loom, so that the models share batches too.
-#[cfg(loom)]
-const BATCH_AT_LEAST: usize = 2;
-
-/// Moves the older half of `stack` to `deque` (as one batch when it is large), counts
-/// it, and wakes a sleeper if one is wanted. Returns whether it went as a batch.
-///
-/// # Safety
-///
-/// The calling thread owns `deque` (it is its slot's deque, see `Run::participate_in`).
-#[cold]
-#[inline(never)]
-unsafe fn share_older_half<T>(
-    stack: &mut PrivateStack<T>,
-    deque: &Deque<Shared<T>>,
-    global: &GlobalQueue<Shared<T>>,
-    sleep: &Sleep,
-    seats: &Seats,
-    compute_only: bool,
-    stats: &mut SlotStats,
-) -> bool {
-    let count = (stack.len() / 2).min(BATCH_AT_MOST);
-    let as_batch = count >= BATCH_AT_LEAST;
-    if as_batch {
-        // SAFETY: the caller owns `deque` (this function's contract).
-        unsafe { share_batch(stack, count, deque, global, stats) };
-    } else {
-        stack.drain_oldest(count, |item| {
-            // SAFETY: as above.
-            unsafe { deque.push_or_spill(Shared::One(item), |x| global.push(x)) }
-        });
-        stats.published += count as u64;
-    }
-    // Nobody is woken when a participant of the run is idle (it finds the items by
-    // itself) or when no worker could join: a full limited run, or every seat taken;
-    // nor, for items taken for computation (`compute_only`), when the active
-    // participants already fill the CPUs. Whoever frees a place finds the items in our
-    // deque at once (and wakes a sleeper itself when it goes idle, since work is
-    // visible).
-    let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
-    if wanted {
-        sleep.notify_one_avoiding(seats.kept_out_cpu());
-    }
-    as_batch
-}
-
-/// Moves the `count` oldest items of `stack` (`count < stack.len()`) to `deque` as one
-/// batch, and counts them; wakes nobody.
-///
-/// # Safety
-///
-/// As for `share_older_half`: the calling thread owns `deque`.
-unsafe fn share_batch<T>(
-    stack: &mut PrivateStack<T>,
-    count: usize,
-    deque: &Deque<Shared<T>>,
-    global: &GlobalQueue<Shared<T>>,
-    stats: &mut SlotStats,
-) {
-    let mut batch = Vec::with_capacity(count);
-    stack.drain_oldest(count, |item| batch.push(item));
-    // SAFETY: the caller owns `deque` (this function's contract).
-    unsafe { deque.push_or_spill(Shared::Batch(batch), |x| global.push(x)) };
-    stats.published += count as u64;
-}
-
-/// The most items one publication shares: enough that a thief's steal is noise next to
-/// running them, few enough that the batch is copied within the caches (a larger one
-/// lands in fresh memory, whose page faults cost more than the copy) and that the
-/// sharer keeps work of its own to share again soon.
-#[cfg(not(loom))]
-const BATCH_AT_MOST: usize = 4096;
-#[cfg(loom)]
-const BATCH_AT_MOST: usize = 4;
-
-/// Why `Run::burst` returned.
-enum BurstEnd {
+/// Why `Run::run_private_items` returned.
+enum Paused {
     /// The private stack is empty.
     Empty,
-    /// An item asked for the between-items checks (see `Run::burst`).
-    Look,
+    /// An item asked for the checkpoint between items (see `Run::run_private_items`).
+    Checkpoint,
     /// A task panicked.
     Panic(Box<dyn Any + Send>),
 }
@@ -462,111 +91,13 @@ struct Slot<W: Work> {
 }
 
 // SAFETY: `local` is touched only by the slot's owner thread while it takes part, and by
-// the caller after every participant has left (see `participate_in` and
+// the caller after every participant has left (see `take_part` and
 // `into_outcome`); items and accumulators cross threads, hence the `Send` bounds.
 unsafe impl<W: Work> Sync for Slot<W>
 where
     W::Item: Send,
     W::Acc: Send,
 {
-}
-
-/// A type-erased view of a run, for the pool's registry and workers.
-pub(crate) trait Job: Sync {
-    /// Adds a participant unless the run is over. Called under the registry lock.
-    fn try_join(&self) -> bool;
-    /// Whether there is stealable work that `worker` may join for (a snapshot).
-    fn has_work(&self, worker: usize) -> bool;
-    /// Takes part as worker `worker` until idle (after `try_join`); returns how to
-    /// leave, which the worker does after this borrow of the job has ended.
-    fn participate(&self, worker: usize) -> Leave;
-}
-
-/// A worker's last access to a job it took part in: the decrement of the job's
-/// participant count, after which the job's owner may free it, and the wake-up of that
-/// owner. Done outside any reference to the job (`participate` has returned), so that
-/// freeing the job cannot overlap a borrow of it, which Miri's borrow model forbids.
-pub(crate) struct Leave {
-    participants: *const AtomicUsize,
-    owner: Arc<Parker>,
-}
-
-impl Leave {
-    pub(crate) fn new(participants: &AtomicUsize, owner: &Arc<Parker>) -> Self {
-        Self { participants, owner: Arc::clone(owner) }
-    }
-
-    /// Leaves the job.
-    ///
-    /// # Safety
-    ///
-    /// The job this came from is still alive: its owner waits for the count to reach
-    /// zero before it frees the job, and this is the worker's one decrement.
-    pub(crate) unsafe fn leave(self) {
-        // SAFETY: the counter is alive until this decrement (this function's contract);
-        // the reference made for the call covers the atomic alone, all interior
-        // mutability. Release: the worker's accesses to the job happen before the
-        // owner frees it (it loads the count with Acquire).
-        let last = unsafe { (*self.participants).fetch_sub(1, Ordering::Release) } == 1;
-        if last {
-            self.owner.unpark();
-        }
-    }
-}
-
-/// The seeds of a run that the caller has not pulled yet (see rule 3).
-pub(crate) struct Seeds<I> {
-    iter: I,
-    /// How many were pulled, for `RunStats::pushed`.
-    pulled: u64,
-    /// The iterator came up short (it is not asked again: it may not be fused), or it
-    /// panicked.
-    done: bool,
-}
-
-impl<I: Iterator> Seeds<I> {
-    pub(crate) fn new(iter: I) -> Self {
-        Self { iter, pulled: 0, done: false }
-    }
-
-    /// How many seeds were pulled so far.
-    pub(crate) fn pulled(&self) -> u64 {
-        self.pulled
-    }
-}
-
-/// A run's seeds, with the iterator's type erased: the engine asks once per chunk,
-/// and the chunk is filled by a loop monomorphized for the iterator.
-pub(crate) trait SeedSource<T> {
-    /// Fills the caller's empty private stack with the next seeds, the first on top;
-    /// `Ok(false)` when none are left, the payload if the iterator panicked (the seeds
-    /// it had made in this chunk are dropped then, and the stack stays empty).
-    fn pull(&mut self, stack: &mut PrivateStack<T>) -> Result<bool, Box<dyn Any + Send>>;
-}
-
-impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
-    fn pull(&mut self, stack: &mut PrivateStack<I::Item>) -> Result<bool, Box<dyn Any + Send>> {
-        if self.done {
-            return Ok(false);
-        }
-        // Stays set if `next` panics below.
-        self.done = true;
-        let n = catch_unwind(AssertUnwindSafe(|| stack.refill_first_on_top(&mut self.iter, SEED_CHUNK)))?;
-        self.pulled += n as u64;
-        self.done = n < SEED_CHUNK;
-        Ok(n != 0)
-    }
-}
-
-/// What a run borrows from its pool.
-pub(crate) struct PoolParts<'p> {
-    pub(crate) sleep: &'p Sleep,
-    /// Stack buffers left by earlier runs (see `crate::spare`).
-    pub(crate) spares: &'p Spares,
-    /// The pool's worker threads (the run has one more slot, for its caller).
-    pub(crate) workers: usize,
-    /// CPUs the pool's threads may run on (see `Seats::wants_a_worker_for_compute`).
-    pub(crate) cpus: u32,
 }
 
 /// One typed fan-out in progress.
@@ -610,12 +141,12 @@ impl<'p, W: Work> Run<'p, W> {
     /// run is for blocking items.
     pub(crate) fn new<I: Iterator<Item = W::Item>>(
         work: W,
-        pool: PoolParts<'p>,
+        pool: &'p PoolShared,
         caller_holds_a_core: bool,
         control: Control<'p>,
         seeds: &mut Seeds<I>,
     ) -> Self {
-        let PoolParts { sleep, spares, workers, cpus } = pool;
+        let (sleep, spares, workers, cpus) = (pool.sleep(), pool.spares(), pool.threads(), pool.cpus());
         // Stacks start in the buffers earlier runs left (the largest for the caller,
         // whose stack takes the seeds); the rest in no allocation at all.
         let mut buffers = spares.take::<W::Item>(workers + 1).into_iter();
@@ -677,11 +208,21 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
+    /// The workers in the run, for the registry (see `crate::pool::registry`).
+    pub(crate) fn participants(&self) -> &Participants {
+        &self.seats.participants
+    }
+
+    /// What the caller parks on, for the registry: workers leaving wake it.
+    pub(crate) fn caller(&self) -> &Parker {
+        &self.caller
+    }
+
     /// The caller's part: work on the run, pulling `seeds` as it goes, then wait until
-    /// it is done. The caller must then remove the run from the registry and call
-    /// [`Run::wait_for_workers`].
+    /// it is done. The caller must then withdraw the run from the registry (see
+    /// `crate::pool::registry::Registered`) before it takes the outcome.
     pub(crate) fn run_as_caller(&self, seeds: &mut dyn SeedSource<W::Item>) {
-        self.participate_in(self.caller_slot(), true, Some(seeds));
+        self.take_part(self.caller_slot(), true, Some(seeds));
         self.seats.caller_left();
         // Acquire: pairs with `finish`. Our seat is free: a worker kept out by it may be
         // asleep while work waits.
@@ -696,16 +237,7 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
-    /// Waits until every worker has left (after the run was unregistered).
-    pub(crate) fn wait_for_workers(&self) {
-        // Acquire: pairs with the Release decrement in `Leave::leave`, so each worker's writes
-        // to its slot are visible to `finish_outcome`.
-        while self.seats.participants.load(Ordering::Acquire) != 0 {
-            self.caller.park();
-        }
-    }
-
-    /// Collects accumulators, statistics and any panic. Call after `wait_for_workers`,
+    /// Collects accumulators, statistics and any panic. Call once the run is withdrawn,
     /// with the seeds the run was given.
     pub(crate) fn into_outcome<I: Iterator<Item = W::Item>>(self, seeds: Seeds<I>) -> Outcome<W::Acc> {
         self.drop_leftovers();
@@ -718,7 +250,7 @@ impl<'p, W: Work> Run<'p, W> {
         let mut stats = RunStats { busy: Vec::with_capacity(self.slots.len()), ..RunStats::default() };
         let mut accs = Vec::with_capacity(self.slots.len());
         for slot in self.slots.iter() {
-            // SAFETY: every participant has left (see `wait_for_workers`); the run is ours.
+            // SAFETY: every participant has left (the run was withdrawn); the run is ours.
             slot.local.with_mut(|p| {
                 let local = unsafe { &mut *p };
                 stats.add_slot(&local.stats);
@@ -744,10 +276,10 @@ impl<'p, W: Work> Run<'p, W> {
     /// The run is over unless work is still visible (a caller that stepped back leaves
     /// its items in its deque) or someone activated meanwhile; in both cases somebody
     /// will come back here.
-    fn try_finish(&self, left: u64) {
-        // Acquire: together with the AcqRel decrement, this sees every push made before
-        // any decrement, and any activation whose take emptied a queue we looked at.
-        if !self.work_visible() && self.seats.active.load(Ordering::Acquire) == left {
+    fn try_finish(&self, left: Left) {
+        // The re-check's loads happen after our AcqRel decrement, which acquired every
+        // other participant's: they see every push made before any decrement.
+        if !self.work_visible() && self.seats.active.unchanged_since(left) {
             self.finish();
         }
     }
@@ -778,7 +310,7 @@ impl<'p, W: Work> Run<'p, W> {
         // A run that was not stopped has none: it was declared done only once no work
         // was visible (rule 4), and only active participants make more. Skipping the
         // look saves a cache miss on every other thread's deque at the end of each run.
-        // Read after every participant has left (`wait_for_workers` ordered their stops).
+        // Read after every participant has left (the withdrawal ordered their stops).
         if !self.stop.is_set() {
             debug_assert!(!self.work_visible(), "a run declared done left work behind");
             return;
@@ -836,13 +368,16 @@ impl<'p, W: Work> Run<'p, W> {
 
     /// The termination protocol, from one participant's side; the caller brings the
     /// run's seeds.
-    fn participate_in(&self, me: usize, mut active: bool, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
+    fn take_part(&self, me: usize, mut active: bool, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
         let slot = &self.slots[me];
         slot.local.with_mut(|p| {
             // SAFETY: slot `me` belongs to this thread for the whole call: worker `i`
             // only ever uses slot `i` and takes part in a run at most once at a time,
             // and the last slot belongs to the run's caller.
             let local = unsafe { &mut *p };
+            // SAFETY: as above, the slot and so its deque are ours for this call, and
+            // this is the one owner handle made for the deque during it.
+            let owner = unsafe { Owner::new(&slot.deque) };
             local.stats.joined = true;
             let mut idle_rounds = 0;
             // Whether we are counted in the pool's demand: workers join idle (counted),
@@ -856,7 +391,7 @@ impl<'p, W: Work> Run<'p, W> {
             loop {
                 if active {
                     let start = Instant::now();
-                    self.drain(me, local, &mut in_demand, &mut seeds, start);
+                    self.work_until_idle(me, local, &owner, &mut in_demand, &mut seeds, start);
                     local.stats.busy += start.elapsed();
                     local.stats.idle_transitions += 1;
                     active = false;
@@ -865,10 +400,8 @@ impl<'p, W: Work> Run<'p, W> {
                         self.sleep.add_demand();
                         in_demand = true;
                     }
-                    // AcqRel: Release hands our work's effects to whoever finishes the
-                    // run; Acquire (on the last decrement) collects everyone else's.
-                    let left = self.seats.active.fetch_sub(1, Ordering::AcqRel) - 1;
-                    if left as u32 == 0 {
+                    let left = self.seats.active.deactivate();
+                    if left.nobody_active() {
                         self.try_finish(left);
                     } else if self.seats.limited() && self.work_visible() {
                         // A worker turned away at the limit may be asleep: our place is
@@ -896,11 +429,9 @@ impl<'p, W: Work> Run<'p, W> {
                 let found = self.work_visible();
                 // Mutant: take an item first (into the private stack), then activate.
                 #[cfg(all(loom, feature = "mutant_activate_late"))]
-                let found = self
-                    .find_remote(me, &slot.deque, &mut local.stats)
-                    .map(|s| s.unpack_onto(&mut local.stack))
-                    .is_some()
-                    || local.stack.len() > 0;
+                let found =
+                    self.find_remote(me, &owner, &mut local.stats).map(|s| s.unpack_onto(&mut local.stack)).is_some()
+                        || local.stack.len() > 0;
                 if found && self.seats.try_activate() {
                     active = true;
                     self.report_active(me, true);
@@ -908,7 +439,7 @@ impl<'p, W: Work> Run<'p, W> {
                 }
                 idle_rounds += 1;
                 if idle_rounds > IDLE_ROUNDS {
-                    local.stats.parks += 1;
+                    local.stats.leaves += 1;
                     return;
                 }
                 idle_pause(idle_rounds);
@@ -920,60 +451,62 @@ impl<'p, W: Work> Run<'p, W> {
     /// task or from the seed iterator, records it and stops the run. `started` is when
     /// the participant became active (the cadence's first read times the first item
     /// from it).
-    fn drain(
+    fn work_until_idle(
         &self,
         me: usize,
         local: &mut Local<W>,
+        deque: &Owner<'_, Shared<W::Item>>,
         in_demand: &mut bool,
         seeds: &mut Option<&mut dyn SeedSource<W::Item>>,
         started: Instant,
     ) {
-        let deque = &self.slots[me].deque;
         let Local { stack: slot_stack, acc: acc_slot, stats } = local;
         let mut own_stack = std::mem::take(slot_stack);
         let progress = self.progress.as_deref().map(|p| p.slot(me));
         let result = catch_unwind(AssertUnwindSafe(|| {
-            // The per-item loop is `burst`; this loop does what comes between bursts.
+            // The per-item loop is `run_private_items`; this loop does the checkpoints'
+            // work and what comes once the private items are out.
             let stack = &mut own_stack;
             let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
             let mut executed = 0u64;
             let mut reported = 0u64;
             // The stop state, the urgent queue and demand are looked at every few items
-            // (see `crate::cadence`): they are hints, and the loads would otherwise sit
-            // on every item. The cadence is kept apart from `pace`, which tasks reach, so
-            // that `burst` knows reading the clock leaves `pace.look_now` alone.
+            // (see `super::cadence`): they are hints, and the loads would otherwise sit
+            // on every item. The cadence is kept apart from `checkpoint`, which tasks
+            // reach, so that `run_private_items` knows reading the clock leaves
+            // `checkpoint.due_now` alone.
             let mut cadence = Cadence::new(started);
             let mut countdown = cadence.every();
-            let mut pace = Pace { look_now: false, batch_out: false, clock: Clock::new() };
-            'drain: loop {
+            let mut checkpoint = Checkpoint { due_now: false, batch_out: false, clock: Clock::new() };
+            'work: loop {
                 loop {
                     // Run private items out of line, where the register allocator sees
-                    // only the hot loop, until one asks for a look or none is left.
+                    // only the hot loop, until one asks for a checkpoint or none is left.
                     let end;
-                    (acc, countdown, end) = self.burst(
+                    (acc, countdown, end) = self.run_private_items(
                         stack,
                         acc,
                         countdown,
                         &mut executed,
-                        &mut pace,
+                        &mut checkpoint,
                         &mut cadence,
                         stats,
                         deque,
                         progress,
                     );
                     match end {
-                        BurstEnd::Look => {}
-                        BurstEnd::Empty => break,
-                        BurstEnd::Panic(payload) => {
+                        Paused::Checkpoint => {}
+                        Paused::Empty => break,
+                        Paused::Panic(payload) => {
                             self.record_panic(payload);
-                            break 'drain;
+                            break 'work;
                         }
                     }
-                    if countdown != 0 && !pace.look_now {
+                    if countdown != 0 && !checkpoint.due_now {
                         continue;
                     }
                     countdown = cadence.every();
-                    pace.look_now = false;
+                    checkpoint.due_now = false;
                     if let Some(p) = progress {
                         if W::FOLLOW_ON {
                             p.add_completed(executed - reported);
@@ -981,44 +514,43 @@ impl<'p, W: Work> Run<'p, W> {
                         }
                         p.set_queued((stack.len() + deque.len()) as u64);
                     }
-                    if self.stop.poll(&mut pace.clock) {
-                        break 'drain;
+                    if self.stop.poll(&mut checkpoint.clock) {
+                        break 'work;
                     }
                     if let Some(item) = self.urgent.maybe_pop() {
                         stats.global_pops += 1;
-                        // Next in line, ahead of every private item; look again right
+                        // Next in line, ahead of every private item; check again right
                         // after it, in case more high-priority items are waiting.
                         stack.push(item);
-                        pace.look_now = true;
+                        checkpoint.due_now = true;
                         continue;
                     }
                     // Nothing is shared when too little is in sight to be worth a wake-up
-                    // (see `crate::cadence`).
+                    // (see `super::cadence`).
                     if cadence.worth_sharing(stack.len()) {
                         if self.should_publish(stack.len(), deque) {
                             // A run declared blocking wakes for any item cost: its
                             // items may wait on each other, however short they were.
                             let compute_only = cadence.compute_only() && !self.blocking;
-                            pace.batch_out = self.publish(deque, stack, compute_only, stats);
-                        } else if Self::should_refill(pace.batch_out, stack.len(), deque) {
+                            checkpoint.batch_out = self.publish(deque, stack, compute_only, stats);
+                        } else if Self::should_refill(checkpoint.batch_out, stack.len(), deque) {
                             self.refill(deque, stack, stats);
                         }
                     }
                 }
                 // Out of private work: look at the stop state before taking any more (the
                 // countdown may be far from zero when items come one at a time).
-                if self.stop.poll(&mut pace.clock) {
+                if self.stop.poll(&mut checkpoint.clock) {
                     break;
                 }
                 // High-priority items first, then our own deque, then elsewhere.
                 let next = match self.urgent.maybe_pop() {
                     Some(item) => Some(Shared::One(item)),
-                    // SAFETY: we own this slot's deque (see `participate_in`).
-                    None => match unsafe { deque.pop() } {
+                    None => match deque.pop() {
                         Some(shared) => {
                             // Taken back by ourselves: nobody wanted it, so share no
                             // more batches until someone asks.
-                            pace.batch_out = false;
+                            checkpoint.batch_out = false;
                             Some(shared)
                         }
                         None => {
@@ -1026,12 +558,12 @@ impl<'p, W: Work> Run<'p, W> {
                             #[cfg(not(all(loom, feature = "mutant_seeds_late")))]
                             if let Some(source) = seeds.as_deref_mut() {
                                 match source.pull(stack) {
-                                    Ok(true) => continue 'drain,
+                                    Ok(true) => continue 'work,
                                     Ok(false) => *seeds = None,
                                     Err(payload) => {
                                         *seeds = None;
                                         self.record_panic(payload);
-                                        break 'drain;
+                                        break 'work;
                                     }
                                 }
                             }
@@ -1050,7 +582,7 @@ impl<'p, W: Work> Run<'p, W> {
                     None => break,
                 }
             }
-            // A task's panic is caught in `burst`, so these survive it (a panicking run
+            // A task's panic is caught in `run_private_items`, so these survive it (a panicking run
             // hands no accumulator to its caller; its counts include the items run
             // before the panic). Only a panic outside tasks (the identity closure of
             // `new_acc`) loses them with the closure.
@@ -1075,10 +607,10 @@ impl<'p, W: Work> Run<'p, W> {
         *slot_stack = own_stack;
     }
 
-    /// Pops and executes private items until the stack is empty ([`BurstEnd::Empty`]),
-    /// a task panics, or an item leaves something to look at ([`BurstEnd::Look`]): the
-    /// countdown reached 0, the cadence did not skip the look (see `crate::cadence`) and
-    /// `needs_look` says so, or a task set `look_now`.
+    /// Pops and executes private items until the stack is empty ([`Paused::Empty`]), a
+    /// task panics, or an item leaves something to check ([`Paused::Checkpoint`]): the
+    /// countdown reached 0, the cadence did not skip the checkpoint (see
+    /// `super::cadence`) and `checkpoint_due` says so, or a task set `due_now`.
     ///
     /// Out of line, so the register allocator sees only this loop. The stack and the
     /// accumulator are moved into locals, growing the stack passes plain values, and a
@@ -1088,18 +620,18 @@ impl<'p, W: Work> Run<'p, W> {
     /// to spare).
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn burst(
+    fn run_private_items(
         &self,
         stack_slot: &mut PrivateStack<W::Item>,
         mut acc: W::Acc,
         mut countdown: u32,
         executed: &mut u64,
-        pace: &mut Pace,
+        checkpoint: &mut Checkpoint,
         cadence: &mut Cadence,
         stats: &mut SlotStats,
-        deque: &Deque<Shared<W::Item>>,
+        deque: &Owner<'_, Shared<W::Item>>,
         progress: Option<&SlotProgress>,
-    ) -> (W::Acc, u32, BurstEnd) {
+    ) -> (W::Acc, u32, Paused) {
         let mut stack = std::mem::take(stack_slot);
         // Items executed are counted as countdown laps, so no counter is bumped per item:
         // `start`, plus the laps begun here, less what is left of the last.
@@ -1107,14 +639,14 @@ impl<'p, W: Work> Run<'p, W> {
         let mut lapped = 0u64;
         let mut lap = cadence.lap();
         let end = loop {
-            let Some(item) = stack.pop() else { break BurstEnd::Empty };
+            let Some(item) = stack.pop() else { break Paused::Empty };
             // What `done` promises (see the termination rules), checked by the models.
             #[cfg(loom)]
             debug_assert!(!self.done.load(Ordering::Relaxed), "an item ran after its run was declared done");
             let mut ctx = Ctx {
                 stack: &mut stack,
                 stats: &mut *stats,
-                pace: &mut *pace,
+                checkpoint: &mut *checkpoint,
                 deque,
                 global: &self.global,
                 urgent: &self.urgent,
@@ -1125,20 +657,22 @@ impl<'p, W: Work> Run<'p, W> {
                 seats: &self.seats,
             };
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut ctx, &mut acc))) {
-                break BurstEnd::Panic(payload);
+                break Paused::Panic(payload);
             }
             countdown -= 1;
             if countdown == 0 {
-                // The between-items checks, reduced to their loads: go back to `drain`
-                // only if one of them has something to do.
-                if lap.look(cadence) && self.needs_look(stack.len(), deque, progress, pace.batch_out, cadence) {
-                    break BurstEnd::Look;
+                // The checkpoint, reduced to its loads: go back to `work_until_idle` only
+                // if one of its checks has something to do.
+                if lap.checkpoint(cadence)
+                    && self.checkpoint_due(stack.len(), deque, progress, checkpoint.batch_out, cadence)
+                {
+                    break Paused::Checkpoint;
                 }
                 countdown = lap.every();
                 lapped += u64::from(countdown);
             }
-            if pace.look_now {
-                break BurstEnd::Look;
+            if checkpoint.due_now {
+                break Paused::Checkpoint;
             }
         };
         *stack_slot = stack;
@@ -1147,14 +681,14 @@ impl<'p, W: Work> Run<'p, W> {
         (acc, countdown, end)
     }
 
-    /// Whether the between-items checks have something to do (`Run::burst` looks every
-    /// few items, see `crate::cadence`): loads only, out of line so the loop keeps its
-    /// registers.
+    /// Whether the checkpoint between items has something to do
+    /// (`Run::run_private_items` checks every few items, see `super::cadence`):
+    /// loads only, out of line so the loop keeps its registers.
     #[inline(never)]
-    fn needs_look(
+    fn checkpoint_due(
         &self,
         private: usize,
-        deque: &Deque<Shared<W::Item>>,
+        deque: &Owner<'_, Shared<W::Item>>,
         progress: Option<&SlotProgress>,
         batch_out: bool,
         cadence: &Cadence,
@@ -1170,7 +704,7 @@ impl<'p, W: Work> Run<'p, W> {
     /// (one stays here), some thread idle, what we shared last time already taken, and
     /// someone able to take it (`Seats::has_taker`).
     #[inline(always)]
-    fn should_publish(&self, private: usize, deque: &Deque<Shared<W::Item>>) -> bool {
+    fn should_publish(&self, private: usize, deque: &Owner<'_, Shared<W::Item>>) -> bool {
         private >= 2 && self.sleep.has_demand() && deque.is_empty() && self.seats.has_taker()
     }
 
@@ -1179,20 +713,19 @@ impl<'p, W: Work> Run<'p, W> {
     #[cold]
     fn publish(
         &self,
-        deque: &Deque<Shared<W::Item>>,
+        deque: &Owner<'_, Shared<W::Item>>,
         stack: &mut PrivateStack<W::Item>,
         compute_only: bool,
         stats: &mut SlotStats,
     ) -> bool {
-        // SAFETY: we own this slot's deque (see `participate_in`).
-        unsafe { share_older_half(stack, deque, &self.global, self.sleep, &self.seats, compute_only, stats) }
+        share_older_half(stack, deque, &self.global, self.sleep, &self.seats, compute_only, stats)
     }
 
     /// Whether to share the next batch before anyone asks: our last batch was taken
     /// (the deque is empty again, and we did not take it back), and enough is left that
     /// the next one is a full batch with as much again staying here.
     #[inline(always)]
-    fn should_refill(batch_out: bool, private: usize, deque: &Deque<Shared<W::Item>>) -> bool {
+    fn should_refill(batch_out: bool, private: usize, deque: &Owner<'_, Shared<W::Item>>) -> bool {
         batch_out && private >= 2 * BATCH_AT_MOST && deque.is_empty()
     }
 
@@ -1202,13 +735,17 @@ impl<'p, W: Work> Run<'p, W> {
     /// batch copies and a hand-shake per batch, which on 20 ns items cost the thief a
     /// fifth of its time). A batch nobody takes is taken back by us, which ends this.
     #[cold]
-    fn refill(&self, deque: &Deque<Shared<W::Item>>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
-        // SAFETY: we own this slot's deque (see `participate_in`).
-        unsafe { share_batch(stack, BATCH_AT_MOST, deque, &self.global, stats) };
+    fn refill(&self, deque: &Owner<'_, Shared<W::Item>>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
+        share_batch(stack, BATCH_AT_MOST, deque, &self.global, stats);
     }
 
     /// Looks for work outside our own slot: the global queue, then the other deques.
-    fn find_remote(&self, me: usize, deque: &Deque<Shared<W::Item>>, stats: &mut SlotStats) -> Option<Shared<W::Item>> {
+    fn find_remote(
+        &self,
+        me: usize,
+        deque: &Owner<'_, Shared<W::Item>>,
+        stats: &mut SlotStats,
+    ) -> Option<Shared<W::Item>> {
         if let Some(shared) = self.urgent.queue.pop().map(Shared::One).or_else(|| self.global.pop()) {
             stats.global_pops += 1;
             return Some(shared);
@@ -1218,8 +755,7 @@ impl<'p, W: Work> Run<'p, W> {
             let mut contended = false;
             for k in 1..n {
                 let victim = &self.slots[(me + k) % n].deque;
-                // SAFETY: we own `deque`, and the victim is another slot's deque.
-                match unsafe { victim.steal_batch_and_pop(deque) } {
+                match deque.steal_batch_from(victim) {
                     Steal::Success(item) => {
                         stats.steals += 1;
                         stats.stolen_extra += deque.len() as u64;
@@ -1258,9 +794,7 @@ impl<W: Work> Job for Run<'_, W> {
         if !self.seats.admit_worker() {
             return false;
         }
-        // Relaxed: under the registry lock, which the caller takes before it waits for
-        // this counter to drop to zero.
-        self.seats.participants.fetch_add(1, Ordering::Relaxed);
+        self.seats.participants.join();
         true
     }
 
@@ -1273,7 +807,7 @@ impl<W: Work> Job for Run<'_, W> {
     }
 
     fn participate(&self, worker: usize) -> Leave {
-        self.participate_in(worker, false, None);
-        Leave::new(&self.seats.participants, &self.caller)
+        self.take_part(worker, false, None);
+        self.seats.participants.leave(&self.caller)
     }
 }

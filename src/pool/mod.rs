@@ -1,19 +1,27 @@
-//! The pool: pinned worker threads, the registry of runs in progress, and the worker
-//! loop (find a run with work, take part, otherwise sleep).
+//! The pool: worker threads (pinning, names, hooks, shutdown) and the worker loop (find
+//! a job with work in the registry, take part, otherwise sleep).
 
-use crate::error::panic_message;
-use crate::fallible::drop_each_quietly;
-use crate::run::{Control, Job, Outcome, PoolParts, Run, Seeds, Work};
-use crate::sleep::Sleep;
-use crate::spare::Spares;
-use crate::stats::RunStats;
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+pub(crate) mod local;
+pub(crate) mod registry;
+pub(crate) mod sleep;
+pub(crate) mod spare;
 #[cfg(not(loom))]
-use crate::worker_index::set_current;
-use crate::worker_index::{pool_id, worker_index_in};
+mod tokens;
+pub(crate) mod worker_index;
+
+use crate::outcome::error::panic_message;
+#[cfg(not(loom))]
+use crate::outcome::panics::drop_quietly;
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use registry::Registry;
+use sleep::Sleep;
+use spare::Spares;
 use std::any::Any;
 use std::fmt;
 use std::panic::resume_unwind;
+#[cfg(not(loom))]
+use worker_index::set_current;
+use worker_index::{pool_id, worker_index_in};
 
 /// Why a [`Pool`] could not be built.
 #[derive(Debug)]
@@ -357,23 +365,12 @@ impl PoolBuilder {
     }
 }
 
-/// A raw pointer to a job: a run on some caller's stack, or a stream's window on the
-/// heap (which may borrow from a scope), valid while it is registered (see the `run`
-/// module docs for the protocol, and `Shared::register_job`).
-#[derive(Clone, Copy)]
-struct JobPtr(*const (dyn Job + 'static));
-
-// SAFETY: a `JobPtr` is only dereferenced while its run is registered or joined, and a
-// run is `Sync` (the `Job` trait requires it).
-unsafe impl Send for JobPtr {}
-
 pub(crate) struct Shared {
     sleep: Sleep,
-    /// Large stack buffers kept between runs (see `crate::spare`).
+    /// Large stack buffers kept between runs (see `spare`).
     spares: Spares,
-    jobs: Mutex<Vec<JobPtr>>,
-    /// `jobs.len()`, for a lock-free "anything registered?" check.
-    job_count: AtomicUsize,
+    /// The runs and streams in progress that workers may join.
+    registry: Registry,
     shutdown: AtomicBool,
     pinned: AtomicUsize,
     threads: usize,
@@ -388,48 +385,12 @@ pub(crate) struct Shared {
     stop_hook_panic: Mutex<Option<(usize, Box<dyn Any + Send>)>>,
     /// Jobserver tokens the workers must hold to work (`PoolBuilder::jobserver`).
     #[cfg(not(loom))]
-    tokens: Option<crate::tokens::Tokens>,
+    tokens: Option<tokens::Tokens>,
 }
 
 impl Shared {
-    /// Joins the first registered run that has stealable work and takes part in it.
-    fn help_once(&self, worker: usize) -> bool {
-        // Acquire: pairs with the Release in `register`.
-        if self.job_count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let joined = {
-            let jobs = lock(&self.jobs);
-            jobs.iter().copied().find(|job| {
-                // SAFETY: registered runs are alive while we hold the lock.
-                let job = unsafe { &*job.0 };
-                job.has_work(worker) && job.try_join()
-            })
-        };
-        match joined {
-            Some(job) => {
-                // SAFETY: `try_join` counted us in; the run stays alive until we leave.
-                let leave = unsafe { (*job.0).participate(worker) };
-                // SAFETY: as above; this is our one leave, and our last access.
-                unsafe { leave.leave() };
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Whether a registered job has work `worker` may join for.
-    fn any_work(&self, worker: usize) -> bool {
-        // Acquire: as in `help_once`.
-        if self.job_count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        // SAFETY: registered runs are alive while we hold the lock.
-        lock(&self.jobs).iter().any(|job| unsafe { (*job.0).has_work(worker) })
-    }
-
     fn worker_loop(&self, me: usize) {
-        // The jobserver token this worker holds while it may work (see `crate::tokens`).
+        // The jobserver token this worker holds while it may work (see `tokens`).
         #[cfg(not(loom))]
         let mut token = None;
         // Acquire: pairs with the Release store in `Pool::drop`.
@@ -438,16 +399,16 @@ impl Shared {
             if let Some(tokens) = &self.tokens
                 && token.is_none()
             {
-                if self.any_work(me) {
+                if self.registry.any_work(me) {
                     // `None`: the pool is shutting down, which the loop sees next.
                     token = tokens.wait();
                     continue;
                 }
-            } else if self.help_once(me) {
+            } else if self.registry.help_once(me) {
                 continue;
             }
             #[cfg(loom)]
-            if self.help_once(me) {
+            if self.registry.help_once(me) {
                 continue;
             }
             // Nothing registered has work: look a little longer, then sleep.
@@ -460,7 +421,7 @@ impl Shared {
             self.sleep.prepare(me);
             // The re-check after registering as a sleeper (see the `sleep` module).
             #[cfg(not(all(loom, feature = "mutant_sleep")))]
-            let recheck = self.shutdown.load(Ordering::Acquire) || self.any_work(me);
+            let recheck = self.shutdown.load(Ordering::Acquire) || self.registry.any_work(me);
             #[cfg(all(loom, feature = "mutant_sleep"))]
             let recheck = self.shutdown.load(Ordering::Acquire);
             if recheck {
@@ -503,7 +464,7 @@ impl Shared {
                 let now = self.sleep.published();
                 if now != seen {
                     seen = now;
-                    if self.any_work(me) {
+                    if self.registry.any_work(me) {
                         return true;
                     }
                 }
@@ -583,14 +544,13 @@ impl Pool {
         };
         #[cfg(not(loom))]
         let tokens = match cfg.jobserver.clone() {
-            Some(client) if threads > 0 => Some(crate::tokens::Tokens::new(client).map_err(BuildError::Jobserver)?),
+            Some(client) if threads > 0 => Some(tokens::Tokens::new(client).map_err(BuildError::Jobserver)?),
             _ => None,
         };
         let shared = crate::sync::Arc::new(Shared {
             sleep: Sleep::new(threads),
             spares: Spares::new(),
-            jobs: Mutex::new(Vec::new()),
-            job_count: AtomicUsize::new(0),
+            registry: Registry::new(),
             shutdown: AtomicBool::new(false),
             pinned: AtomicUsize::new(0),
             threads,
@@ -650,7 +610,7 @@ impl Pool {
                         } else {
                             drop(first);
                             // Not the first: drop it where a panicking `Drop` cannot escape.
-                            crate::fallible::drop_quietly(payload);
+                            drop_quietly(payload);
                         }
                     }
                 });
@@ -658,7 +618,7 @@ impl Pool {
                     Ok(handle) => pool.threads.push(handle),
                     Err(e) => {
                         // As for a start hook's panic below.
-                        crate::fallible::drop_quietly(pool.shut_down());
+                        drop_quietly(pool.shut_down());
                         return Err(BuildError::Spawn(e));
                     }
                 }
@@ -670,7 +630,7 @@ impl Pool {
                     Ok(Err(e)) => {
                         // The other workers are stopped and joined; their stop hooks'
                         // panics, if any, give way to the error that ends the build.
-                        crate::fallible::drop_quietly(pool.shut_down());
+                        drop_quietly(pool.shut_down());
                         return Err(e);
                     }
                     // A worker that died before reporting closes its sender; stop waiting.
@@ -717,89 +677,6 @@ impl Pool {
         // Relaxed: a count finished before `build` returned (the ready channel orders it).
         self.shared.pinned.load(Ordering::Relaxed)
     }
-
-    /// Runs `work` to completion with the caller taking part; resumes a task's panic.
-    pub(crate) fn execute<W: Work>(
-        &self,
-        work: W,
-        seeds: impl IntoIterator<Item = W::Item>,
-    ) -> (Vec<W::Acc>, RunStats) {
-        let Outcome { accs, stats, panic, .. } = self.execute_catching(work, Control::default(), seeds);
-        if let Some(payload) = panic {
-            // One at a time and quietly: a panicking accumulator `Drop` must neither
-            // replace the task's panic nor, unwinding with it, abort the process.
-            drop_each_quietly(accs);
-            resume_unwind(payload);
-        }
-        (accs, stats)
-    }
-
-    /// Like `execute`, under `control`, handing a panic back instead of resuming it.
-    pub(crate) fn execute_catching<W: Work>(
-        &self,
-        work: W,
-        control: Control<'_>,
-        seeds: impl IntoIterator<Item = W::Item>,
-    ) -> Outcome<W::Acc> {
-        // The caller takes a worker's seat on a pool with a worker per core (else three
-        // threads would share two cores). Not in a nested run: the caller is then a
-        // worker of this pool, already one of its threads.
-        let nested = self.current_thread_index().is_some();
-        let caller_holds_a_core = self.shared.one_per_core && !nested;
-        let share_seeds = control.share_seeds;
-        let parts = PoolParts {
-            sleep: &self.shared.sleep,
-            spares: &self.shared.spares,
-            workers: self.shared.threads,
-            cpus: self.shared.cpus,
-        };
-        let mut seeds = Seeds::new(seeds.into_iter());
-        let run = Run::new(work, parts, caller_holds_a_core, control, &mut seeds);
-        // SAFETY: `registered` is dropped before `run` is consumed (the borrow checker
-        // sees to that) or by unwinding, and never leaked.
-        let registered = unsafe { Registered::new(&self.shared, &run) };
-        if share_seeds {
-            // No more sleepers than there are seeds (all in the shared queue by now).
-            run.wake_for_shared_seeds((self.shared.threads as u64).min(seeds.pulled()));
-        }
-        run.run_as_caller(&mut seeds);
-        drop(registered);
-        let mut outcome = run.into_outcome(seeds);
-        outcome.stats.pinned_workers = self.pinned_workers();
-        outcome
-    }
-}
-
-/// A run on the caller's stack, in the registry for as long as this guard lives.
-struct Registered<'r, 'p, W: Work> {
-    shared: &'r Shared,
-    run: &'r Run<'p, W>,
-}
-
-impl<'r, 'p, W: Work> Registered<'r, 'p, W> {
-    /// Registers `run`, so that workers may join it.
-    ///
-    /// # Safety
-    ///
-    /// The guard must be dropped, not leaked: its `Drop` is what keeps the registry
-    /// and the workers from using the run once it is gone.
-    unsafe fn new(shared: &'r Shared, run: &'r Run<'p, W>) -> Self {
-        let job: *const (dyn Job + 'r) = run;
-        // SAFETY: the guard borrows the run, so the run (and what it borrows) outlives
-        // it, and dropping the guard (on return and on unwind alike; the caller
-        // promises it is not leaked) unregisters the run and waits for every worker
-        // that joined it to leave.
-        unsafe { shared.register_job(job) };
-        Self { shared, run }
-    }
-}
-
-impl<W: Work> Drop for Registered<'_, '_, W> {
-    fn drop(&mut self) {
-        // No worker joins after this; those that have joined are waited for.
-        self.shared.unregister_job(std::ptr::from_ref(self.run).cast());
-        self.run.wait_for_workers();
-    }
 }
 
 impl Pool {
@@ -837,14 +714,12 @@ impl Drop for Pool {
     }
 }
 
-/// Hooks for jobs whose state lives on the heap rather than on a caller's stack
-/// (streams, see `crate::stream`).
+/// What the jobs (runs, see `crate::engine`; streams, see `crate::stream`) use of the
+/// pool.
 impl Shared {
-    /// Whether the pool has a worker per core, so that a thread working beside every
-    /// worker takes a core from one of them. Under loom, where there are no cores,
-    /// the pool counts as full, so the models explore waiting for the workers.
-    pub(crate) fn workers_fill_the_cores(&self) -> bool {
-        cfg!(loom) || self.one_per_core
+    /// The jobs in progress, for registering one.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The pool's sleep/wake state, to wake a worker after making work available.
@@ -852,39 +727,37 @@ impl Shared {
         &self.sleep
     }
 
-    /// Registers `job` so that workers may join it.
-    ///
-    /// # Safety
-    ///
-    /// `job`, and everything it borrows for `'j`, must stay valid until
-    /// [`Shared::unregister_job`] has returned for it and every worker that joined it
-    /// (`Job::try_join` returned `true`) has left (`Job::participate` returned); or
-    /// forever, if it is never unregistered.
-    pub(crate) unsafe fn register_job<'j>(&self, job: *const (dyn Job + 'j)) {
-        // SAFETY: erases `'j` for the registry; the caller keeps the job and its
-        // borrows valid for as long as the registry or a worker may use the pointer.
-        let job = unsafe { std::mem::transmute::<*const (dyn Job + 'j), *const (dyn Job + 'static)>(job) };
-        let mut jobs = lock(&self.jobs);
-        jobs.push(JobPtr(job));
-        // Release: a worker that sees the count also sees the list under the lock.
-        self.job_count.store(jobs.len(), Ordering::Release);
-        // No `signal_published`: a new run shows no stealable work until it publishes,
-        // which signals then (so tiny runs do not send spinning workers to the lock).
+    /// Stack buffers left by earlier runs.
+    pub(crate) fn spares(&self) -> &Spares {
+        &self.spares
     }
 
-    /// Removes the job at `addr` from the registry: no worker joins it afterwards. A
-    /// job that is not registered (any more) is left alone.
-    pub(crate) fn unregister_job(&self, addr: *const ()) {
-        let mut jobs = lock(&self.jobs);
-        if let Some(pos) = jobs.iter().position(|j| std::ptr::addr_eq(j.0, addr)) {
-            jobs.swap_remove(pos);
-        }
-        self.job_count.store(jobs.len(), Ordering::Release);
+    /// The number of worker threads.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// CPUs the pool's threads may run on (see `Seats::wants_a_worker_for_compute`).
+    pub(crate) fn cpus(&self) -> u32 {
+        self.cpus
+    }
+
+    /// Whether the pool has at least one worker per core (never under loom), so that a
+    /// run's caller that also works holds one of the cores (see `Seats`).
+    pub(crate) fn one_per_core(&self) -> bool {
+        self.one_per_core
+    }
+
+    /// Whether a thread working beside every worker takes a core from one of them (for
+    /// streams). Under loom, where there are no cores, the pool counts as full, so the
+    /// models explore waiting for the workers.
+    pub(crate) fn workers_fill_the_cores(&self) -> bool {
+        cfg!(loom) || self.one_per_core
     }
 }
 
 impl Pool {
-    /// The state shared with the workers (for `crate::stream`).
+    /// The state shared with the workers.
     pub(crate) fn shared(&self) -> &crate::sync::Arc<Shared> {
         &self.shared
     }

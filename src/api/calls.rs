@@ -1,31 +1,18 @@
 //! The fan-out/fan-in calls on [`Pool`]: follow-on runs, `for_each`, `map`, `fold`.
 
-use crate::fallible::{Failure, TryRunFold, reduce_or_resume};
-use crate::range::{Fold, ForEach};
-use crate::run::{Ctx, Work};
-use crate::runner::{OnStop, map_range};
+use crate::engine::ctx::Ctx;
+use crate::outcome::error::RunError;
+use crate::outcome::panics::reduce_or_resume;
+use crate::pool::Pool;
 use crate::stats::RunStats;
-use crate::{ItemError, Pool, RunError};
+use crate::sync::AtomicUsize;
+use crate::work::collect::{CollectCtx, Collected, Tagged, collect_one, in_tree_order, new_collected, tag};
+use crate::work::failure::Failure;
+use crate::work::follow_on::{FollowOn, TryRunFold};
+use crate::work::range::{Fold, ForEach, OnStop, map_range};
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::ops::Range;
-
-/// A follow-on run: one closure over items of one type, which may push more.
-pub(crate) struct FollowOn<T, F> {
-    pub(crate) f: F,
-    pub(crate) _item: PhantomData<fn(T)>,
-}
-
-impl<T: Send, F: Fn(T, &mut Ctx<'_, T>) + Sync> Work for FollowOn<T, F> {
-    type Item = T;
-    type Acc = ();
-    const FOLLOW_ON: bool = true;
-    fn new_acc(&self) {}
-    #[inline(always)]
-    fn execute(&self, item: T, ctx: &mut Ctx<'_, T>, _acc: &mut ()) {
-        (self.f)(item, ctx)
-    }
-}
 
 impl Pool {
     /// Runs `f` on every seed and on every follow-on item pushed through [`Ctx::push`],
@@ -58,7 +45,7 @@ impl Pool {
         I: IntoIterator<Item = T>,
         F: Fn(T, &mut Ctx<'_, T>) + Sync,
     {
-        self.execute(FollowOn { f, _item: PhantomData }, seeds).1
+        self.run_work(FollowOn { f, _item: PhantomData }, seeds).1
     }
 
     /// Like [`Pool::run`], but each task also gets a mutable accumulator private to the
@@ -117,7 +104,7 @@ impl Pool {
             failure: Failure::new(),
             _item: PhantomData,
         };
-        let (accs, stats) = self.execute(work, seeds);
+        let (accs, stats) = self.run_work(work, seeds);
         (reduce_or_resume(accs, identity, reduce), stats)
     }
 
@@ -141,7 +128,7 @@ impl Pool {
         if start >= end {
             return RunStats::default();
         }
-        self.execute(ForEach(&f), std::iter::once(start..end)).1
+        self.run_work(ForEach(&f), std::iter::once(start..end)).1
     }
 
     /// Calls `f(&item)` for every item of `items`, in parallel.
@@ -252,7 +239,7 @@ impl Pool {
             return identity();
         }
         let work = Fold { identity: &identity, fold: &fold, _acc: PhantomData };
-        let (accs, _) = self.execute(work, std::iter::once(start..end));
+        let (accs, _) = self.run_work(work, std::iter::once(start..end));
         reduce_or_resume(accs.into_iter().flatten(), identity, reduce)
     }
 
@@ -277,166 +264,71 @@ impl Pool {
 
 /// The fallible calls without a token, deadline or limit: each is
 /// `self.runner().try_...`, documented on [`Runner`](crate::Runner).
+/// A raw pointer that may cross threads; used where disjoint indices make it sound.
+pub(super) struct SendPtr<T>(pub(super) *mut T);
+
+// SAFETY: only used by `for_each_mut` and `try_for_each_mut`, which hand out one
+// `&mut T` per index, each index once; `T: Send` is required there.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
 impl Pool {
-    /// [`Runner::try_run`](crate::Runner::try_run) with default settings.
+    /// Like [`Pool::run`], but each task returns a value, and the values come back in an
+    /// order that depends only on the seeds and the pushes, never on which thread ran
+    /// what: each seed's value, then the values of the items it pushed (in push order),
+    /// each followed by those of its own pushes, and so on (depth-first, as a sequential
+    /// walk of the same tree would make them). A compiler's diagnostics or symbols come
+    /// out the same on every run and thread count.
+    ///
+    /// Each thread files its values in a list of its own (no lock, no shared atomic per
+    /// item); the caller orders them at the end, in time linear in their number. The
+    /// price: each pending item carries its place in the tree (two `u64`s), each value
+    /// is filed with it, and the ordering needs about 12 bytes per value more; on a tree
+    /// of 1.4M tasks of a few nanoseconds each that is tens of nanoseconds per value on
+    /// top of `run_fold`'s cost (BENCHMARKS.md), nothing next to microsecond tasks. A
+    /// panic is resumed as in `run`.
+    ///
+    /// # Panics
+    ///
+    /// Besides resuming a task's panic: if the run made `u32::MAX` values or more.
     ///
     /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let r = pool.try_run([5u32], |n, ctx| if n == 0 { Err("reached zero") } else { ctx.push(n - 1); Ok(()) });
-    /// assert_eq!(r.unwrap_err().to_string(), "an item failed: reached zero");
+    /// let pool = fanout::Pool::builder().num_threads(2).build()?;
+    /// // Each "module" reports itself, then its submodules, depth-first.
+    /// let report = pool.run_collect([("a", 2u32), ("b", 0)], |(name, children), ctx| {
+    ///     for i in 0..children {
+    ///         ctx.push((["a1", "a2"][i as usize], 0));
+    ///     }
+    ///     format!("{name}:{children}")
+    /// });
+    /// assert_eq!(report, ["a:2", "a1:0", "a2:0", "b:0"]);
+    /// # Ok::<(), fanout::BuildError>(())
     /// ```
-    pub fn try_run<T, E, I, F>(&self, seeds: I, f: F) -> Result<RunStats, RunError<E>>
+    pub fn run_collect<T, R, I, F>(&self, seeds: I, f: F) -> Vec<R>
     where
         T: Send,
-        E: Send,
+        R: Send,
         I: IntoIterator<Item = T>,
-        F: Fn(T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+        F: Fn(T, &mut CollectCtx<'_, '_, T>) -> R + Sync,
     {
-        self.runner().try_run(seeds, f)
-    }
-
-    /// [`Runner::try_for_each_index`](crate::Runner::try_for_each_index) with default settings.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// assert!(pool.try_for_each_index(0..10, |i| if i < 10 { Ok(()) } else { Err(i) }).is_ok());
-    /// ```
-    pub fn try_for_each_index<E, F>(&self, range: Range<usize>, f: F) -> Result<(), RunError<E>>
-    where
-        E: Send,
-        F: Fn(usize) -> Result<(), E> + Sync,
-    {
-        self.runner().try_for_each_index(range, f)
-    }
-
-    /// [`Runner::try_for_each`](crate::Runner::try_for_each) with default settings.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let r = pool.try_for_each(&[1, -1], |&x| if x < 0 { Err("negative") } else { Ok(()) });
-    /// assert!(matches!(r, Err(fanout::RunError::Failed { index: Some(1), .. })));
-    /// ```
-    pub fn try_for_each<T, E, F>(&self, items: &[T], f: F) -> Result<(), RunError<E>>
-    where
-        T: Sync,
-        E: Send,
-        F: Fn(&T) -> Result<(), E> + Sync,
-    {
-        self.runner().try_for_each(items, f)
-    }
-
-    /// [`Runner::try_map_index`](crate::Runner::try_map_index) with default settings.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// assert_eq!(pool.try_map_index(0..3, |i| u8::try_from(i)).unwrap(), [0, 1, 2]);
-    /// ```
-    pub fn try_map_index<R, E, F>(&self, range: Range<usize>, f: F) -> Result<Vec<R>, RunError<E>>
-    where
-        R: Send,
-        E: Send,
-        F: Fn(usize) -> Result<R, E> + Sync,
-    {
-        self.runner().try_map_index(range, f)
-    }
-
-    /// [`Runner::try_map`](crate::Runner::try_map) with default settings.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let r = pool.try_map(&["7", "x"], |s| s.parse::<u8>());
-    /// assert!(matches!(r, Err(fanout::RunError::Failed { index: Some(1), .. })));
-    /// ```
-    pub fn try_map<T, R, E, F>(&self, items: &[T], f: F) -> Result<Vec<R>, RunError<E>>
-    where
-        T: Sync,
-        R: Send,
-        E: Send,
-        F: Fn(&T) -> Result<R, E> + Sync,
-    {
-        self.runner().try_map(items, f)
-    }
-
-    /// [`Runner::try_fold_index`](crate::Runner::try_fold_index) with default settings.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let sum = pool.try_fold_index(0..10, || 0u32, |a, i| Ok::<_, ()>(a + i as u32), |a, b| a + b);
-    /// assert_eq!(sum, Ok(45));
-    /// ```
-    pub fn try_fold_index<A, E, Id, F, Red>(
-        &self,
-        range: Range<usize>,
-        identity: Id,
-        fold: F,
-        reduce: Red,
-    ) -> Result<A, RunError<E>>
-    where
-        A: Send,
-        E: Send,
-        Id: Fn() -> A + Sync,
-        F: Fn(A, usize) -> Result<A, E> + Sync,
-        Red: Fn(A, A) -> A,
-    {
-        self.runner().try_fold_index(range, identity, fold, reduce)
-    }
-
-    /// [`Runner::try_fold`](crate::Runner::try_fold) with default settings.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let longest = pool.try_fold(&["ab", "c"], || 0, |m, s: &&str| Ok::<_, ()>(m.max(s.len())), usize::max);
-    /// assert_eq!(longest, Ok(2));
-    /// ```
-    pub fn try_fold<T, A, E, Id, F, Red>(
-        &self,
-        items: &[T],
-        identity: Id,
-        fold: F,
-        reduce: Red,
-    ) -> Result<A, RunError<E>>
-    where
-        T: Sync,
-        A: Send,
-        E: Send,
-        Id: Fn() -> A + Sync,
-        F: Fn(A, &T) -> Result<A, E> + Sync,
-        Red: Fn(A, A) -> A,
-    {
-        self.runner().try_fold(items, identity, fold, reduce)
-    }
-
-    /// [`Runner::try_map_all`](crate::Runner::try_map_all) with default settings:
-    /// continue-on-error, every item's outcome in input order.
-    ///
-    /// ```
-    /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
-    /// let r = pool.try_map_all(&[1, 0], |&x| if x == 0 { Err("zero") } else { Ok(x) });
-    /// assert_eq!(r, [Ok(1), Err(fanout::ItemError::Failed("zero"))]);
-    /// ```
-    pub fn try_map_all<T, R, E, F>(&self, items: &[T], f: F) -> Vec<Result<R, ItemError<E>>>
-    where
-        T: Sync,
-        R: Send,
-        E: Send,
-        F: Fn(&T) -> Result<R, E> + Sync,
-    {
-        self.runner().try_map_all(items, f)
+        let next = AtomicUsize::new(0);
+        let work = TryRunFold {
+            identity: || new_collected(&next),
+            f: |acc: &mut Collected<T, R>, tagged, ctx: &mut Ctx<'_, Tagged<T>>| {
+                collect_one(acc, tagged, ctx, |item, cctx| Ok::<R, Infallible>(f(item, cctx)))
+            },
+            failure: Failure::new(),
+            _item: PhantomData,
+        };
+        let (accs, _) = self.run_work(work, tag(seeds));
+        in_tree_order(accs)
     }
 }
-
-/// A raw pointer that may cross threads; used where disjoint indices make it sound.
-struct SendPtr<T>(*mut T);
-
-// SAFETY: only used by `for_each_mut`, which hands out one `&mut T` per index, each
-// index once; `T: Send` is required there.
-unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Small-scale tests of the whole core, sized to also run under Miri
 /// (`cargo +nightly miri test --lib`).
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use crate::Pool;
+    use crate::pool::Pool;
     use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
     /// Items per test: Miri interprets every instruction, so keep it small there.

@@ -1,7 +1,7 @@
 //! Which pool's worker the current thread is: set once when a worker starts, read by
 //! `Ctx::worker_index`, `Pool::current_thread_index` and `WorkerLocal`.
 
-use crate::sleep::Sleep;
+use super::sleep::Sleep;
 use std::cell::Cell;
 
 std::thread_local! {

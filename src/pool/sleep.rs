@@ -1,22 +1,10 @@
 //! The sleep/wake protocol: idle workers park, publishers wake them, and no wake-up
-//! is ever lost.
+//! is ever lost; and the pool's *demand* signal (threads that would take published
+//! work), which busy threads read to decide whether to share their private items.
 //!
-//! A worker that found no work registers as a sleeper (`prepare`), issues a `SeqCst`
-//! fence, looks for work once more, and only then parks. A thread that makes work
-//! visible issues a `SeqCst` fence and then reads the sleeper count (`notify_one`).
-//! This is a Dekker pair: either the publisher sees the sleeper's registration and
-//! unparks someone, or the sleeper's re-check sees the new work. Parkers keep a token,
-//! so an unpark that lands between the re-check and `park` is not lost either.
-//!
-//! A waker prefers a sleeper pinned to another core than its own, then an unpinned
-//! one: a worker pinned to the waker's core could only start once the waker is
-//! preempted, which the OS may put off for a whole time slice (milliseconds) while the
-//! other cores sit idle, and the OS often places an unpinned one on the waker's core
-//! as well (a pool with more threads than cores pins one worker per core only).
-//!
-//! The module also keeps the pool's *demand* signal: how many threads would take work
-//! if some were published (idle and sleeping workers, idle callers). Busy threads read
-//! it with one relaxed load per item to decide whether to share their private work.
+//! The protocol and its invariants (the Dekker pair of `prepare` and `notify_one`, whom
+//! a waker picks and why, what `published` and `demand` count): ARCHITECTURE.md,
+//! "Sleep/wake". Modelled in `loom-tests/tests/sleep.rs` and `pool.rs`.
 
 use crate::sync::{AtomicUsize, Mutex, Ordering, Parker, current_cpu, fence, lock};
 use crossbeam_utils::CachePadded;

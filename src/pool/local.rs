@@ -1,8 +1,8 @@
 //! Per-thread state that outlives a run: one value for each thread that takes part in
 //! a pool's runs, made on that thread's first use and gathered afterwards.
 
-use crate::pool::{Pool, Shared};
-use crate::worker_index::{pool_id, worker_index_in};
+use super::worker_index::{pool_id, worker_index_in};
+use super::{Pool, Shared};
 use crossbeam_utils::CachePadded;
 use std::cell::{Cell, OnceCell};
 use std::fmt;
@@ -65,7 +65,7 @@ pub struct WorkerLocal<T> {
 }
 
 // SAFETY: through `&self`, each value is reached by one thread only: worker `i`'s slot
-// by the thread that `crate::worker_index` says is worker `i` of this (live) pool, and an
+// by the thread that `super::worker_index` says is worker `i` of this (live) pool, and an
 // outside thread's box by the thread whose `ThreadId` it is filed under (ids are never
 // reused). `&T` handed to that thread cannot reach another unless `T: Sync`. Values
 // made on one thread and dropped or gathered on another need `T: Send`.

@@ -5,8 +5,13 @@
 //! work). It is set once: by [`PoolBuilder::build_global`] before first use, or with
 //! the default settings by the first call to [`global`] or to a free function.
 
+use crate::engine::ctx::Ctx;
+use crate::outcome::error::RunError;
+use crate::pool::BuildError;
+use crate::pool::Pool;
+use crate::pool::PoolBuilder;
+use crate::stats::RunStats;
 use crate::stream::{Scope, Source, Stream};
-use crate::{BuildError, Ctx, Pool, PoolBuilder, RunError, RunStats};
 use std::convert::Infallible;
 use std::ops::Range;
 use std::sync::OnceLock;

@@ -1,0 +1,15 @@
+//! The run engine: one typed fan-out with its caller and the pool's workers taking
+//! part, from the per-item loop to the termination protocol (see `run`).
+
+mod active;
+pub(crate) mod cadence;
+pub(crate) mod ctx;
+mod entry;
+pub(crate) mod global_queue;
+pub(crate) mod run;
+pub(crate) mod seats;
+pub(crate) mod seeds;
+pub(crate) mod share;
+pub(crate) mod stack;
+pub(crate) mod stop;
+pub(crate) mod work;

@@ -1,0 +1,94 @@
+//! Publication: how a participant hands its oldest private items to the threads that
+//! would take them, one at a time or as one batch.
+
+use super::global_queue::GlobalQueue;
+use super::seats::Seats;
+use super::stack::PrivateStack;
+use crate::deque::Owner;
+use crate::pool::sleep::Sleep;
+use crate::stats::SlotStats;
+
+/// What a deque or the global queue holds: one item, or a batch of a participant's
+/// oldest private items shared at once. A thief's steal claims one entry at a time (a
+/// fence and a CAS each), which costs more than a task of a few nanoseconds; a batch
+/// costs that once for many items, and moves them with plain copies.
+pub(crate) enum Shared<T> {
+    One(T),
+    Batch(Vec<T>),
+}
+
+impl<T> Shared<T> {
+    /// Moves the item, or the batch's items in their order (the newest on top), onto
+    /// the taker's private stack.
+    pub(super) fn unpack_onto(self, stack: &mut PrivateStack<T>) {
+        match self {
+            Shared::One(item) => stack.push(item),
+            Shared::Batch(items) => items.into_iter().for_each(|item| stack.push(item)),
+        }
+    }
+}
+
+/// Publications of at least this many items go as one batch (see `Shared`).
+#[cfg(not(loom))]
+const BATCH_AT_LEAST: usize = 64;
+/// Small under loom, so that the models share batches too.
+#[cfg(loom)]
+const BATCH_AT_LEAST: usize = 2;
+
+/// Moves the older half of `stack` to `deque` (as one batch when it is large), counts
+/// it, and wakes a sleeper if one is wanted. Returns whether it went as a batch.
+#[cold]
+#[inline(never)]
+pub(super) fn share_older_half<T>(
+    stack: &mut PrivateStack<T>,
+    deque: &Owner<'_, Shared<T>>,
+    global: &GlobalQueue<Shared<T>>,
+    sleep: &Sleep,
+    seats: &Seats,
+    compute_only: bool,
+    stats: &mut SlotStats,
+) -> bool {
+    let count = (stack.len() / 2).min(BATCH_AT_MOST);
+    let as_batch = count >= BATCH_AT_LEAST;
+    if as_batch {
+        share_batch(stack, count, deque, global, stats);
+    } else {
+        stack.drain_oldest(count, |item| deque.push_or_spill(Shared::One(item), |x| global.push(x)));
+        stats.published += count as u64;
+    }
+    // Nobody is woken when a participant of the run is idle (it finds the items by
+    // itself) or when no worker could join: a full limited run, or every seat taken;
+    // nor, for items taken for computation (`compute_only`), when the active
+    // participants already fill the CPUs. Whoever frees a place finds the items in our
+    // deque at once (and wakes a sleeper itself when it goes idle, since work is
+    // visible).
+    let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
+    if wanted {
+        sleep.notify_one_avoiding(seats.kept_out_cpu());
+    }
+    as_batch
+}
+
+/// Moves the `count` oldest items of `stack` (`count < stack.len()`) to `deque` as one
+/// batch, and counts them; wakes nobody.
+pub(super) fn share_batch<T>(
+    stack: &mut PrivateStack<T>,
+    count: usize,
+    deque: &Owner<'_, Shared<T>>,
+    global: &GlobalQueue<Shared<T>>,
+    stats: &mut SlotStats,
+) {
+    let mut batch = Vec::with_capacity(count);
+    stack.drain_oldest(count, |item| batch.push(item));
+    deque.push_or_spill(Shared::Batch(batch), |x| global.push(x));
+    stats.published += count as u64;
+}
+
+/// The most items one publication shares: enough that a thief's steal is noise next to
+/// running them, few enough that the batch is copied within the caches (a larger one
+/// lands in fresh memory, whose page faults cost more than the copy) and that the
+/// sharer keeps work of its own to share again soon.
+#[cfg(not(loom))]
+pub(super) const BATCH_AT_MOST: usize = 4096;
+#[cfg(loom)]
+pub(super) const BATCH_AT_MOST: usize = 4;
