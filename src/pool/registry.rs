@@ -209,3 +209,75 @@ impl Drop for Registered<'_> {
         self.registry.withdraw(self.job, self.participants, self.owner);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A job that always has work and counts its visitors.
+    struct Counter {
+        participants: Participants,
+        owner: Arc<Parker>,
+        visits: AtomicUsize,
+    }
+
+    impl Job for Counter {
+        fn try_join(&self) -> bool {
+            self.participants.join();
+            true
+        }
+        fn has_work(&self, _worker: usize) -> bool {
+            true
+        }
+        fn participate(&self, _worker: usize) -> Leave {
+            self.visits.fetch_add(1, Ordering::Relaxed);
+            self.participants.leave(&self.owner)
+        }
+    }
+
+    fn counter() -> Counter {
+        Counter { participants: Participants::new(), owner: Arc::new(Parker::new()), visits: AtomicUsize::new(0) }
+    }
+
+    #[test]
+    fn a_registered_job_is_joined_and_a_withdrawn_one_is_not() {
+        let registry = Registry::new();
+        let job = counter();
+        assert!(!registry.any_work(0), "nothing registered yet");
+        {
+            // SAFETY: the guard is dropped at the end of this block, before `job`.
+            let _registered = unsafe { Registered::new(&registry, &job, &job.participants, &job.owner) };
+            assert!(registry.any_work(0));
+            assert!(registry.help_once(0));
+            assert!(registry.help_once(1));
+        }
+        assert_eq!(job.visits.load(Ordering::Relaxed), 2);
+        assert_eq!(job.participants.count(), 0, "every worker left");
+        assert!(!registry.help_once(0), "a withdrawn job takes nobody");
+        assert!(!registry.any_work(0));
+    }
+
+    #[test]
+    fn withdraw_waits_for_a_worker_inside() {
+        let registry = Registry::new();
+        let job = counter();
+        let left = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // SAFETY: the guard is dropped inside this scope, before `job`.
+            let registered = unsafe { Registered::new(&registry, &job, &job.participants, &job.owner) };
+            // A worker counted in but not yet gone: the owner's withdrawal must wait
+            // for its leave, which another thread makes a little later.
+            assert!(job.try_join());
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                left.store(true, Ordering::Relaxed);
+                let leave = job.participants.leave(&job.owner);
+                // SAFETY: the job outlives the scope; this is this worker's one leave.
+                unsafe { leave.leave() };
+            });
+            drop(registered);
+            assert!(left.load(Ordering::Relaxed), "withdraw returned before the worker left");
+        });
+    }
+}
