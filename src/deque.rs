@@ -201,7 +201,7 @@ impl<T> Deque<T> {
             return None;
         }
         let new_bottom = bottom.wrapping_sub(1);
-        // Release, like every store to `bottom` (see module docs).
+        // Release, like every store to `bottom` (ARCHITECTURE.md, "Deque").
         self.bottom.store(new_bottom, Ordering::Release);
         // SeqCst fence: the owner's half of the Dekker pair. Either a thief that claims
         // after this point sees the lowered `bottom`, or we see its claim below.
@@ -330,11 +330,13 @@ impl<T> Deque<T> {
 
     /// Pushes `item`; if the deque is full, first moves the older half of it, oldest
     /// first, into `spill` (the global queue), so the owner never blocks and keeps its
-    /// newest items local.
+    /// newest items local. `spill` may call owner methods of this deque again: it runs
+    /// with no claim held, and nothing read before a call of it is used after.
     ///
     /// # Safety
     ///
-    /// Only the owner may call this, and never concurrently with another owner method.
+    /// Only the owner may call this, and never concurrently with another owner method
+    /// (`spill`'s own calls are nested, not concurrent).
     pub(crate) unsafe fn push_or_spill(&self, item: T, mut spill: impl FnMut(T)) {
         // SAFETY: the caller is the owner.
         let Err(item) = (unsafe { self.push(item) }) else { return };
@@ -459,8 +461,8 @@ impl<T> std::fmt::Debug for Deque<T> {
 /// The owner's handle on a deque: the one way to call its owner methods safely.
 ///
 /// It is `Send` (ownership may move to another thread) but not `Sync`, so two threads
-/// can never call owner methods through it at the same time. That it is the only owner
-/// of its deque is the promise made by [`Owner::new`].
+/// can never call owner methods through it at the same time. That no other thread owns
+/// the deque meanwhile is the promise made by [`Owner::new`].
 pub(crate) struct Owner<'a, T> {
     deque: &'a Deque<T>,
     _not_sync: PhantomData<Cell<()>>,
@@ -469,8 +471,9 @@ pub(crate) struct Owner<'a, T> {
 impl<'a, T> Owner<'a, T> {
     /// # Safety
     ///
-    /// No other `Owner` of `deque` may exist while this one lives, and no other code
-    /// may call `deque`'s owner methods meanwhile.
+    /// While this handle lives, `deque`'s owner methods are called only on the thread
+    /// that holds it: through it, or through other handles made with this same promise
+    /// on this thread (nested calls, from a `push_or_spill`'s `spill`, are fine).
     pub(crate) unsafe fn new(deque: &'a Deque<T>) -> Self {
         Self { deque, _not_sync: PhantomData }
     }
@@ -478,21 +481,22 @@ impl<'a, T> Owner<'a, T> {
     /// Pushes `item` at the bottom, or hands it back if the deque is full.
     #[inline]
     pub(crate) fn push(&self, item: T) -> Result<(), T> {
-        // SAFETY: this handle is the only owner of the deque (contract of `new`), and
-        // it is not `Sync`, so no other owner call runs concurrently with this one.
+        // SAFETY: only this handle's thread calls the deque's owner methods (contract
+        // of `new`), and the handle is not `Sync`, so no owner call runs concurrently
+        // with this one.
         unsafe { self.deque.push(item) }
     }
 
     /// Pops the newest item.
     #[inline]
     pub(crate) fn pop(&self) -> Option<T> {
-        // SAFETY: as in `push`: we are the unique, non-shared owner handle.
+        // SAFETY: as in `push`: only this handle's thread calls owner methods.
         unsafe { self.deque.pop() }
     }
 
     /// Pushes `item`, first moving the older half to `spill` if the deque is full.
     pub(crate) fn push_or_spill(&self, item: T, spill: impl FnMut(T)) {
-        // SAFETY: as in `push`: we are the unique, non-shared owner handle.
+        // SAFETY: as in `push`: only this handle's thread calls owner methods.
         unsafe { self.deque.push_or_spill(item, spill) }
     }
 
@@ -500,8 +504,8 @@ impl<'a, T> Owner<'a, T> {
     /// more item. Stealing from one's own deque is a bug, and panics.
     pub(crate) fn steal_batch_from(&self, source: &Deque<T>) -> Steal<T> {
         assert!(!std::ptr::eq(source, self.deque), "batch steal from one's own deque");
-        // SAFETY: this thread owns `self.deque`, the destination (unique, non-shared
-        // handle), and we just checked that it is not the source.
+        // SAFETY: this thread owns `self.deque`, the destination (contract of `new`),
+        // and we just checked that it is not the source.
         unsafe { source.steal_batch_and_pop(self.deque) }
     }
 }
@@ -551,9 +555,9 @@ impl<T> Worker<T> {
     }
 
     fn owner(&self) -> Owner<'_, T> {
-        // SAFETY: a `Worker` is the one owner handle of its deque: it made the deque,
-        // hands out only stealers, is not `Clone`, and is not `Sync`, so its owner
-        // calls come from one thread at a time, through `&self` borrows like this one.
+        // SAFETY: a `Worker` is the one way to its deque's owner methods: it made the
+        // deque, hands out only stealers, is not `Clone`, and is not `Sync`, so every
+        // owner call, nested ones included, comes from the one thread that holds it.
         unsafe { Owner::new(&self.deque) }
     }
 

@@ -185,14 +185,7 @@ impl Parker {
         let mut state = lock(&self.state);
         while !state.token {
             state.waiting += 1;
-            #[cfg(not(loom))]
-            {
-                state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-            #[cfg(loom)]
-            {
-                state = self.cond.wait(state).unwrap();
-            }
+            state = wait(&self.cond, state);
             state.waiting -= 1;
         }
         state.token = false;

@@ -168,7 +168,7 @@ impl Pool {
         let base = SendPtr(items.as_mut_ptr());
         self.for_each_index(0..len, move |i| {
             let base = &base;
-            // SAFETY: `i < len`, and every index is visited exactly once, so each
+            // SAFETY: `i < len`, and every index is visited at most once, so each
             // `&mut` is unique; the slice outlives the run.
             f(unsafe { &mut *base.0.add(i) })
         })
@@ -262,13 +262,11 @@ impl Pool {
     }
 }
 
-/// The fallible calls without a token, deadline or limit: each is
-/// `self.runner().try_...`, documented on [`Runner`](crate::Runner).
 /// A raw pointer that may cross threads; used where disjoint indices make it sound.
 pub(super) struct SendPtr<T>(pub(super) *mut T);
 
 // SAFETY: only used by `for_each_mut` and `try_for_each_mut`, which hand out one
-// `&mut T` per index, each index once; `T: Send` is required there.
+// `&mut T` per index, each index at most once; `T: Send` is required there.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 impl Pool {

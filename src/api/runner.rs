@@ -294,8 +294,6 @@ fn item_outcome<R, E>(task: impl FnOnce() -> Result<R, E>) -> Result<R, ItemErro
     }
 }
 
-impl Runner<'_> {}
-
 calls_on_runner_and_pool! {
     /// [`Pool::run`] with fallible tasks: the first `Err` (or panic) stops the run and is
     /// returned; follow-on items not yet started are dropped. On success, returns what

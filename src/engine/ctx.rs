@@ -16,7 +16,14 @@ use crate::sync::{AtomicBool, Ordering};
 ///
 /// Pushed items go to a buffer private to the current thread (no atomics, no
 /// allocation beyond the buffer's amortized growth). They become stealable only when
-/// another thread is idle, in which case the older half is shared.
+/// another thread is idle, in which case the older half is shared. A `Ctx` belongs to
+/// the thread running the task: it is neither `Send` nor `Sync`.
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: &T) {}
+/// let pool = fanout::Pool::new().unwrap();
+/// pool.run([0u32], |_, ctx| send(ctx));
+/// ```
 ///
 /// ```
 /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();

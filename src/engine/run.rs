@@ -208,16 +208,6 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
-    /// The workers in the run, for the registry (see `crate::pool::registry`).
-    pub(crate) fn participants(&self) -> &Participants {
-        &self.seats.participants
-    }
-
-    /// What the caller parks on, for the registry: workers leaving wake it.
-    pub(crate) fn caller(&self) -> &Parker {
-        &self.caller
-    }
-
     /// The caller's part: work on the run, pulling `seeds` as it goes, then wait until
     /// it is done. The caller must then withdraw the run from the registry (see
     /// `crate::pool::registry::Registered`) before it takes the outcome.
@@ -809,5 +799,13 @@ impl<W: Work> Job for Run<'_, W> {
     fn participate(&self, worker: usize) -> Leave {
         self.take_part(worker, false, None);
         self.seats.participants.leave(&self.caller)
+    }
+
+    fn participants(&self) -> &Participants {
+        &self.seats.participants
+    }
+
+    fn owner(&self) -> &Parker {
+        &self.caller
     }
 }

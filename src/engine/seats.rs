@@ -14,8 +14,8 @@ use crate::pool::sleep::{NOT_PINNED, Sleep};
 use crate::sync::{AtomicBool, Ordering};
 
 pub(crate) struct Seats {
-    /// Active participants (low 32 bits) and activation epoch (high 32 bits); see the
-    /// `engine::run` module docs. The caller starts active.
+    /// The termination protocol's `active` word (see `super::active`). The caller
+    /// starts active.
     pub(crate) active: Active,
     /// Workers currently inside `participate` (the caller is not counted).
     pub(crate) participants: Participants,

@@ -19,6 +19,11 @@ pub(crate) trait Job: Sync {
     /// Takes part as worker `worker` until idle (after `try_join`); returns how to
     /// leave, which the worker does after this borrow of the job has ended.
     fn participate(&self, worker: usize) -> Leave;
+    /// The count `try_join` bumps and the `Leave`s of `participate` drop. Memory safety
+    /// rests on it: [`Registry::withdraw`] frees the job once this count is zero.
+    fn participants(&self) -> &Participants;
+    /// Where the job's owner waits for its workers to leave: what those `Leave`s wake.
+    fn owner(&self) -> &Parker;
 }
 
 /// The workers inside one job, counted so that its owner can wait for them to leave.
@@ -113,10 +118,12 @@ impl Registry {
         self.len.store(jobs.len(), Ordering::Release);
     }
 
-    /// Removes the job at `addr` (if it is still registered), so that no worker joins it
-    /// any more, then waits until every worker that had joined it has left, parking on
-    /// `owner` (which [`Leave::leave`] wakes). The job may be freed once this returns.
-    pub(crate) fn withdraw(&self, addr: *const (), participants: &Participants, owner: &Parker) {
+    /// Removes `job` from the registry (if it is still registered), so that no worker
+    /// joins it any more, then waits until every worker that had joined it has left,
+    /// parking on its [`owner`](Job::owner), which their [`Leave`]s wake. The job may
+    /// be freed once this returns.
+    pub(crate) fn withdraw(&self, job: &(dyn Job + '_)) {
+        let addr: *const () = std::ptr::from_ref(job).cast();
         {
             let mut jobs = lock(&self.jobs);
             if let Some(pos) = jobs.iter().position(|j| std::ptr::addr_eq(j.0, addr)) {
@@ -126,8 +133,8 @@ impl Registry {
         }
         // Acquire: pairs with the Release decrement in `Leave::leave`, so every worker's
         // accesses to the job happen before the owner frees it.
-        while participants.0.load(Ordering::Acquire) != 0 {
-            owner.park();
+        while job.participants().0.load(Ordering::Acquire) != 0 {
+            job.owner().park();
         }
     }
 
@@ -176,37 +183,28 @@ impl Registry {
 /// A job on its owner's stack, in the registry for as long as this guard lives.
 pub(crate) struct Registered<'r> {
     registry: &'r Registry,
-    job: *const (),
-    participants: &'r Participants,
-    owner: &'r Parker,
+    job: &'r (dyn Job + 'r),
 }
 
 impl<'r> Registered<'r> {
-    /// Registers `job`, so that workers may join it; `participants` is the count its
-    /// `try_join` bumps, `owner` what its `Leave`s wake.
+    /// Registers `job`, so that workers may join it.
     ///
     /// # Safety
     ///
     /// The guard must be dropped, not leaked: its `Drop` is what keeps the registry
     /// and the workers from using the job once it is gone.
-    pub(crate) unsafe fn new(
-        registry: &'r Registry,
-        job: &'r (dyn Job + 'r),
-        participants: &'r Participants,
-        owner: &'r Parker,
-    ) -> Self {
-        let ptr: *const (dyn Job + 'r) = job;
+    pub(crate) unsafe fn new(registry: &'r Registry, job: &'r (dyn Job + 'r)) -> Self {
         // SAFETY: the guard borrows the job, so the job (and what it borrows) outlives
         // it, and dropping the guard (on return and on unwind alike; the caller
         // promises it is not leaked) withdraws the job.
-        unsafe { registry.register(ptr) };
-        Self { registry, job: ptr.cast(), participants, owner }
+        unsafe { registry.register(job) };
+        Self { registry, job }
     }
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.registry.withdraw(self.job, self.participants, self.owner);
+        self.registry.withdraw(self.job);
     }
 }
 
@@ -234,6 +232,12 @@ mod tests {
             self.visits.fetch_add(1, Ordering::Relaxed);
             self.participants.leave(&self.owner)
         }
+        fn participants(&self) -> &Participants {
+            &self.participants
+        }
+        fn owner(&self) -> &Parker {
+            &self.owner
+        }
     }
 
     fn counter() -> Counter {
@@ -247,7 +251,7 @@ mod tests {
         assert!(!registry.any_work(0), "nothing registered yet");
         {
             // SAFETY: the guard is dropped at the end of this block, before `job`.
-            let _registered = unsafe { Registered::new(&registry, &job, &job.participants, &job.owner) };
+            let _registered = unsafe { Registered::new(&registry, &job) };
             assert!(registry.any_work(0));
             assert!(registry.help_once(0));
             assert!(registry.help_once(1));
@@ -265,7 +269,7 @@ mod tests {
         let left = AtomicBool::new(false);
         std::thread::scope(|s| {
             // SAFETY: the guard is dropped inside this scope, before `job`.
-            let registered = unsafe { Registered::new(&registry, &job, &job.participants, &job.owner) };
+            let registered = unsafe { Registered::new(&registry, &job) };
             // A worker counted in but not yet gone: the owner's withdrawal must wait
             // for its leave, which another thread makes a little later.
             assert!(job.try_join());

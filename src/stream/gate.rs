@@ -135,7 +135,8 @@ impl Gate {
         }
         let mut tokens = lock(&self.tokens);
         // Relaxed: a read-modify-write of the one word leavers decrement; its place in
-        // that word's order is all the protocol needs (see the module docs).
+        // that word's order is all the protocol needs (ARCHITECTURE.md, "Streams:
+        // per-stage parallelism").
         #[cfg(not(all(loom, feature = "mutant_gate")))]
         self.state.fetch_add(ONE_WAITER, Ordering::Relaxed);
         loop {

@@ -548,7 +548,7 @@ where
     /// closes), and a later call finds everything done.
     pub(crate) fn close(&self) {
         self.stop();
-        self.pool.registry().withdraw(std::ptr::from_ref(self).cast(), &self.participants, &self.consumer);
+        self.pool.registry().withdraw(self);
         // The last worker's wake-up is one token: pass it on to another thread closing
         // the window at the same time (a stray token only makes a later wait look again).
         self.consumer.unpark();
@@ -601,5 +601,13 @@ where
         while self.work_one(false) {}
         // The decrement, after which the window may be gone, comes after this borrow.
         self.participants.leave(&self.consumer)
+    }
+
+    fn participants(&self) -> &Participants {
+        &self.participants
+    }
+
+    fn owner(&self) -> &Parker {
+        &self.consumer
     }
 }
