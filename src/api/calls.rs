@@ -51,7 +51,9 @@ impl Pool {
     /// Like [`Pool::run`], but each task also gets a mutable accumulator private to the
     /// thread running it (started from `identity()`); the accumulators of all threads
     /// are combined with `reduce` at the end. Use it to sum or collect over a follow-on
-    /// run without a shared atomic per item.
+    /// run without a shared atomic per item. The accumulator comes as `&mut A`, since a
+    /// follow-on task also pushes and may return early; the folds over slices and
+    /// ranges take and return `A`, as rayon's `fold` does.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();

@@ -1,6 +1,6 @@
 //! How many items a participant runs between two *checkpoints*: the looks at its run
-//! for hungry threads, stops and urgent items (`Run::checkpoint_due`, and the full
-//! checks in `Run::work_until_idle`).
+//! for hungry threads, stops and urgent items (`Participant::checkpoint_due`, and the
+//! full checks in `Participant::checkpoint`).
 //!
 //! A fixed count is wrong at one end or the other: every 8 items is noise for 1 ns
 //! items, but for 50 us items it keeps an idle thread waiting 400 us for work that sits

@@ -181,7 +181,7 @@ pub(crate) struct Checkpoint {
     pub(super) due_now: bool,
     /// This thread's last publication was a batch, and nobody has shown it was unwanted
     /// (we did not take it back ourselves): once a thief takes it, the next batch is
-    /// shared at once, so the thief finds it when it runs out (see `Run::refill`).
+    /// shared at once, so the thief finds it when it runs out (see `Participant::refill`).
     pub(super) batch_out: bool,
     pub(super) clock: Clock,
 }

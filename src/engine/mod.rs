@@ -6,6 +6,7 @@ pub(crate) mod cadence;
 pub(crate) mod ctx;
 mod entry;
 pub(crate) mod global_queue;
+mod participant;
 pub(crate) mod run;
 pub(crate) mod seats;
 pub(crate) mod seeds;

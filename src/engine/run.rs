@@ -1,4 +1,6 @@
-//! The run engine: one typed fan-out, its participants, and the termination protocol.
+//! One typed fan-out in progress: its slots, what its participants share, and how it
+//! ends (the termination protocol's last step, leftovers, panics, the outcome). Each
+//! participant's own loop is `super::participant`.
 //!
 //! A run owns one *slot* per possible participant (each pool worker, plus the caller).
 //! A slot has a private stack (`PrivateStack`, touched only by its owner), a stealable
@@ -10,29 +12,28 @@
 //!
 //! # Termination
 //!
-//! The termination protocol's four rules, which the comments below cite by number, why
-//! they suffice, what a stopped run does, and how the caller's stack frame outlives
-//! every worker's access are stated once, in ARCHITECTURE.md, "Termination". The
-//! `active` word they count with is `super::active`.
+//! The termination protocol's four rules, which the comments here and in
+//! `super::participant` cite by number, why they suffice, what a stopped run does, and
+//! how the caller's stack frame outlives every worker's access are stated once, in
+//! ARCHITECTURE.md, "Termination". The `active` word they count with is
+//! `super::active`.
 
 use super::active::Left;
-use super::cadence::Cadence;
-use super::ctx::{Checkpoint, Ctx, Urgent};
+use super::ctx::Urgent;
 use super::global_queue::GlobalQueue;
 use super::seats::Seats;
-use super::seeds::{SeedSource, Seeds};
-use super::share::{BATCH_AT_MOST, Shared, share_batch, share_older_half};
+use super::seeds::Seeds;
+use super::share::Shared;
 use super::stack::PrivateStack;
-use super::stop::{Clock, Stop, StopReason};
+use super::stop::{Stop, StopReason};
 use super::work::Work;
 use crate::cancel::CancelToken;
-use crate::deque::{Deque, Owner, Steal};
+use crate::deque::{Deque, Steal};
 use crate::outcome::panics::drop_quietly;
 use crate::pool::Shared as PoolShared;
-use crate::pool::registry::{Job, Leave, Participants};
 use crate::pool::sleep::{NOT_PINNED, Sleep};
 use crate::pool::spare::Spares;
-use crate::progress::{Counters, SlotProgress};
+use crate::progress::Counters;
 use crate::stats::{RunStats, SlotStats};
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, Parker, UnsafeCell, current_cpu, lock};
 use crossbeam_utils::CachePadded;
@@ -62,36 +63,20 @@ pub(crate) const DEQUE_CAPACITY: usize = 256;
 #[cfg(loom)]
 pub(crate) const DEQUE_CAPACITY: usize = 4;
 
-/// Idle rounds a participant spends looking for work before it leaves the run.
-#[cfg(not(loom))]
-const IDLE_ROUNDS: u32 = 64;
-#[cfg(loom)]
-const IDLE_ROUNDS: u32 = 1;
-
-/// Why `Run::run_private_items` returned.
-enum Paused {
-    /// The private stack is empty.
-    Empty,
-    /// An item asked for the checkpoint between items (see `Run::run_private_items`).
-    Checkpoint,
-    /// A task panicked.
-    Panic(Box<dyn Any + Send>),
-}
-
 /// What only the slot's owner touches.
-struct Local<W: Work> {
-    stack: PrivateStack<W::Item>,
-    acc: Option<W::Acc>,
-    stats: SlotStats,
+pub(super) struct Local<W: Work> {
+    pub(super) stack: PrivateStack<W::Item>,
+    pub(super) acc: Option<W::Acc>,
+    pub(super) stats: SlotStats,
 }
 
-struct Slot<W: Work> {
-    deque: Deque<Shared<W::Item>>,
-    local: UnsafeCell<Local<W>>,
+pub(super) struct Slot<W: Work> {
+    pub(super) deque: Deque<Shared<W::Item>>,
+    pub(super) local: UnsafeCell<Local<W>>,
 }
 
 // SAFETY: `local` is touched only by the slot's owner thread while it takes part, and by
-// the caller after every participant has left (see `take_part` and
+// the caller after every participant has left (see `participant::take_part` and
 // `into_outcome`); items and accumulators cross threads, hence the `Send` bounds.
 unsafe impl<W: Work> Sync for Slot<W>
 where
@@ -102,26 +87,26 @@ where
 
 /// One typed fan-out in progress.
 pub(crate) struct Run<'p, W: Work> {
-    work: W,
-    sleep: &'p Sleep,
+    pub(super) work: W,
+    pub(super) sleep: &'p Sleep,
     spares: &'p Spares,
     slots: Box<[CachePadded<Slot<W>>]>,
-    global: GlobalQueue<Shared<W::Item>>,
-    urgent: Urgent<W::Item>,
+    pub(super) global: GlobalQueue<Shared<W::Item>>,
+    pub(super) urgent: Urgent<W::Item>,
     /// The `active` word, joined workers, the caller's seat and the limit.
-    seats: Seats,
+    pub(super) seats: Seats,
     /// Stops the run early: a panic, a task's error, the cancel token, the deadline.
-    stop: Stop<'p>,
+    pub(super) stop: Stop<'p>,
     /// Live progress counters, when a `Progress` handle watches the run.
-    progress: Option<Arc<Counters>>,
+    pub(super) progress: Option<Arc<Counters>>,
     /// Set once `active` reached zero.
-    done: AtomicBool,
+    pub(super) done: AtomicBool,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     /// Where the caller waits; reference-counted so a worker can wake it after its last
     /// access to the run.
-    caller: Arc<Parker>,
+    pub(super) caller: Arc<Parker>,
     /// `Control::share_seeds`.
-    blocking: bool,
+    pub(super) blocking: bool,
 }
 
 /// Everything a finished run hands back.
@@ -196,8 +181,18 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
-    fn caller_slot(&self) -> usize {
+    pub(super) fn caller_slot(&self) -> usize {
         self.slots.len() - 1
+    }
+
+    /// Slot `i` (worker `i`'s, or the caller's, the last).
+    pub(super) fn slot(&self, i: usize) -> &Slot<W> {
+        &self.slots[i]
+    }
+
+    /// How many slots the run has: the pool's workers and the caller.
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Wakes `n` sleepers for work made visible before the run started (shared seeds).
@@ -205,25 +200,6 @@ impl<'p, W: Work> Run<'p, W> {
     pub(crate) fn wake_for_shared_seeds(&self, n: u64) {
         for _ in 0..n {
             self.sleep.notify_one();
-        }
-    }
-
-    /// The caller's part: work on the run, pulling `seeds` as it goes, then wait until
-    /// it is done. The caller must then withdraw the run from the registry (see
-    /// `crate::pool::registry::Registered`) before it takes the outcome.
-    pub(crate) fn run_as_caller(&self, seeds: &mut dyn SeedSource<W::Item>) {
-        self.take_part(self.caller_slot(), true, Some(seeds));
-        self.seats.caller_left();
-        // Acquire: pairs with `finish`. Our seat is free: a worker kept out by it may be
-        // asleep while work waits.
-        if !self.done.load(Ordering::Acquire) && self.work_visible() {
-            self.sleep.notify_one();
-        }
-        // The caller counted itself as demand while idle; it is not waiting for work now.
-        self.sleep.remove_demand();
-        // Acquire: pairs with the Release store in `finish`.
-        while !self.done.load(Ordering::Acquire) {
-            self.caller.park();
         }
     }
 
@@ -266,7 +242,7 @@ impl<'p, W: Work> Run<'p, W> {
     /// The run is over unless work is still visible (a caller that stepped back leaves
     /// its items in its deque) or someone activated meanwhile; in both cases somebody
     /// will come back here.
-    fn try_finish(&self, left: Left) {
+    pub(super) fn try_finish(&self, left: Left) {
         // The re-check's loads happen after our AcqRel decrement, which acquired every
         // other participant's: they see every push made before any decrement.
         if !self.work_visible() && self.seats.active.unchanged_since(left) {
@@ -288,7 +264,7 @@ impl<'p, W: Work> Run<'p, W> {
     /// under its own `catch_unwind`, its panic recorded like a task's: a panicking
     /// `Drop` never escapes a `try_*` call as an unwind, and two of them never abort
     /// the process (as two panicking drops in one `Vec` would).
-    fn drop_pending(&self, item: W::Item) {
+    pub(super) fn drop_pending(&self, item: W::Item) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(item))) {
             self.record_panic(payload);
         }
@@ -326,7 +302,7 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
-    fn record_panic(&self, payload: Box<dyn Any + Send>) {
+    pub(super) fn record_panic(&self, payload: Box<dyn Any + Send>) {
         let loser = {
             let mut first = lock(&self.panic);
             if first.is_none() {
@@ -343,469 +319,16 @@ impl<'p, W: Work> Run<'p, W> {
         }
     }
 
-    fn work_visible(&self) -> bool {
+    pub(super) fn work_visible(&self) -> bool {
         // A stale `false` from the stop hint only delays joining.
         !self.stop.is_set()
             && (!self.urgent.is_empty() || !self.global.is_empty() || self.slots.iter().any(|s| !s.deque.is_empty()))
     }
 
     /// Tells the run's progress watcher, if any, whether participant `me` is working.
-    fn report_active(&self, me: usize, active: bool) {
+    pub(super) fn report_active(&self, me: usize, active: bool) {
         if let Some(p) = &self.progress {
             p.slot(me).set_active(active);
         }
-    }
-
-    /// The termination protocol, from one participant's side; the caller brings the
-    /// run's seeds.
-    fn take_part(&self, me: usize, mut active: bool, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
-        let slot = &self.slots[me];
-        slot.local.with_mut(|p| {
-            // SAFETY: slot `me` belongs to this thread for the whole call: worker `i`
-            // only ever uses slot `i` and takes part in a run at most once at a time,
-            // and the last slot belongs to the run's caller.
-            let local = unsafe { &mut *p };
-            // SAFETY: as above, the slot and so its deque are ours for this call, and
-            // this is the one owner handle made for the deque during it.
-            let owner = unsafe { Owner::new(&slot.deque) };
-            local.stats.joined = true;
-            let mut idle_rounds = 0;
-            // Whether we are counted in the pool's demand: workers join idle (counted),
-            // the caller starts with work. A participant is counted again when it goes
-            // idle, and uncounted only once it actually obtains an item, so a failed
-            // attempt does not write the demand line that busy threads read.
-            let mut in_demand = !active;
-            if active {
-                self.report_active(me, true);
-            }
-            loop {
-                if active {
-                    let start = Instant::now();
-                    self.work_until_idle(me, local, &owner, &mut in_demand, &mut seeds, start);
-                    local.stats.busy += start.elapsed();
-                    local.stats.idle_transitions += 1;
-                    active = false;
-                    self.report_active(me, false);
-                    if !in_demand {
-                        self.sleep.add_demand();
-                        in_demand = true;
-                    }
-                    let left = self.seats.active.deactivate();
-                    if left.nobody_active() {
-                        self.try_finish(left);
-                    } else if self.seats.limited() && self.work_visible() {
-                        // A worker turned away at the limit may be asleep: our place is
-                        // free now.
-                        self.sleep.notify_one_avoiding(self.seats.kept_out_cpu());
-                    }
-                    idle_rounds = 0;
-                }
-                // Mutant: the caller pulls its next seeds only after going idle (rule 3
-                // broken), so the run can be declared done with seeds still to run.
-                #[cfg(all(loom, feature = "mutant_seeds_late"))]
-                if let Some(source) = seeds.as_deref_mut()
-                    && matches!(source.pull(&mut local.stack), Ok(true))
-                    && self.seats.try_activate()
-                {
-                    active = true;
-                    continue;
-                }
-                // Acquire: pairs with `finish`.
-                if self.done.load(Ordering::Acquire) {
-                    return;
-                }
-                // Join the count *before* taking anything (rule 2), bumping the epoch.
-                #[cfg(not(all(loom, feature = "mutant_activate_late")))]
-                let found = self.work_visible();
-                // Mutant: take an item first (into the private stack), then activate.
-                #[cfg(all(loom, feature = "mutant_activate_late"))]
-                let found =
-                    self.find_remote(me, &owner, &mut local.stats).map(|s| s.unpack_onto(&mut local.stack)).is_some()
-                        || local.stack.len() > 0;
-                if found && self.seats.try_activate() {
-                    active = true;
-                    self.report_active(me, true);
-                    continue;
-                }
-                idle_rounds += 1;
-                if idle_rounds > IDLE_ROUNDS {
-                    local.stats.leaves += 1;
-                    return;
-                }
-                idle_pause(idle_rounds);
-            }
-        });
-    }
-
-    /// Executes items until none can be found (seeds included). Catches a panic from a
-    /// task or from the seed iterator, records it and stops the run. `started` is when
-    /// the participant became active (the cadence's first read times the first item
-    /// from it).
-    fn work_until_idle(
-        &self,
-        me: usize,
-        local: &mut Local<W>,
-        deque: &Owner<'_, Shared<W::Item>>,
-        in_demand: &mut bool,
-        seeds: &mut Option<&mut dyn SeedSource<W::Item>>,
-        started: Instant,
-    ) {
-        let Local { stack: slot_stack, acc: acc_slot, stats } = local;
-        let mut own_stack = std::mem::take(slot_stack);
-        let progress = self.progress.as_deref().map(|p| p.slot(me));
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            // The per-item loop is `run_private_items`; this loop does the checkpoints'
-            // work and what comes once the private items are out.
-            let stack = &mut own_stack;
-            let mut acc = acc_slot.take().unwrap_or_else(|| self.work.new_acc());
-            let mut executed = 0u64;
-            let mut reported = 0u64;
-            // The stop state, the urgent queue and demand are looked at every few items
-            // (see `super::cadence`): they are hints, and the loads would otherwise sit
-            // on every item. The cadence is kept apart from `checkpoint`, which tasks
-            // reach, so that `run_private_items` knows reading the clock leaves
-            // `checkpoint.due_now` alone.
-            let mut cadence = Cadence::new(started);
-            let mut countdown = cadence.every();
-            let mut checkpoint = Checkpoint { due_now: false, batch_out: false, clock: Clock::new() };
-            'work: loop {
-                loop {
-                    // Run private items out of line, where the register allocator sees
-                    // only the hot loop, until one asks for a checkpoint or none is left.
-                    let end;
-                    (acc, countdown, end) = self.run_private_items(
-                        stack,
-                        acc,
-                        countdown,
-                        &mut executed,
-                        &mut checkpoint,
-                        &mut cadence,
-                        stats,
-                        deque,
-                        progress,
-                    );
-                    match end {
-                        Paused::Checkpoint => {}
-                        Paused::Empty => break,
-                        Paused::Panic(payload) => {
-                            self.record_panic(payload);
-                            break 'work;
-                        }
-                    }
-                    if countdown != 0 && !checkpoint.due_now {
-                        continue;
-                    }
-                    countdown = cadence.every();
-                    checkpoint.due_now = false;
-                    if let Some(p) = progress {
-                        if W::FOLLOW_ON {
-                            p.add_completed(executed - reported);
-                            reported = executed;
-                        }
-                        p.set_queued((stack.len() + deque.len()) as u64);
-                    }
-                    if self.stop.poll(&mut checkpoint.clock) {
-                        break 'work;
-                    }
-                    if let Some(item) = self.urgent.maybe_pop() {
-                        stats.global_pops += 1;
-                        // Next in line, ahead of every private item; check again right
-                        // after it, in case more high-priority items are waiting.
-                        stack.push(item);
-                        checkpoint.due_now = true;
-                        continue;
-                    }
-                    // Nothing is shared when too little is in sight to be worth a wake-up
-                    // (see `super::cadence`).
-                    if cadence.worth_sharing(stack.len()) {
-                        if self.should_publish(stack.len(), deque) {
-                            // A run declared blocking wakes for any item cost: its
-                            // items may wait on each other, however short they were.
-                            let compute_only = cadence.compute_only() && !self.blocking;
-                            checkpoint.batch_out = self.publish(deque, stack, compute_only, stats);
-                        } else if Self::should_refill(checkpoint.batch_out, stack.len(), deque) {
-                            self.refill(deque, stack, stats);
-                        }
-                    }
-                }
-                // Out of private work: look at the stop state before taking any more (the
-                // countdown may be far from zero when items come one at a time).
-                if self.stop.poll(&mut checkpoint.clock) {
-                    break;
-                }
-                // High-priority items first, then our own deque, then elsewhere.
-                let next = match self.urgent.maybe_pop() {
-                    Some(item) => Some(Shared::One(item)),
-                    None => match deque.pop() {
-                        Some(shared) => {
-                            // Taken back by ourselves: nobody wanted it, so share no
-                            // more batches until someone asks.
-                            checkpoint.batch_out = false;
-                            Some(shared)
-                        }
-                        None => {
-                            // The next seeds, before anyone else's work (rule 3).
-                            #[cfg(not(all(loom, feature = "mutant_seeds_late")))]
-                            if let Some(source) = seeds.as_deref_mut() {
-                                match source.pull(stack) {
-                                    Ok(true) => continue 'work,
-                                    Ok(false) => *seeds = None,
-                                    Err(payload) => {
-                                        *seeds = None;
-                                        self.record_panic(payload);
-                                        break 'work;
-                                    }
-                                }
-                            }
-                            self.find_remote(me, deque, stats)
-                        }
-                    },
-                };
-                match next {
-                    Some(shared) => {
-                        if *in_demand {
-                            self.sleep.remove_demand();
-                            *in_demand = false;
-                        }
-                        shared.unpack_onto(stack);
-                    }
-                    None => break,
-                }
-            }
-            // A task's panic is caught in `run_private_items`, so these survive it (a panicking run
-            // hands no accumulator to its caller; its counts include the items run
-            // before the panic). Only a panic outside tasks (the identity closure of
-            // `new_acc`) loses them with the closure.
-            *acc_slot = Some(acc);
-            stats.executed += executed;
-            if let Some(p) = progress {
-                if W::FOLLOW_ON {
-                    p.add_completed(executed - reported);
-                }
-                p.set_queued(0);
-            }
-        }));
-        if let Err(payload) = result {
-            self.record_panic(payload);
-        }
-        if self.stop.is_set() {
-            // Drop the private follow-ons one at a time (see `drop_pending`).
-            while let Some(item) = own_stack.pop() {
-                self.drop_pending(item);
-            }
-        }
-        *slot_stack = own_stack;
-    }
-
-    /// Pops and executes private items until the stack is empty ([`Paused::Empty`]), a
-    /// task panics, or an item leaves something to check ([`Paused::Checkpoint`]): the
-    /// countdown reached 0, the cadence did not skip the checkpoint (see
-    /// `super::cadence`) and `checkpoint_due` says so, or a task set `due_now`.
-    ///
-    /// Out of line, so the register allocator sees only this loop. The stack and the
-    /// accumulator are moved into locals, growing the stack passes plain values, and a
-    /// panic is caught per item, so once the task's closure is inlined here nothing
-    /// keeps them in memory, for a call or for unwinding. A follow-on pushed by one
-    /// task can then reach the next in a register (when the closure leaves registers
-    /// to spare).
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn run_private_items(
-        &self,
-        stack_slot: &mut PrivateStack<W::Item>,
-        mut acc: W::Acc,
-        mut countdown: u32,
-        executed: &mut u64,
-        checkpoint: &mut Checkpoint,
-        cadence: &mut Cadence,
-        stats: &mut SlotStats,
-        deque: &Owner<'_, Shared<W::Item>>,
-        progress: Option<&SlotProgress>,
-    ) -> (W::Acc, u32, Paused) {
-        let mut stack = std::mem::take(stack_slot);
-        // Items executed are counted as countdown laps, so no counter is bumped per item:
-        // `start`, plus the laps begun here, less what is left of the last.
-        let start = countdown;
-        let mut lapped = 0u64;
-        let mut lap = cadence.lap();
-        let end = loop {
-            let Some(item) = stack.pop() else { break Paused::Empty };
-            // What `done` promises (see the termination rules), checked by the models.
-            #[cfg(loom)]
-            debug_assert!(!self.done.load(Ordering::Relaxed), "an item ran after its run was declared done");
-            let mut ctx = Ctx {
-                stack: &mut stack,
-                stats: &mut *stats,
-                checkpoint: &mut *checkpoint,
-                deque,
-                global: &self.global,
-                urgent: &self.urgent,
-                sleep: self.sleep,
-                stop: &self.stop,
-                progress,
-                blocking: self.blocking,
-                seats: &self.seats,
-            };
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.work.execute(item, &mut ctx, &mut acc))) {
-                break Paused::Panic(payload);
-            }
-            countdown -= 1;
-            if countdown == 0 {
-                // The checkpoint, reduced to its loads: go back to `work_until_idle` only
-                // if one of its checks has something to do.
-                if lap.checkpoint(cadence)
-                    && self.checkpoint_due(stack.len(), deque, progress, checkpoint.batch_out, cadence)
-                {
-                    break Paused::Checkpoint;
-                }
-                countdown = lap.every();
-                lapped += u64::from(countdown);
-            }
-            if checkpoint.due_now {
-                break Paused::Checkpoint;
-            }
-        };
-        *stack_slot = stack;
-        cadence.set_lap(lap);
-        *executed += lapped + u64::from(start) - u64::from(countdown);
-        (acc, countdown, end)
-    }
-
-    /// Whether the checkpoint between items has something to do
-    /// (`Run::run_private_items` checks every few items, see `super::cadence`):
-    /// loads only, out of line so the loop keeps its registers.
-    #[inline(never)]
-    fn checkpoint_due(
-        &self,
-        private: usize,
-        deque: &Owner<'_, Shared<W::Item>>,
-        progress: Option<&SlotProgress>,
-        batch_out: bool,
-        cadence: &Cadence,
-    ) -> bool {
-        progress.is_some()
-            || self.stop.needs_poll()
-            || self.urgent.in_use()
-            || ((self.should_publish(private, deque) || Self::should_refill(batch_out, private, deque))
-                && cadence.worth_sharing(private))
-    }
-
-    /// Whether sharing private items now would feed a hungry thread: at least two
-    /// (one stays here), some thread idle, what we shared last time already taken, and
-    /// someone able to take it (`Seats::has_taker`).
-    #[inline(always)]
-    fn should_publish(&self, private: usize, deque: &Owner<'_, Shared<W::Item>>) -> bool {
-        private >= 2 && self.sleep.has_demand() && deque.is_empty() && self.seats.has_taker()
-    }
-
-    /// Shares the older half of the private stack with hungry threads (when
-    /// `should_publish`); returns whether it went as a batch.
-    #[cold]
-    fn publish(
-        &self,
-        deque: &Owner<'_, Shared<W::Item>>,
-        stack: &mut PrivateStack<W::Item>,
-        compute_only: bool,
-        stats: &mut SlotStats,
-    ) -> bool {
-        share_older_half(stack, deque, &self.global, self.sleep, &self.seats, compute_only, stats)
-    }
-
-    /// Whether to share the next batch before anyone asks: our last batch was taken
-    /// (the deque is empty again, and we did not take it back), and enough is left that
-    /// the next one is a full batch with as much again staying here.
-    #[inline(always)]
-    fn should_refill(batch_out: bool, private: usize, deque: &Owner<'_, Shared<W::Item>>) -> bool {
-        batch_out && private >= 2 * BATCH_AT_MOST && deque.is_empty()
-    }
-
-    /// Shares the next batch for the thief that took the last one, without waking
-    /// anybody: it is busy with that batch now, and when it runs out it finds this one
-    /// at once, instead of going idle and waiting for us to see its demand (about two
-    /// batch copies and a hand-shake per batch, which on 20 ns items cost the thief a
-    /// fifth of its time). A batch nobody takes is taken back by us, which ends this.
-    #[cold]
-    fn refill(&self, deque: &Owner<'_, Shared<W::Item>>, stack: &mut PrivateStack<W::Item>, stats: &mut SlotStats) {
-        share_batch(stack, BATCH_AT_MOST, deque, &self.global, stats);
-    }
-
-    /// Looks for work outside our own slot: the global queue, then the other deques.
-    fn find_remote(
-        &self,
-        me: usize,
-        deque: &Owner<'_, Shared<W::Item>>,
-        stats: &mut SlotStats,
-    ) -> Option<Shared<W::Item>> {
-        if let Some(shared) = self.urgent.queue.pop().map(Shared::One).or_else(|| self.global.pop()) {
-            stats.global_pops += 1;
-            return Some(shared);
-        }
-        let n = self.slots.len();
-        for _ in 0..4 {
-            let mut contended = false;
-            for k in 1..n {
-                let victim = &self.slots[(me + k) % n].deque;
-                match deque.steal_batch_from(victim) {
-                    Steal::Success(item) => {
-                        stats.steals += 1;
-                        stats.stolen_extra += deque.len() as u64;
-                        return Some(item);
-                    }
-                    Steal::Retry => contended = true,
-                    Steal::Empty => {}
-                }
-            }
-            if !contended {
-                break;
-            }
-            crate::sync::spin_hint();
-        }
-        None
-    }
-}
-
-/// One idle round: spin briefly at first, then yield the core.
-fn idle_pause(round: u32) {
-    if round <= 6 {
-        for _ in 0..(1u32 << round) {
-            crate::sync::spin_hint();
-        }
-    } else {
-        crate::sync::yield_now();
-    }
-}
-
-impl<W: Work> Job for Run<'_, W> {
-    fn try_join(&self) -> bool {
-        // Acquire: pairs with `finish`; a finished run takes no one.
-        if self.done.load(Ordering::Acquire) {
-            return false;
-        }
-        if !self.seats.admit_worker() {
-            return false;
-        }
-        self.seats.participants.join();
-        true
-    }
-
-    fn has_work(&self, worker: usize) -> bool {
-        // A snapshot; `try_activate` enforces the limit, `try_join` the seats.
-        self.seats.admit_worker()
-            && !self.seats.shares_the_callers_core(worker, self.sleep)
-            && self.work_visible()
-            && self.seats.has_room()
-    }
-
-    fn participate(&self, worker: usize) -> Leave {
-        self.take_part(worker, false, None);
-        self.seats.participants.leave(&self.caller)
-    }
-
-    fn participants(&self) -> &Participants {
-        &self.seats.participants
-    }
-
-    fn owner(&self) -> &Parker {
-        &self.caller
     }
 }
