@@ -1,5 +1,6 @@
 //! The run engine: one typed fan-out with its caller and the pool's workers taking
-//! part, from the per-item loop to the termination protocol (see `run`).
+//! part. `entry` is where every run starts, `run` the run itself, `participant` each
+//! thread's part in it, from the per-item loop to going idle.
 
 mod active;
 pub(crate) mod cadence;
