@@ -49,9 +49,10 @@ struct Record<R> {
     value: R,
 }
 
-/// A task's handle on a collecting run ([`Pool::run_collect`]): push follow-on items
-/// through it, as through [`Ctx`]; each item's value is placed after its parent's and
-/// after the values of the items its parent pushed before it.
+/// A task's handle on a collecting run
+/// ([`Pool::run_collect`](crate::Pool::run_collect)): push follow-on items through it,
+/// as through [`Ctx`]; each item's value is placed after its parent's and after the
+/// values of the items its parent pushed before it.
 pub struct CollectCtx<'c, 'r, T> {
     ctx: &'c mut Ctx<'r, Tagged<T>>,
     pushes: &'c mut Vec<Tagged<T>>,
