@@ -23,7 +23,7 @@
 //!
 //! A [`Report`] prints as a table ([`Display`](std::fmt::Display)), and writes JSON
 //! lines ([`Report::to_json`]), CSV ([`Report::to_csv`]) and, with the `svg` feature, a
-//! chart ([`Report::write_svg`]). [`Compare::sweep`] finds, for a workload whose
+//! chart (`Report::write_svg`). [`Compare::sweep`] finds, for a workload whose
 //! per-item cost is a parameter, the cost at which each strategy comes within 90% of
 //! work stealing on this machine ([`Sweep`]).
 //!
@@ -557,9 +557,10 @@ impl Compare {
     /// A follow-on workload through every strategy: `sequential` (the baseline),
     /// `fanout` (work stealing, with its [`RunStats`]), `channel`, `mutex-queue`,
     /// `mutex-queue/16` and `static split`, and with the `rayon` feature `rayon join`
-    /// and `rayon scope` ([`crate::strategy::RayonJoin`], [`crate::strategy::RayonScope`]). `seeds` makes a run's seeds (inside the
-    /// timing, for every strategy alike); the item count is taken from an untimed
-    /// sequential run (which also runs the workload's side effects once more).
+    /// and `rayon scope` (`strategy::RayonJoin`, `strategy::RayonScope`). `seeds` makes a
+    /// run's seeds (inside the timing, for every strategy alike); the item count is
+    /// taken from an untimed sequential run (which also runs the workload's side
+    /// effects once more).
     pub fn follow_on<'a, W>(
         &'a self,
         id: impl Into<String>,
