@@ -469,6 +469,8 @@ pub(crate) struct Owner<'a, T> {
 }
 
 impl<'a, T> Owner<'a, T> {
+    /// The owner's handle on `deque`.
+    ///
     /// # Safety
     ///
     /// While this handle lives, `deque`'s owner methods are called only on the thread

@@ -73,8 +73,8 @@ enum Paused {
 pub(super) fn take_part<W: Work>(
     run: &Run<'_, W>,
     me: usize,
-    mut active: bool,
-    mut seeds: Option<&mut dyn SeedSource<W::Item>>,
+    active: bool,
+    seeds: Option<&mut dyn SeedSource<W::Item>>,
 ) {
     let slot = run.slot(me);
     slot.local.with_mut(|p| {
@@ -88,7 +88,7 @@ pub(super) fn take_part<W: Work>(
         local.stats.joined = true;
         let progress = run.progress.as_deref().map(|p| p.slot(me));
         let mut me = Participant { run, me, deque, local, progress, in_demand: !active };
-        me.until_left(&mut active, &mut seeds);
+        me.until_left(active, seeds);
     });
 }
 
@@ -150,19 +150,19 @@ impl<W: Work> Job for Run<'_, W> {
 
 impl<W: Work> Participant<'_, '_, W> {
     /// The termination protocol, from one participant's side (rules 2 to 4).
-    fn until_left(&mut self, active: &mut bool, seeds: &mut Option<&mut dyn SeedSource<W::Item>>) {
+    fn until_left(&mut self, mut active: bool, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
         let run = self.run;
         let mut idle_rounds = 0;
-        if *active {
+        if active {
             run.report_active(self.me, true);
         }
         loop {
-            if *active {
+            if active {
                 let start = Instant::now();
-                self.work_until_idle(seeds, start);
+                self.work_until_idle(&mut seeds, start);
                 self.local.stats.busy += start.elapsed();
                 self.local.stats.idle_transitions += 1;
-                *active = false;
+                active = false;
                 run.report_active(self.me, false);
                 if !self.in_demand {
                     run.sleep.add_demand();
@@ -185,7 +185,7 @@ impl<W: Work> Participant<'_, '_, W> {
                 && matches!(source.pull(&mut self.local.stack), Ok(true))
                 && run.seats.try_activate()
             {
-                *active = true;
+                active = true;
                 continue;
             }
             // Acquire: pairs with `Run::finish`.
@@ -202,7 +202,7 @@ impl<W: Work> Participant<'_, '_, W> {
                 remote.map(|s| s.unpack_onto(&mut self.local.stack)).is_some() || self.local.stack.len() > 0
             };
             if found && run.seats.try_activate() {
-                *active = true;
+                active = true;
                 run.report_active(self.me, true);
                 continue;
             }

@@ -1,5 +1,5 @@
 //! Who may take part in a run and who does: the `active` word of the termination
-//! protocol (see `crate::engine::run`), the workers that joined, the caller's seat and the
+//! protocol (see `super::active`), the workers that joined, the caller's seat and the
 //! concurrency limit. The engine asks it whether a worker may join, whether anyone
 //! could take published work, and whether a wake-up would be of use.
 //!
