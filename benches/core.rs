@@ -96,10 +96,10 @@ fn benches(c: &mut Criterion) {
                 [1_000_000u32],
                 || 0u32,
                 |n, d, ctx| {
-                    *n += 1;
                     if d > 0 {
                         ctx.push(d - 1);
                     }
+                    n + 1
                 },
                 |a, b| a + b,
             )

@@ -265,7 +265,11 @@ fn sequential(seeds: Vec<Unit>) -> Totals {
 /// The same queue on the pool: follow-ons go to the worker's own deque (and get stolen),
 /// and each thread sums into its own `Totals`.
 fn parallel(pool: &Pool, seeds: Vec<Unit>) -> Totals {
-    pool.run_fold(seeds, Totals::default, |t, u, ctx| compile(&u, t, &mut |child| ctx.push(child)), Totals::add)
+    let task = |mut t: Totals, u: Unit, ctx: &mut fanout::Ctx<'_, Unit>| {
+        compile(&u, &mut t, &mut |child| ctx.push(child));
+        t
+    };
+    pool.run_fold(seeds, Totals::default, task, Totals::add)
 }
 
 /// The queue with `rayon::scope`: every unit and follow-on is a spawned task.

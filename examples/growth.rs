@@ -30,14 +30,13 @@ enum Shape {
 /// The shape on a pool: every item `i < n` runs once and adds `mix(i, k)`.
 fn run_fanout(pool: &Pool, shape: Shape, n: u64, k: u32) -> u64 {
     const ROOT: u64 = u64::MAX;
-    let task = |sum: &mut u64, i: u64, ctx: &mut fanout::Ctx<'_, u64>| {
+    let task = |sum: u64, i: u64, ctx: &mut fanout::Ctx<'_, u64>| {
         if i == ROOT {
             for j in 0..n {
                 ctx.push(j);
             }
-            return;
+            return sum;
         }
-        *sum = sum.wrapping_add(mix(i, k));
         match shape {
             Shape::Chain if i + 1 < n => ctx.push(i + 1),
             Shape::Tree => {
@@ -49,6 +48,7 @@ fn run_fanout(pool: &Pool, shape: Shape, n: u64, k: u32) -> u64 {
             }
             _ => {}
         }
+        sum.wrapping_add(mix(i, k))
     };
     match shape {
         Shape::Seeds => pool.run_fold(0..n, || 0u64, task, u64::wrapping_add),

@@ -490,7 +490,7 @@ fn main() {
                             let run = pool.run_fold(
                                 0..W7_ITEMS,
                                 || 0u64,
-                                |a, i, _| *a = a.wrapping_add(mix(i, k)),
+                                |a, i, _| a.wrapping_add(mix(i, k)),
                                 u64::wrapping_add,
                             );
                             acc.wrapping_add(run)
@@ -524,12 +524,7 @@ fn main() {
                 Variant {
                     name: "fanout",
                     run: Box::new(move || {
-                        pool.run_fold(
-                            0..W8_SEEDS,
-                            || 0u64,
-                            |a, i, _| *a = a.wrapping_add(mix(i, k50us)),
-                            u64::wrapping_add,
-                        )
+                        pool.run_fold(0..W8_SEEDS, || 0u64, |a, i, _| a.wrapping_add(mix(i, k50us)), u64::wrapping_add)
                     }),
                 },
                 Variant {

@@ -78,6 +78,7 @@ pub use work::collect::CollectCtx;
 pub mod __loom {
     /// Capacity of each run slot's deque under loom (see `engine::run::DEQUE_CAPACITY`).
     pub const DEQUE_CAPACITY: usize = crate::engine::run::DEQUE_CAPACITY;
+    pub use crate::pool::registry::ModelJob;
     pub use crate::pool::sleep::Sleep;
 
     /// A stage gate letting `limit` threads in at once (see `stream::gate`).

@@ -59,6 +59,7 @@
 
 use crate::crew::Crew;
 use crate::engine::ctx::Ctx;
+use crate::outcome::panics::reduce_or_resume;
 use crate::pool::Pool;
 use crate::stats::RunStats;
 use crossbeam_channel::{Receiver, Sender};
@@ -189,7 +190,10 @@ pub trait FoldWorkload: Sync {
     fn identity(&self) -> Self::Acc;
 
     /// Executes one item, folding its result into `acc`; follow-on items go to
-    /// `spawner`.
+    /// `spawner`. Unlike the fold closures of [`Pool`], which take the accumulator and
+    /// return it, this method updates it in place: it executes an item against its
+    /// thread's state (as rayon's `for_each_with` closures do), and the strategies
+    /// hold that state across the call, also when the item panics.
     fn execute<S: Spawner<Self::Item>>(&self, item: Self::Item, acc: &mut Self::Acc, spawner: &mut S);
 
     /// Combines two threads' accumulators.
@@ -905,22 +909,13 @@ impl Strategy for WorkStealing<'_> {
     }
 
     fn run_fold<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> W::Acc {
-        self.0.run_fold(
-            seeds,
-            || work.identity(),
-            |acc, item, ctx| work.execute(item, acc, ctx),
-            |a, b| work.reduce(a, b),
-        )
+        self.run_fold_with_stats(seeds, work).0
     }
 
     fn run_fold_with_stats<W: FoldWorkload>(&self, seeds: Vec<W::Item>, work: &W) -> (W::Acc, Option<RunStats>) {
-        let (acc, stats) = self.0.run_fold_with_stats(
-            seeds,
-            || work.identity(),
-            |acc, item, ctx| work.execute(item, acc, ctx),
-            |a, b| work.reduce(a, b),
-        );
-        (acc, Some(stats))
+        let (accs, stats) =
+            self.0.run_fold_in_place(seeds, || work.identity(), |acc, item, ctx| work.execute(item, acc, ctx));
+        (reduce_or_resume(accs, || work.identity(), |a, b| work.reduce(a, b)), Some(stats))
     }
 }
 

@@ -277,7 +277,7 @@ fn a_panicking_identity_reaches_the_caller_and_every_worker_survives() {
             }));
             assert_planned(r, "identity", "fold, identity panics on the caller");
             let r = catch_unwind(AssertUnwindSafe(|| {
-                pool.run_fold([0u32], || -> u64 { planned("identity") }, |a, _, _| *a += 1, |a, b| a + b)
+                pool.run_fold([0u32], || -> u64 { planned("identity") }, |a, _, _| a + 1, |a, b| a + b)
             }));
             assert_planned(r, "identity", "run_fold, identity panics on the caller");
             // An empty range calls `identity` for its result, on the caller.
@@ -314,10 +314,13 @@ fn a_panicking_identity_reaches_the_caller_and_every_worker_survives() {
                     [None],
                     identity,
                     |a, item: Option<usize>, ctx| match item {
-                        None => (0..FOLD_ITEMS).for_each(|i| ctx.push(Some(i))),
+                        None => {
+                            (0..FOLD_ITEMS).for_each(|i| ctx.push(Some(i)));
+                            a
+                        }
                         Some(i) => {
                             slow_until(&joined);
-                            *a += i as u64;
+                            a + i as u64
                         }
                     },
                     |a, b| a + b,
@@ -336,15 +339,7 @@ fn a_panicking_identity_reaches_the_caller_and_every_worker_survives() {
             assert_eq!(message(r, "try_fold_index"), "planned: try identity");
             let r = pool.try_fold(&data, id, |a, x| Ok(a + x), |a, b| a + b);
             assert_eq!(message(r, "try_fold"), "planned: try identity");
-            let r = pool.runner().try_run_fold(
-                [0u8],
-                id,
-                |a, _, _| {
-                    *a += 1;
-                    Ok(())
-                },
-                |a, b| a + b,
-            );
+            let r = pool.runner().try_run_fold([0u8], id, |a, _, _| Ok(a + 1), |a, b| a + b);
             assert_eq!(message(r, "try_run_fold"), "planned: try identity");
             let r = pool.try_fold_index(3..3, id, |a, i| Ok(a + i as u64), |a, b| a + b);
             assert_eq!(message(r, "try_fold_index over an empty range"), "planned: try identity");
@@ -395,11 +390,11 @@ fn a_panicking_reduce_reaches_the_caller_and_every_worker_survives() {
                     [None],
                     identity,
                     |a, item: Option<u64>, ctx| match item {
-                        None => (0..FOLD_ITEMS as u64).for_each(|i| ctx.push(Some(i))),
-                        Some(x) => {
-                            slow_until(&joined);
-                            a.push(x);
+                        None => {
+                            (0..FOLD_ITEMS as u64).for_each(|i| ctx.push(Some(i)));
+                            a
                         }
+                        Some(x) => fold_item(a, x),
                     },
                     reduce,
                 )
@@ -431,15 +426,12 @@ fn a_panicking_reduce_reaches_the_caller_and_every_worker_survives() {
                 pool.runner().try_run_fold(
                     [None],
                     identity,
-                    |a, item: Option<u64>, ctx| {
-                        match item {
-                            None => (0..FOLD_ITEMS as u64).for_each(|i| ctx.push(Some(i))),
-                            Some(x) => {
-                                slow_until(&joined);
-                                a.push(x);
-                            }
+                    |a, item: Option<u64>, ctx| match item {
+                        None => {
+                            (0..FOLD_ITEMS as u64).for_each(|i| ctx.push(Some(i)));
+                            Ok(a)
                         }
-                        Ok(())
+                        Some(x) => Ok(fold_item(a, x)),
                     },
                     try_reduce,
                 )
@@ -687,7 +679,7 @@ fn nested(pools: &[&Pool; 2], at: usize, depth: u32, width: usize) -> u64 {
                 if k > 1 {
                     ctx.push(k - 1);
                 }
-                *a += down();
+                a + down()
             },
             |a, b| a + b,
         ),
@@ -864,7 +856,10 @@ fn zero_limits_and_extreme_run_settings_get_clear_outcomes() {
     };
     let zero = pool.runner().limit(0);
     assert!(matches!(zero.try_run([1u8], |_, _| count()), Err(RunError::ZeroLimit)));
-    assert!(matches!(zero.try_run_fold([1u8], || 0, |_, _, _| count(), |a, b| a + b), Err(RunError::ZeroLimit)));
+    assert!(matches!(
+        zero.try_run_fold([1u8], || 0, |a, _, _| count().map(|()| a), |a, b| a + b),
+        Err(RunError::ZeroLimit)
+    ));
     assert!(matches!(zero.try_map_index(0..5, |_| count()), Err(RunError::ZeroLimit)));
     assert!(matches!(zero.try_fold(&[1, 2], || 0, |a, _| Ok::<_, ()>(a), |a, b| a + b), Err(RunError::ZeroLimit)));
     // Even with nothing to do: the setting is wrong whatever the input.

@@ -808,7 +808,7 @@ fn payloads_whose_drop_panics_from_two_identities_at_once() {
                 meet(&arrived, 2);
                 std::panic::panic_any(Bomb(1))
             },
-            |_, _, _| Ok::<_, ()>(()),
+            |a, _, _| Ok::<_, ()>(a),
             |a, _| a,
         );
         assert!(matches!(r, Err(RunError::Panicked { index: None, .. })), "{r:?}");
@@ -1001,12 +1001,11 @@ fn the_pool_has_every_fallible_call() {
         [6u32],
         || 0u64,
         |n, d, ctx| {
-            *n += 1;
             if d > 0 {
                 ctx.push(d - 1);
                 ctx.push(d - 1);
             }
-            Ok::<_, &str>(())
+            Ok::<_, &str>(n + 1)
         },
         |a, b| a + b,
     );

@@ -336,7 +336,7 @@ fn seeds_are_pulled_as_the_run_goes() {
             // is read last, so a preemption between the reads can only shrink it.
             let seen = pulled.load(Ordering::Relaxed);
             most_ahead.fetch_max(seen.saturating_sub(executed.load(Ordering::Relaxed)), Ordering::Relaxed);
-            *sum += i;
+            sum + i
         },
         |a, b| a + b,
     );
@@ -422,7 +422,7 @@ fn a_panicking_seed_iterator_is_a_run_panic() {
     assert!(ran.load(Ordering::Relaxed) <= 50_000, "no item after the panic's seed was made");
     let err = pool.try_run(seeds(), |_, _| Ok::<_, ()>(())).unwrap_err();
     assert!(matches!(&err, fanout::RunError::Panicked { message, .. } if message == "seed 50000"), "{err:?}");
-    assert_eq!(pool.run_fold(0..10u64, || 0, |s, i, _| *s += i, |a, b| a + b), 45);
+    assert_eq!(pool.run_fold(0..10u64, || 0, |s, i, _| s + i, |a, b| a + b), 45);
 }
 
 /// A stopped run never drains its seed iterator, which may be endless or wait on a

@@ -28,10 +28,10 @@ fn the_global_pool_is_configured_once_and_serves_the_free_functions() {
         [0u64],
         || 0u64,
         |s, n, ctx| {
-            *s += n;
             if n < 1000 {
                 ctx.push(n + 1);
             }
+            s + n
         },
         |a, b| a + b,
     );

@@ -73,15 +73,15 @@ pub fn w4_recursive(id: u64, depth: u32) -> u64 {
     sum
 }
 
-/// W4's task on a fanout pool: adds `tiny(id)` to the thread's sum, pushes the children.
+/// W4's task on a fanout pool: pushes the children, adds `tiny(id)` to the thread's sum.
 #[inline(always)]
-fn w4_task(sum: &mut u64, (id, depth): (u64, u32), ctx: &mut fanout::Ctx<'_, (u64, u32)>) {
-    *sum = sum.wrapping_add(tiny(id));
+fn w4_task(sum: u64, (id, depth): (u64, u32), ctx: &mut fanout::Ctx<'_, (u64, u32)>) -> u64 {
     if let Some(children) = w4_children(id, depth) {
         for c in children {
             ctx.push(c);
         }
     }
+    sum.wrapping_add(tiny(id))
 }
 
 /// W4 on a fanout pool: a follow-on run with a per-thread sum.
@@ -108,15 +108,7 @@ pub fn w4_collect(pool: &fanout::Pool) -> u64 {
 /// infallible run.
 pub fn w4_fanout_try(pool: &fanout::Pool) -> u64 {
     pool.runner()
-        .try_run_fold(
-            [(0u64, 0u32)],
-            || 0u64,
-            |sum, item, ctx| {
-                w4_task(sum, item, ctx);
-                Ok::<_, ()>(())
-            },
-            u64::wrapping_add,
-        )
+        .try_run_fold([(0u64, 0u32)], || 0u64, |sum, item, ctx| Ok::<_, ()>(w4_task(sum, item, ctx)), u64::wrapping_add)
         .expect("nothing fails")
 }
 
@@ -171,8 +163,9 @@ pub fn w6_fanout(pool: &fanout::Pool, k: u32) -> u64 {
                 for j in 0..W6_N {
                     ctx.push(j);
                 }
+                sum
             } else {
-                *sum = sum.wrapping_add(mix(i, k));
+                sum.wrapping_add(mix(i, k))
             }
         },
         u64::wrapping_add,

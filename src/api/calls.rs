@@ -8,7 +8,7 @@ use crate::stats::RunStats;
 use crate::sync::AtomicUsize;
 use crate::work::collect::{CollectCtx, Collected, Tagged, collect_one, in_tree_order, new_collected, tag};
 use crate::work::failure::Failure;
-use crate::work::follow_on::{FollowOn, TryRunFold};
+use crate::work::follow_on::{FollowOn, TryRunFold, fold_in_place};
 use crate::work::range::{Fold, ForEach, OnStop, map_range};
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -48,22 +48,22 @@ impl Pool {
         self.run_work(FollowOn { f, _item: PhantomData }, seeds).1
     }
 
-    /// Like [`Pool::run`], but each task also gets a mutable accumulator private to the
-    /// thread running it (started from `identity()`); the accumulators of all threads
-    /// are combined with `reduce` at the end. Use it to sum or collect over a follow-on
-    /// run without a shared atomic per item. The accumulator comes as `&mut A`, since a
-    /// follow-on task also pushes and may return early; the folds over slices and
-    /// ranges take and return `A`, as rayon's `fold` does.
+    /// Like [`Pool::run`], but each task also folds into an accumulator private to the
+    /// thread running it: `f(acc, item, ctx)` takes the thread's accumulator (started
+    /// from `identity()`) and returns it, as [`Iterator::fold`] and every other fold of
+    /// this crate do; the accumulators of all threads are combined with `reduce` at the
+    /// end. Use it to sum or collect over a follow-on run without a shared atomic per
+    /// item.
     ///
     /// ```
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
     /// // Count the nodes of a binary tree of depth 10 without any shared counter.
     /// let nodes = pool.run_fold([10u32], || 0u64, |count, depth, ctx| {
-    ///     *count += 1;
     ///     if depth > 0 {
     ///         ctx.push(depth - 1);
     ///         ctx.push(depth - 1);
     ///     }
+    ///     count + 1
     /// }, |a, b| a + b);
     /// assert_eq!(nodes, (1 << 11) - 1);
     /// ```
@@ -73,32 +73,34 @@ impl Pool {
         A: Send,
         I: IntoIterator<Item = T>,
         Id: Fn() -> A + Sync,
-        F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
+        F: Fn(A, T, &mut Ctx<'_, T>) -> A + Sync,
         Red: Fn(A, A) -> A,
     {
-        self.run_fold_with_stats(seeds, identity, f, reduce).0
+        // The fallible work with an error that cannot happen: one engine path for both.
+        let f = |acc, item, ctx: &mut Ctx<'_, T>| Ok::<A, Infallible>(f(acc, item, ctx));
+        let work = TryRunFold {
+            identity: || None,
+            f: fold_in_place(&identity, &f),
+            failure: Failure::new(),
+            _item: PhantomData,
+        };
+        let (accs, _) = self.run_work(work, seeds);
+        reduce_or_resume(accs.into_iter().flatten(), identity, reduce)
     }
 
-    /// [`run_fold`](Pool::run_fold) that also returns what the run did (for
-    /// [`crate::strategy::WorkStealing`]'s reports).
-    pub(crate) fn run_fold_with_stats<T, A, I, Id, F, Red>(
-        &self,
-        seeds: I,
-        identity: Id,
-        f: F,
-        reduce: Red,
-    ) -> (A, RunStats)
+    /// A follow-on run whose tasks update their thread's accumulator in place (the
+    /// form of [`crate::strategy::FoldWorkload::execute`], and the engine's); returns
+    /// every thread's accumulator, unreduced, and what the run did.
+    pub(crate) fn run_fold_in_place<T, A, I, Id, F>(&self, seeds: I, identity: Id, f: F) -> (Vec<A>, RunStats)
     where
         T: Send,
         A: Send,
         I: IntoIterator<Item = T>,
         Id: Fn() -> A + Sync,
         F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
-        Red: Fn(A, A) -> A,
     {
-        // The fallible work with an error that cannot happen: one engine path for both.
         let work = TryRunFold {
-            identity: &identity,
+            identity,
             f: |acc: &mut A, item, ctx: &mut Ctx<'_, T>| {
                 f(acc, item, ctx);
                 Ok::<(), Infallible>(())
@@ -106,8 +108,7 @@ impl Pool {
             failure: Failure::new(),
             _item: PhantomData,
         };
-        let (accs, stats) = self.run_work(work, seeds);
-        (reduce_or_resume(accs, identity, reduce), stats)
+        self.run_work(work, seeds)
     }
 
     /// Calls `f(i)` for every `i` in `range`, in parallel; returns what the run did.
@@ -371,11 +372,11 @@ mod tests {
             [6u32],
             || 0u32,
             |c, d, ctx| {
-                *c += 1;
                 if d > 0 {
                     ctx.push(d - 1);
                     ctx.push(d - 1);
                 }
+                c + 1
             },
             |a, b| a + b,
         );

@@ -104,7 +104,7 @@ where
 /// accumulator per thread, then reduces them.
 ///
 /// ```
-/// let sum = fanout::run_fold(0..100u64, || 0, |sum, i, _ctx| *sum += i, |a, b| a + b);
+/// let sum = fanout::run_fold(0..100u64, || 0, |sum, i, _ctx| sum + i, |a, b| a + b);
 /// assert_eq!(sum, 4950);
 /// ```
 pub fn run_fold<T, A, I, Id, F, Red>(seeds: I, identity: Id, f: F, reduce: Red) -> A
@@ -113,7 +113,7 @@ where
     A: Send,
     I: IntoIterator<Item = T>,
     Id: Fn() -> A + Sync,
-    F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
+    F: Fn(A, T, &mut Ctx<'_, T>) -> A + Sync,
     Red: Fn(A, A) -> A,
 {
     global().run_fold(seeds, identity, f, reduce)

@@ -17,7 +17,7 @@ use crate::sync::AtomicUsize;
 use crate::sync::Ordering;
 use crate::work::collect::{CollectCtx, Collected, Tagged, collect_one, in_tree_order, new_collected, tag};
 use crate::work::failure::{Failure, cancelled_error, into_result};
-use crate::work::follow_on::{FollowOn, TryRunFold};
+use crate::work::follow_on::{FollowOn, TryRunFold, fold_in_place};
 use crate::work::range::{OnStop, TryFold, map_range};
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -332,7 +332,6 @@ calls_on_runner_and_pool! {
     /// let pool = fanout::Pool::builder().num_threads(2).build().unwrap();
     /// // Count the nodes of a binary tree, refusing trees deeper than 12.
     /// let nodes = pool.runner().try_run_fold([10u32], || 0u64, |count, depth, ctx| {
-    ///     *count += 1;
     ///     if depth > 12 {
     ///         return Err("too deep");
     ///     }
@@ -340,7 +339,7 @@ calls_on_runner_and_pool! {
     ///         ctx.push(depth - 1);
     ///         ctx.push(depth - 1);
     ///     }
-    ///     Ok(())
+    ///     Ok(count + 1)
     /// }, |a, b| a + b);
     /// assert_eq!(nodes, Ok((1 << 11) - 1));
     /// ```
@@ -357,14 +356,14 @@ calls_on_runner_and_pool! {
         E: Send,
         I: IntoIterator<Item = T>,
         Id: Fn() -> A + Sync,
-        F: Fn(&mut A, T, &mut Ctx<'_, T>) -> Result<(), E> + Sync,
+        F: Fn(A, T, &mut Ctx<'_, T>) -> Result<A, E> + Sync,
         Red: Fn(A, A) -> A,
     ]
     {
-        let (accs, _) = self.run_catching(seeds, &identity, f)?;
+        let (accs, _) = self.run_catching(seeds, || None, fold_in_place(&identity, &f))?;
         // A panic in `reduce` (or in the `identity` of a run without accumulators) is an
         // error too, like a task's.
-        reduce_or_error(accs, identity, reduce)
+        reduce_or_error(accs.into_iter().flatten(), identity, reduce)
     }
 
     /// Calls `f(i)` for every `i` in `range`; the first `Err` (or panic) stops the run
@@ -774,11 +773,11 @@ impl Runner<'_> {
     ///
     /// let pool = fanout::Pool::builder().num_threads(2).build()?;
     /// let nodes = pool.runner().timeout(Duration::from_secs(60)).run_fold([8u32], || 0u64, |count, depth, ctx| {
-    ///     *count += 1;
     ///     if depth > 0 {
     ///         ctx.push(depth - 1);
     ///         ctx.push(depth - 1);
     ///     }
+    ///     count + 1
     /// }, |a, b| a + b)?;
     /// assert_eq!(nodes, (1 << 9) - 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -795,18 +794,10 @@ impl Runner<'_> {
         A: Send,
         I: IntoIterator<Item = T>,
         Id: Fn() -> A + Sync,
-        F: Fn(&mut A, T, &mut Ctx<'_, T>) + Sync,
+        F: Fn(A, T, &mut Ctx<'_, T>) -> A + Sync,
         Red: Fn(A, A) -> A,
     {
-        self.try_run_fold(
-            seeds,
-            identity,
-            |acc, item, ctx| {
-                f(acc, item, ctx);
-                Ok(())
-            },
-            reduce,
-        )
+        self.try_run_fold(seeds, identity, |acc, item, ctx| Ok(f(acc, item, ctx)), reduce)
     }
 
     /// [`Pool::run_collect`] under this runner's settings.

@@ -45,7 +45,7 @@ impl Pool {
         let run = Run::new(work, shared, caller_holds_a_core, control, &mut seeds);
         // SAFETY: `registered` is dropped before `run` is consumed (the borrow checker
         // sees to that) or by unwinding, and never leaked.
-        let registered = unsafe { Registered::new(shared.registry(), &run) };
+        let registered = unsafe { Registered::new(&run) };
         if share_seeds {
             // No more sleepers than there are seeds (all in the shared queue by now).
             run.wake_for_shared_seeds((shared.threads() as u64).min(seeds.pulled()));

@@ -11,7 +11,7 @@ use super::stack::PrivateStack;
 use super::stop::Clock;
 use super::work::Work;
 use crate::deque::{Owner, Steal};
-use crate::pool::registry::{Job, Leave, Participants};
+use crate::pool::registry::{Job, Leave, Participants, Registry};
 use crate::progress::SlotProgress;
 use crate::stats::SlotStats;
 use crate::sync::{Ordering, Parker};
@@ -145,6 +145,10 @@ impl<W: Work> Job for Run<'_, W> {
 
     fn owner(&self) -> &Parker {
         &self.caller
+    }
+
+    fn registry(&self) -> &Registry {
+        self.registry
     }
 }
 

@@ -31,6 +31,7 @@ use crate::cancel::CancelToken;
 use crate::deque::{Deque, Steal};
 use crate::outcome::panics::drop_quietly;
 use crate::pool::Shared as PoolShared;
+use crate::pool::registry::Registry;
 use crate::pool::sleep::{NOT_PINNED, Sleep};
 use crate::pool::spare::Spares;
 use crate::progress::Counters;
@@ -90,6 +91,8 @@ pub(crate) struct Run<'p, W: Work> {
     pub(super) work: W,
     pub(super) sleep: &'p Sleep,
     spares: &'p Spares,
+    /// The registry the run is registered in while its caller works on it.
+    pub(super) registry: &'p Registry,
     slots: Box<[CachePadded<Slot<W>>]>,
     pub(super) global: GlobalQueue<Shared<W::Item>>,
     pub(super) urgent: Urgent<W::Item>,
@@ -163,6 +166,7 @@ impl<'p, W: Work> Run<'p, W> {
             work,
             sleep,
             spares,
+            registry: pool.registry(),
             slots,
             global,
             urgent: Urgent::new(),

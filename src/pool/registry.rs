@@ -6,9 +6,12 @@
 //! ([`Job::try_join`] counts them in its [`Participants`]). Its owner removes it from
 //! the registry and then waits until every worker that joined has left
 //! ([`Registry::withdraw`]); a worker's last access to the job is its [`Leave`].
+//! Runs and streams alike hold their registration as a [`Registered`] guard, which
+//! withdraws the job when dropped.
 
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, Parker, lock};
 use crossbeam_utils::CachePadded;
+use std::ops::Deref;
 
 /// A type-erased view of a job, for the registry and the workers.
 pub(crate) trait Job: Sync {
@@ -24,6 +27,8 @@ pub(crate) trait Job: Sync {
     fn participants(&self) -> &Participants;
     /// Where the job's owner waits for its workers to leave: what those `Leave`s wake.
     fn owner(&self) -> &Parker;
+    /// The registry the job is registered in (its pool's).
+    fn registry(&self) -> &Registry;
 }
 
 /// The workers inside one job, counted so that its owner can wait for them to leave.
@@ -133,8 +138,17 @@ impl Registry {
         }
         // Acquire: pairs with the Release decrement in `Leave::leave`, so every worker's
         // accesses to the job happen before the owner frees it.
+        let mut parked = false;
         while job.participants().0.load(Ordering::Acquire) != 0 {
             job.owner().park();
+            parked = true;
+        }
+        if parked && !cfg!(all(loom, feature = "mutant_withdraw_handoff")) {
+            // Two threads may withdraw one job at once (a stream's iterator dropped on
+            // a worker while its scope closes it) and park on the same owner, which the
+            // last leave wakes once: hand the token on. A stray token only makes a
+            // later wait check its condition again.
+            job.owner().unpark();
         }
     }
 
@@ -180,31 +194,129 @@ impl Registry {
     }
 }
 
-/// A job on its owner's stack, in the registry for as long as this guard lives.
-pub(crate) struct Registered<'r> {
-    registry: &'r Registry,
-    job: &'r (dyn Job + 'r),
+/// A job in the registry for as long as this guard lives: the one registration of runs
+/// (`J` a reference to a run on its caller's stack) and streams (`J` the `Arc` holding
+/// a stream's window). Dropping it withdraws the job ([`Registry::withdraw`]).
+pub(crate) struct Registered<J>
+where
+    J: Deref,
+    J::Target: Job + Sized,
+{
+    job: J,
 }
 
-impl<'r> Registered<'r> {
-    /// Registers `job`, so that workers may join it.
+impl<J> Registered<J>
+where
+    J: Deref,
+    J::Target: Job + Sized,
+{
+    /// Registers the job `job` points to in [its registry](Job::registry), so that
+    /// workers may join it.
     ///
     /// # Safety
     ///
-    /// The guard must be dropped, not leaked: its `Drop` is what keeps the registry
-    /// and the workers from using the job once it is gone.
-    pub(crate) unsafe fn new(registry: &'r Registry, job: &'r (dyn Job + 'r)) -> Self {
-        // SAFETY: the guard borrows the job, so the job (and what it borrows) outlives
-        // it, and dropping the guard (on return and on unwind alike; the caller
-        // promises it is not leaked) withdraws the job.
-        unsafe { registry.register(job) };
-        Self { registry, job }
+    /// The job and everything it borrows must stay valid until it is withdrawn. This
+    /// guard's `Drop` withdraws it, so it suffices that the guard is dropped, not
+    /// leaked. If it may be leaked, the job must be kept alive by `J` itself (an `Arc`:
+    /// a leaked guard leaks the job) and borrow nothing shorter-lived than `'static`,
+    /// or something else must withdraw it before its borrows end (a stream's scope).
+    /// `J` must deref to the same job every time, as references and `Arc`s do.
+    pub(crate) unsafe fn new(job: J) -> Self {
+        let target: &J::Target = &job;
+        // SAFETY: the job stays valid, with its borrows, until it is withdrawn (this
+        // function's contract).
+        unsafe { target.registry().register(target) };
+        Self { job }
     }
 }
 
-impl Drop for Registered<'_> {
+impl<J> Deref for Registered<J>
+where
+    J: Deref,
+    J::Target: Job + Sized,
+{
+    type Target = J::Target;
+
+    fn deref(&self) -> &J::Target {
+        &self.job
+    }
+}
+
+impl<J> Drop for Registered<J>
+where
+    J: Deref,
+    J::Target: Job + Sized,
+{
     fn drop(&mut self) {
-        self.registry.withdraw(self.job);
+        let job: &J::Target = &self.job;
+        job.registry().withdraw(job);
+    }
+}
+
+/// A registered job with one worker inside, for the loom model of withdrawing a job
+/// from two threads at once (`loom-tests/tests/registry.rs`).
+#[cfg(loom)]
+pub struct ModelJob {
+    registry: Registry,
+    participants: Participants,
+    owner: Arc<Parker>,
+}
+
+#[cfg(loom)]
+impl ModelJob {
+    /// A job registered in a registry of its own, with one worker counted in.
+    pub fn with_a_worker_inside() -> Arc<Self> {
+        let job = Arc::new(Self {
+            registry: Registry::new(),
+            participants: Participants::new(),
+            owner: Arc::new(Parker::new()),
+        });
+        let target: &Self = &job;
+        // SAFETY: the model holds the `Arc` until every thread is done with the job,
+        // and withdraws it before that.
+        unsafe { job.registry.register(target) };
+        assert!(job.try_join());
+        job
+    }
+
+    /// Withdraws the job: returns once no worker is inside.
+    pub fn withdraw(&self) {
+        self.registry.withdraw(self);
+    }
+
+    /// The worker inside leaves (call once).
+    pub fn leave(&self) {
+        // SAFETY: the model's `Arc` keeps the job alive; this is the one leave of the
+        // worker counted in by `with_a_worker_inside`.
+        unsafe { self.participants.leave(&self.owner).leave() };
+    }
+
+    /// Workers inside now.
+    pub fn workers_inside(&self) -> usize {
+        self.participants.count()
+    }
+}
+
+#[cfg(loom)]
+impl Job for ModelJob {
+    fn try_join(&self) -> bool {
+        self.participants.join();
+        true
+    }
+    fn has_work(&self, _worker: usize) -> bool {
+        false
+    }
+    fn participate(&self, _worker: usize) -> Leave {
+        self.participants.leave(&self.owner)
+    }
+    fn participants(&self) -> &Participants {
+        &self.participants
+    }
+    fn owner(&self) -> &Parker {
+        &self.owner
+    }
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
@@ -214,13 +326,14 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     /// A job that always has work and counts its visitors.
-    struct Counter {
+    struct Counter<'r> {
+        registry: &'r Registry,
         participants: Participants,
         owner: Arc<Parker>,
         visits: AtomicUsize,
     }
 
-    impl Job for Counter {
+    impl Job for Counter<'_> {
         fn try_join(&self) -> bool {
             self.participants.join();
             true
@@ -238,20 +351,28 @@ mod tests {
         fn owner(&self) -> &Parker {
             &self.owner
         }
+        fn registry(&self) -> &Registry {
+            self.registry
+        }
     }
 
-    fn counter() -> Counter {
-        Counter { participants: Participants::new(), owner: Arc::new(Parker::new()), visits: AtomicUsize::new(0) }
+    fn counter(registry: &Registry) -> Counter<'_> {
+        Counter {
+            registry,
+            participants: Participants::new(),
+            owner: Arc::new(Parker::new()),
+            visits: AtomicUsize::new(0),
+        }
     }
 
     #[test]
     fn a_registered_job_is_joined_and_a_withdrawn_one_is_not() {
         let registry = Registry::new();
-        let job = counter();
+        let job = counter(&registry);
         assert!(!registry.any_work(0), "nothing registered yet");
         {
             // SAFETY: the guard is dropped at the end of this block, before `job`.
-            let _registered = unsafe { Registered::new(&registry, &job) };
+            let _registered = unsafe { Registered::new(&job) };
             assert!(registry.any_work(0));
             assert!(registry.help_once(0));
             assert!(registry.help_once(1));
@@ -265,11 +386,11 @@ mod tests {
     #[test]
     fn withdraw_waits_for_a_worker_inside() {
         let registry = Registry::new();
-        let job = counter();
+        let job = counter(&registry);
         let left = AtomicBool::new(false);
         std::thread::scope(|s| {
             // SAFETY: the guard is dropped inside this scope, before `job`.
-            let registered = unsafe { Registered::new(&registry, &job) };
+            let registered = unsafe { Registered::new(&job) };
             // A worker counted in but not yet gone: the owner's withdrawal must wait
             // for its leave, which another thread makes a little later.
             assert!(job.try_join());
@@ -283,5 +404,35 @@ mod tests {
             drop(registered);
             assert!(left.load(Ordering::Relaxed), "withdraw returned before the worker left");
         });
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "leaks on purpose, which Miri's leak check reports")]
+    fn two_threads_withdrawing_one_job_both_return() {
+        // 'static, so that a withdrawer that never returns fails the test instead of
+        // hanging it.
+        let registry: &'static Registry = Box::leak(Box::new(Registry::new()));
+        let job: &'static Counter<'static> = Box::leak(Box::new(counter(registry)));
+        // SAFETY: the job is leaked, so it stays valid whatever the guard's fate.
+        std::mem::forget(unsafe { Registered::new(job) });
+        assert!(job.try_join());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                registry.withdraw(job);
+                done_tx.send(()).unwrap();
+            });
+        }
+        // Both withdrawers are parked on the job's owner by now (most likely); the
+        // last leave wakes one of them, which must wake the other.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let leave = job.participants.leave(&job.owner);
+        // SAFETY: the job is leaked; this is the one leave of the worker counted in.
+        unsafe { leave.leave() };
+        for _ in 0..2 {
+            let returned = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+            assert!(returned.is_ok(), "a thread withdrawing the job was never woken");
+        }
     }
 }

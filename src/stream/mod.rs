@@ -118,11 +118,12 @@ pub use scope::Scope;
 use crate::cancel::CancelToken;
 use crate::outcome::error::RunError;
 use crate::pool::Pool;
+use crate::pool::registry::Registered;
 use crate::progress::Counters;
 use crate::progress::Progress;
 use crate::sync::Arc;
 use crate::work::failure::cancelled_error;
-use scope::OpenStreams;
+use scope::{InScope, OpenStreams};
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::time::Instant;
@@ -634,20 +635,17 @@ where
             counters.slot(0).set_active(end.is_none());
             counters
         });
-        if let Some(scope) = self.scope {
-            scope.add(&window);
-        }
-        let job: *const Window<I, P, E> = Arc::as_ptr(&window);
-        // SAFETY: the window is owned by an `Arc`, and `StreamIter`'s `Drop` closes it
-        // (unregisters it and waits for every worker that joined to leave) before letting
-        // go of its `Arc`. If the iterator is leaked instead: without a scope, `'s` is
-        // `'static` (`Stream::new_static`; `'s` is invariant), so the leaked window and all it
-        // borrows stay valid for good; with one, the scope holds an `Arc` too and closes
-        // the window when it ends, before `'s` does.
-        unsafe { window.shared().registry().register(job) };
+        let in_scope = self.scope.map(|scope| scope.add(&window));
+        // SAFETY: the window is owned by the `Arc` the guard holds, and the iterator's
+        // drop withdraws it (the guard's `Drop`) before letting go of that `Arc`. If the
+        // iterator is leaked instead, so is the `Arc`, and: without a scope, `'s` is
+        // `'static` (`Stream::new_static`; `'s` is invariant), so the leaked window and
+        // all it borrows stay valid for good; with one, the scope holds an `Arc` too and
+        // withdraws the window when it ends, before `'s` does.
+        let window = unsafe { Registered::new(window) };
         StreamIter {
             window,
-            scope: self.scope,
+            _in_scope: in_scope,
             current: Vec::new().into_iter(),
             release: 0,
             end,
@@ -667,9 +665,13 @@ where
     P: Pipe<I::Item, E>,
     E: Send,
 {
-    window: Arc<Window<I, P, E>>,
-    /// The scope to tell when the window is closed (see [`Scope`]).
-    scope: Option<&'p OpenStreams<'s>>,
+    /// The stream's window, registered with the pool while this lives. Declared
+    /// before `_in_scope`, so that it is withdrawn (every worker out of it) before the
+    /// scope forgets it: a scope never ends while a worker may use what a stream
+    /// borrows.
+    window: Registered<Arc<Window<I, P, E>>>,
+    /// The stream's entry in the scope it was started in (see [`Scope`]).
+    _in_scope: Option<InScope<'p, 's>>,
     current: std::vec::IntoIter<P::Out>,
     /// Source items of the batch being yielded, released when it is done.
     release: usize,
@@ -800,10 +802,9 @@ where
         if let Some(p) = &self.progress {
             p.slot(0).set_active(false);
         }
-        self.window.close();
-        if let Some(scope) = self.scope {
-            scope.remove(Arc::as_ptr(&self.window).addr());
-        }
+        // No batch starts after this; the fields' drops then withdraw the window and
+        // take it off its scope's list, in that order.
+        self.window.stop();
     }
 }
 

@@ -158,8 +158,8 @@ impl<'s> OpenStreams<'s> {
         Self { list: Mutex::new(Vec::new()) }
     }
 
-    /// Keeps `window` open until [`OpenStreams::remove`] or the scope's end.
-    pub(crate) fn add<I, P, E>(&self, window: &Arc<Window<I, P, E>>)
+    /// Keeps `window` open until the returned entry is dropped or the scope ends.
+    pub(crate) fn add<I, P, E>(&self, window: &Arc<Window<I, P, E>>) -> InScope<'_, 's>
     where
         I: Iterator + Send + 's,
         I::Item: Send,
@@ -169,12 +169,22 @@ impl<'s> OpenStreams<'s> {
         let id = Arc::as_ptr(window).addr();
         let window = Arc::clone(window);
         lock(&self.list).push(Open { id, close: ManuallyDrop::new(Box::new(move || window.close())) });
+        InScope { open: self, id }
     }
+}
 
-    /// Lets go of the window at `id`, which its iterator has closed.
-    pub(crate) fn remove(&self, id: usize) {
-        let mut list = lock(&self.list);
-        let gone = list.iter().position(|o| o.id == id).map(|i| list.swap_remove(i));
+/// A stream's entry in its scope's list of open streams. Its iterator drops it after
+/// withdrawing the stream, and the scope lets go of its handle on the window then.
+pub(crate) struct InScope<'a, 's> {
+    open: &'a OpenStreams<'s>,
+    /// The window's address, which names the entry.
+    id: usize,
+}
+
+impl Drop for InScope<'_, '_> {
+    fn drop(&mut self) {
+        let mut list = lock(&self.open.list);
+        let gone = list.iter().position(|o| o.id == self.id).map(|i| list.swap_remove(i));
         drop(list);
         // Outside the lock: this may be the last handle on the window, whose source
         // and stages run user code when dropped.

@@ -11,7 +11,7 @@ use crate::cancel::CancelToken;
 use crate::engine::stop::{StopReason, outside_reason};
 use crate::outcome::error::{RunError, panic_message};
 use crate::pool::Shared;
-use crate::pool::registry::{Job, Leave, Participants};
+use crate::pool::registry::{Job, Leave, Participants, Registry};
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, Parker, lock};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -221,10 +221,6 @@ where
 
     pub(crate) fn window(&self) -> usize {
         self.cfg.window
-    }
-
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.pool
     }
 
     /// Wakes a sleeping worker to pull, unless no worker may join (a runner's
@@ -542,16 +538,14 @@ where
 
     /// Ends the stream for good: no new batch starts, no worker joins any more, and
     /// every worker that had joined has left when this returns, so the window may be
-    /// freed (or what it borrows may end). Called by the consumer's iterator on drop,
-    /// and by the scope it was started in for an iterator still alive when the scope
-    /// ends; the two may overlap (an iterator dropped on a worker while the scope
-    /// closes), and a later call finds everything done.
+    /// freed (or what it borrows may end). Called by the scope the stream was started
+    /// in, for an iterator still alive (leaked) when the scope ends; the iterator's own
+    /// drop does the same (`stop`, then its registration's withdrawal). The two may
+    /// overlap (an iterator dropped on a worker while the scope closes), and a later
+    /// call finds everything done.
     pub(crate) fn close(&self) {
         self.stop();
         self.pool.registry().withdraw(self);
-        // The last worker's wake-up is one token: pass it on to another thread closing
-        // the window at the same time (a stray token only makes a later wait look again).
-        self.consumer.unpark();
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -609,5 +603,9 @@ where
 
     fn owner(&self) -> &Parker {
         &self.consumer
+    }
+
+    fn registry(&self) -> &Registry {
+        self.pool.registry()
     }
 }

@@ -53,3 +53,19 @@ where
         }
     }
 }
+
+/// The in-place form the engine runs (`TryRunFold`'s) of a fold `f` that takes the
+/// accumulator and returns it, as the public `run_fold` and `try_run_fold` take it: each
+/// thread's accumulator is an `Option`, started from `identity()` at its first item (so
+/// inside the engine's per-item `catch_unwind`, like the task). After an error the
+/// thread's accumulator is gone, which is fine: the run's result is that error.
+pub(crate) fn fold_in_place<'f, A, T, E>(
+    identity: &'f (impl Fn() -> A + Sync),
+    f: &'f (impl Fn(A, T, &mut Ctx<'_, T>) -> Result<A, E> + Sync),
+) -> impl Fn(&mut Option<A>, T, &mut Ctx<'_, T>) -> Result<(), E> + Sync + 'f {
+    move |acc, item, ctx| {
+        let current = acc.take().unwrap_or_else(identity);
+        *acc = Some(f(current, item, ctx)?);
+        Ok(())
+    }
+}
