@@ -18,12 +18,20 @@ pub(crate) enum Shared<T> {
 }
 
 impl<T> Shared<T> {
-    /// Moves the item, or the batch's items in their order (the newest on top), onto
-    /// the taker's private stack.
+    /// Moves the item, or the batch's items, onto the taker's private stack. An empty
+    /// stack takes a batch at least as large as its own allocation over whole
+    /// (`PrivateStack::from_vec`), so the items are not copied again; a smaller one is
+    /// copied, keeping the stack's larger allocation for the pushes to come.
     pub(super) fn unpack_onto(self, stack: &mut PrivateStack<T>) {
         match self {
             Shared::One(item) => stack.push(item),
-            Shared::Batch(items) => items.into_iter().for_each(|item| stack.push(item)),
+            Shared::Batch(items) => {
+                if stack.len() == 0 && items.capacity() >= stack.allocation() {
+                    *stack = PrivateStack::from_vec(items);
+                } else {
+                    items.into_iter().for_each(|item| stack.push(item));
+                }
+            }
         }
     }
 }
@@ -92,3 +100,43 @@ pub(super) fn share_batch<T>(
 pub(super) const BATCH_AT_MOST: usize = 4096;
 #[cfg(loom)]
 pub(super) const BATCH_AT_MOST: usize = 4;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn pop_all(stack: &mut PrivateStack<u32>) -> Vec<u32> {
+        std::iter::from_fn(|| stack.pop()).collect()
+    }
+
+    #[test]
+    fn an_empty_stack_takes_a_large_batch_over_whole() {
+        let mut stack = PrivateStack::new();
+        Shared::Batch((0..100).collect()).unpack_onto(&mut stack);
+        assert_eq!(stack.allocation(), 100);
+        let items = pop_all(&mut stack);
+        assert_eq!(items.len(), 100);
+        assert_eq!(items[..3], [0, 99, 98], "the first item, then the newest");
+        // The batch's allocation became the stack's: a push lands in it.
+        stack.push(5);
+        assert_eq!(stack.pop(), Some(5));
+    }
+
+    #[test]
+    fn a_small_batch_or_a_busy_stack_copies() {
+        // A batch smaller than the stack's allocation is copied into it.
+        let mut stack = PrivateStack::new();
+        (0..64).for_each(|x| stack.push(x));
+        pop_all(&mut stack);
+        let before = stack.allocation();
+        Shared::Batch(vec![1, 2, 3]).unpack_onto(&mut stack);
+        assert_eq!(stack.allocation(), before, "kept its own allocation");
+        assert_eq!(pop_all(&mut stack), [3, 2, 1]);
+        // A stack that holds items takes a batch on top of them, newest on top.
+        stack.push(7);
+        Shared::Batch((10..200).collect()).unpack_onto(&mut stack);
+        let items = pop_all(&mut stack);
+        assert_eq!(items.len(), 191);
+        assert_eq!((items[0], items[189], items[190]), (199, 10, 7));
+    }
+}
