@@ -37,9 +37,10 @@
 //!
 //! The allocator weighs on the rows: the seeds are allocated on this thread, and a
 //! worker that compiles one frees it into this thread's glibc arena while this thread,
-//! taking part in fanout's run, allocates there too; both then wait on the arena's
-//! lock (rayon's caller sleeps through its run, so its workers do not meet it).
-//! BENCHMARKS.md has the figures with glibc and with mimalloc.
+//! taking part in the run, allocates there too; both then wait on the arena's lock.
+//! Rayon's caller sleeps through its run, so its workers do not meet it; fanout's
+//! caller steps back after 2 ms of a run (it hands its work and its core to the
+//! workers and waits), which ends most of it. BENCHMARKS.md has the figures.
 
 use fanout::{Pool, WorkerLocal};
 use quote::ToTokens;

@@ -38,6 +38,10 @@
 #   mutant_withdraw_handoff  a thread withdrawing a job that parked does not hand the
 #                          last leave's wake-up on, so a second thread withdrawing the
 #                          same job at once parks for good.
+#   mutant_step_back_early a run's caller stepping back goes idle before it shares its
+#                          private items (rule 1 broken), so the run can be declared
+#                          done with them unshared; caught by the loom-only check that
+#                          a run declared done leaves no work behind.
 # The steal claim CAS (AcqRel) has no mutant: Relaxed survives every deque model, since
 # slot reads are ordered by `bottom` and slot reuse by `release`, not by the claim.
 # mutant_sleep is also checked against a whole-pool model (a worker woken for
@@ -74,6 +78,7 @@ readonly DEQUE_STEAL_ACQUIRE_CATCHERS=(owner_vs_one_thief wrap_around)
 readonly DEQUE_RELEASE_CAS_CATCHERS=(wrap_around push_or_spill_vs_thief)
 readonly SEEDS_LATE_CATCHERS=(seeds_pulled_in_chunks)
 readonly WITHDRAW_HANDOFF_CATCHERS=(two_withdrawers_and_a_leaving_worker)
+readonly STEP_BACK_EARLY_CATCHERS=(step_back_with_follow_ons step_back_with_seeds_left)
 
 run_suite() {
     local start build_secs status=0
@@ -142,6 +147,7 @@ run_mutants() {
     check_mutant mutant_deque_release_cas deque "${DEQUE_RELEASE_CAS_CATCHERS[@]}" || status=1
     check_mutant mutant_seeds_late pool "${SEEDS_LATE_CATCHERS[@]}" || status=1
     check_mutant mutant_withdraw_handoff registry "${WITHDRAW_HANDOFF_CATCHERS[@]}" || status=1
+    check_mutant mutant_step_back_early step_back "${STEP_BACK_EARLY_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

@@ -79,6 +79,12 @@ pub mod __loom {
     /// Capacity of each run slot's deque under loom (see `engine::run::DEQUE_CAPACITY`).
     pub const DEQUE_CAPACITY: usize = crate::engine::run::DEQUE_CAPACITY;
     pub use crate::pool::registry::ModelJob;
+
+    /// Makes every run's caller step back at its first checkpoint from now on, in this
+    /// process (see `engine::participant::Participant::step_back`).
+    pub fn callers_step_back() {
+        crate::engine::run::CALLERS_STEP_BACK_IN_MODELS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     pub use crate::pool::sleep::Sleep;
 
     /// A stage gate letting `limit` threads in at once (see `stream::gate`).

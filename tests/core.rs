@@ -486,3 +486,38 @@ fn a_caller_that_moved_to_another_core_still_gets_a_worker() {
     });
     assert!(!timed_out, "the run woke only the worker its caller's seat keeps out");
 }
+
+/// A long run's caller that holds a worker's core hands it back after about 2 ms: it
+/// shares its work (the unpulled seeds too), stops working and waits, and the workers
+/// run the rest. Here, items of 100 us for about 20 ms on every core: a caller that
+/// kept working would run about one item in every `cores`, not a handful.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_long_runs_caller_steps_back() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return;
+    }
+    // A worker per core: the caller then holds one of their seats.
+    let pool = fanout::Pool::builder().num_threads(cores).build().unwrap();
+    let items = 200 * cores as u64;
+    let by_caller = AtomicU64::new(0);
+    let sum = pool.run_fold(
+        0..items,
+        || 0u64,
+        |sum, i, ctx| {
+            if ctx.worker_index().is_none() {
+                by_caller.fetch_add(1, Ordering::Relaxed);
+            }
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_micros(100) {
+                std::hint::spin_loop();
+            }
+            sum + i
+        },
+        |a, b| a + b,
+    );
+    assert_eq!(sum, items * (items - 1) / 2, "every item ran once");
+    let by_caller = by_caller.into_inner();
+    assert!(by_caller < 100, "the caller ran {by_caller} of {items} items: it did not step back");
+}

@@ -68,6 +68,11 @@ pub(crate) struct Cadence {
     per_item: u64,
     /// No read has been made yet.
     first: bool,
+    /// When the participant should hand its place over (a long run's caller stepping
+    /// back, see `Participant::step_back`); `None`: never, or already due.
+    step_back_at: Option<Instant>,
+    /// A read found the clock past `step_back_at`: the next checkpoint steps back.
+    step_back_due: bool,
 }
 
 /// The two counters the item loop keeps in registers: copied out of the `Cadence`
@@ -92,7 +97,34 @@ impl Cadence {
             last: start,
             per_item: 0,
             first: true,
+            step_back_at: None,
+            step_back_due: false,
         }
+    }
+
+    /// Makes a checkpoint due at the first clock read at or after `at` (under loom,
+    /// where the clock is never read, due at once), and `step_back_due` true there.
+    pub(crate) fn step_back_at(&mut self, at: Instant) {
+        self.step_back_at = Some(at);
+        self.step_back_due = cfg!(loom);
+    }
+
+    /// Whether the participant should step back now (see `step_back_at`).
+    #[inline(always)]
+    pub(crate) fn step_back_due(&self) -> bool {
+        self.step_back_due
+    }
+
+    /// Clears `step_back_due`: the participant stepped back, or could not and will try
+    /// again at `again` (if any).
+    pub(crate) fn stepped_back_or_retry(&mut self, again: Option<Instant>) {
+        self.step_back_due = false;
+        self.step_back_at = again;
+    }
+
+    /// When the clock was last read.
+    pub(crate) fn last_read(&self) -> Instant {
+        self.last
     }
 
     /// Items to run before the next checkpoint.
@@ -145,7 +177,11 @@ impl Cadence {
         self.lap = Lap { every, checkpoints_to_read: self.checkpoints_per_read };
         self.last = now;
         self.per_item = per_item;
-        !std::mem::take(&mut self.first) || every < MOST_ITEMS
+        if self.step_back_at.is_some_and(|at| now >= at) {
+            self.step_back_at = None;
+            self.step_back_due = true;
+        }
+        !std::mem::take(&mut self.first) || every < MOST_ITEMS || self.step_back_due
     }
 }
 

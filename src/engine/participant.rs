@@ -5,7 +5,7 @@
 use super::cadence::Cadence;
 use super::ctx::{Checkpoint, Ctx};
 use super::run::{Local, Run};
-use super::seeds::SeedSource;
+use super::seeds::{SEED_CHUNK, SeedSource};
 use super::share::{BATCH_AT_MOST, Shared, share_batch, share_older_half};
 use super::stack::PrivateStack;
 use super::stop::Clock;
@@ -17,7 +17,17 @@ use crate::stats::SlotStats;
 use crate::sync::{Ordering, Parker};
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a run's caller that holds a worker's core takes part before it hands that
+/// core back (see `Participant::step_back`): long next to waking the worker (tens of
+/// microseconds), short next to the runs that gain from it (the caller's allocations
+/// contend with the workers' frees under glibc for as long as it works).
+const STEP_BACK_AFTER: Duration = Duration::from_millis(2);
+/// Most unpulled seeds a caller stepping back hands to the shared queue, four of the
+/// chunks it pulls at a time, so that a run still holds a bounded number of seeds; a
+/// run with more (or an iterator that cannot say) steps back once they are pulled.
+const STEP_BACK_SEEDS_AT_MOST: usize = 4 * SEED_CHUNK;
 
 /// Idle rounds a participant spends looking for work before it leaves the run.
 #[cfg(not(loom))]
@@ -41,6 +51,10 @@ struct Participant<'a, 'p, W: Work> {
     /// uncounted only once it actually obtains an item, so a failed attempt does not
     /// write the demand line that busy threads read.
     in_demand: bool,
+    /// When this participant (a long run's caller) is to step back; `None`: never.
+    step_back_at: Option<Instant>,
+    /// It stepped back: it leaves the run as soon as it is idle.
+    stepped_back: bool,
 }
 
 /// What one activation of a participant carries from one run of its private items to
@@ -87,7 +101,10 @@ pub(super) fn take_part<W: Work>(
         let deque = unsafe { Owner::new(&slot.deque) };
         local.stats.joined = true;
         let progress = run.progress.as_deref().map(|p| p.slot(me));
-        let mut me = Participant { run, me, deque, local, progress, in_demand: !active };
+        let step_back_at =
+            (me == run.caller_slot() && run.caller_may_step_back).then(|| Instant::now() + STEP_BACK_AFTER);
+        let mut me =
+            Participant { run, me, deque, local, progress, in_demand: !active, step_back_at, stepped_back: false };
         me.until_left(active, seeds);
     });
 }
@@ -180,6 +197,19 @@ impl<W: Work> Participant<'_, '_, W> {
                     // free now.
                     run.sleep.notify_one_avoiding(run.seats.kept_out_cpu());
                 }
+                if self.stepped_back {
+                    // Mutant: share the private items after going idle (rule 1 broken),
+                    // so the run can be declared done before they are visible.
+                    #[cfg(all(loom, feature = "mutant_step_back_early"))]
+                    {
+                        let mut stack = std::mem::take(&mut self.local.stack);
+                        self.share_everything(&mut stack);
+                        self.local.stack = stack;
+                    }
+                    // Our work is all shared; `run_as_caller` frees the seat, wakes a
+                    // worker for it and waits for the run to be done.
+                    return;
+                }
                 idle_rounds = 0;
             }
             // Mutant: the caller pulls its next seeds only after going idle (rule 3
@@ -231,7 +261,10 @@ impl<W: Work> Participant<'_, '_, W> {
             // work and what comes once the private items are out.
             let stack = &mut own_stack;
             let mut acc = self.local.acc.take().unwrap_or_else(|| run.work.new_acc());
-            let cadence = Cadence::new(started);
+            let mut cadence = Cadence::new(started);
+            if let Some(at) = self.step_back_at {
+                cadence.step_back_at(at);
+            }
             let mut now = Activation {
                 countdown: cadence.every(),
                 executed: 0,
@@ -255,6 +288,9 @@ impl<W: Work> Participant<'_, '_, W> {
                         continue;
                     }
                     if !self.checkpoint(stack, &mut now) {
+                        break 'work;
+                    }
+                    if now.cadence.step_back_due() && self.step_back(stack, seeds, &mut now.cadence) {
                         break 'work;
                     }
                 }
@@ -330,6 +366,64 @@ impl<W: Work> Participant<'_, '_, W> {
             }
         }
         true
+    }
+
+    /// A long run's caller that holds a worker's core hands that core back: it shares
+    /// every private item (its unpulled seeds too, through the global queue) and then
+    /// goes idle for good, so that `run_as_caller` frees its seat, wakes the worker
+    /// kept out and waits for the run to end, as rayon's caller waits through its
+    /// runs. The workers then run on their own cores, and the caller's thread, which
+    /// allocates in an allocator arena of its own, no longer works beside them. The
+    /// items are shared while we are still active (rule 1), and our decrement comes
+    /// after, so whoever brings the count to zero sees them (rule 4). Returns whether
+    /// we stepped back: not while more seeds are left than we would hand over (tried
+    /// again later), nor once the run stops.
+    #[cold]
+    #[inline(never)]
+    fn step_back(
+        &mut self,
+        stack: &mut PrivateStack<W::Item>,
+        seeds: &mut Option<&mut dyn SeedSource<W::Item>>,
+        cadence: &mut Cadence,
+    ) -> bool {
+        let run = self.run;
+        if let Some(source) = seeds.as_deref_mut() {
+            match source.hand_over(STEP_BACK_SEEDS_AT_MOST, &mut |batch| run.global.push(Shared::Batch(batch))) {
+                Ok(true) => *seeds = None,
+                Ok(false) => {
+                    cadence.stepped_back_or_retry(Some(cadence.last_read() + STEP_BACK_AFTER));
+                    return false;
+                }
+                Err(payload) => {
+                    *seeds = None;
+                    run.record_panic(payload);
+                    cadence.stepped_back_or_retry(None);
+                    return true;
+                }
+            }
+        }
+        cadence.stepped_back_or_retry(None);
+        // Mutant: the items are shared only after we go idle (see `until_left`).
+        #[cfg(not(all(loom, feature = "mutant_step_back_early")))]
+        self.share_everything(stack);
+        #[cfg(all(loom, feature = "mutant_step_back_early"))]
+        let _ = stack;
+        self.stepped_back = true;
+        true
+    }
+
+    /// Moves every private item to our deque (spilling to the global queue when it is
+    /// full) as one batch in the stack's own allocation, without copying them: a
+    /// stepping-back caller may hold millions (a wide fan-out's root), and the thief
+    /// that takes them shares them on as any participant does.
+    fn share_everything(&mut self, stack: &mut PrivateStack<W::Item>) {
+        let count = stack.len();
+        if count > 0 {
+            let run = self.run;
+            let items = std::mem::take(stack).into_vec();
+            self.deque.push_or_spill(Shared::Batch(items), |x| run.global.push(x));
+            self.local.stats.published += count as u64;
+        }
     }
 
     /// Out of private items: takes the next work, high-priority items first, then our
@@ -470,6 +564,7 @@ impl<W: Work> Participant<'_, '_, W> {
         cadence: &Cadence,
     ) -> bool {
         progress.is_some()
+            || cadence.step_back_due()
             || run.stop.needs_poll()
             || run.urgent.in_use()
             || ((Self::should_publish(run, private, deque) || Self::should_refill(batch_out, private, deque))

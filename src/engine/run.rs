@@ -64,6 +64,21 @@ pub(crate) const DEQUE_CAPACITY: usize = 256;
 #[cfg(loom)]
 pub(crate) const DEQUE_CAPACITY: usize = 4;
 
+/// Under loom, whether every run's caller steps back at its first checkpoint (no model
+/// holds a core, and none waits on the clock): set once by a model file that checks
+/// stepping back (`crate::__loom::callers_step_back`), which runs in a process of its
+/// own.
+#[cfg(loom)]
+pub(crate) static CALLERS_STEP_BACK_IN_MODELS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn callers_step_back_in_models() -> bool {
+    #[cfg(loom)]
+    return CALLERS_STEP_BACK_IN_MODELS.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(loom))]
+    false
+}
+
 /// What only the slot's owner touches.
 pub(super) struct Local<W: Work> {
     pub(super) stack: PrivateStack<W::Item>,
@@ -110,6 +125,9 @@ pub(crate) struct Run<'p, W: Work> {
     pub(super) caller: Arc<Parker>,
     /// `Control::share_seeds`.
     pub(super) blocking: bool,
+    /// The caller holds a worker's core and hands it back once the run has gone on
+    /// for a while (see `Participant::step_back`).
+    pub(super) caller_may_step_back: bool,
 }
 
 /// Everything a finished run hands back.
@@ -182,6 +200,9 @@ impl<'p, W: Work> Run<'p, W> {
             panic: Mutex::new(None),
             caller: Arc::new(Parker::new()),
             blocking: control.share_seeds,
+            // Not when workers need jobserver tokens: none may come.
+            caller_may_step_back: (caller_holds_a_core && !control.share_seeds && !pool.workers_need_tokens())
+                || callers_step_back_in_models(),
         }
     }
 

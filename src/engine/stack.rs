@@ -89,6 +89,32 @@ impl<T> PrivateStack<T> {
         stack
     }
 
+    /// The stack's items as a `Vec` in the stack's own allocation: the newest first,
+    /// then the others oldest first, so that `from_vec` makes a stack that pops them in
+    /// the same order as this one. Moves only the newest item, unless `drain_oldest`
+    /// left dead slots below the others (they then move down over them).
+    pub(crate) fn into_vec(self) -> Vec<T> {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: the allocation starts `dead` slots below the base (see the fields).
+        let start = unsafe { this.buf.sub(this.dead) };
+        if this.len > 0 {
+            // SAFETY: `top` holds the newest item (`len > 0`) and slot 0 is scratch (see
+            // the module docs): the item moves there, and `this` is never dropped, so
+            // it is not read twice.
+            unsafe { this.buf.as_ptr().write(std::ptr::read(&this.top)) };
+        }
+        if this.dead > 0 {
+            // SAFETY: slots `0..len` of the base and the `len` slots from `start` lie in
+            // the allocation of `dead + cap` slots; `copy` allows the overlap, and the
+            // slots are `MaybeUninit`, so this is a bitwise move.
+            unsafe { std::ptr::copy(this.buf.as_ptr(), start.as_ptr(), this.len) };
+        }
+        // SAFETY: `start` and `dead + cap` are the raw parts of the stack's `Vec` (see
+        // `Drop`), handed on exactly once since `this` is never dropped; `T` has the
+        // layout of `MaybeUninit<T>`; the first `len` slots now hold the items.
+        unsafe { Vec::from_raw_parts(start.as_ptr().cast::<T>(), this.len, this.dead + this.cap) }
+    }
+
     /// The stack's allocation, emptied, for a later stack to start in; `None` if the
     /// stack still holds items (they are dropped here then, with the allocation).
     pub(crate) fn into_buffer(self) -> Option<Vec<MaybeUninit<T>>> {
@@ -428,6 +454,32 @@ mod tests {
         // Zero-sized items.
         let mut s = PrivateStack::from_vec(vec![(); 3]);
         assert_eq!((s.pop(), s.pop(), s.pop(), s.pop()), (Some(()), Some(()), Some(()), None));
+    }
+
+    #[test]
+    fn a_stack_into_a_vec_and_back_pops_in_the_same_order() {
+        let mut s = PrivateStack::new();
+        (0..10u64).for_each(|x| s.push(x));
+        // Dead slots below the base, which the `Vec` must not start at.
+        let mut oldest = Vec::new();
+        s.drain_oldest(3, |x| oldest.push(x));
+        assert_eq!(oldest, [0, 1, 2]);
+        let v = s.into_vec();
+        assert_eq!(v, [9, 3, 4, 5, 6, 7, 8], "the newest, then the rest oldest first");
+        let mut s = PrivateStack::from_vec(v);
+        let popped: Vec<u64> = std::iter::from_fn(|| s.pop()).collect();
+        assert_eq!(popped, [9, 8, 7, 6, 5, 4, 3]);
+        assert!(PrivateStack::<u64>::new().into_vec().is_empty());
+        let drops = Rc::new(Cell::new(0));
+        let mut s = PrivateStack::new();
+        (0..5).for_each(|_| s.push(Counted(drops.clone())));
+        let v = s.into_vec();
+        assert_eq!((v.len(), drops.get()), (5, 0));
+        drop(v);
+        assert_eq!(drops.get(), 5);
+        let mut s = PrivateStack::new();
+        (0..3).for_each(|_| s.push(()));
+        assert_eq!(s.into_vec().len(), 3);
     }
 
     #[test]

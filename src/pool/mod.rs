@@ -748,6 +748,15 @@ impl Shared {
         self.one_per_core
     }
 
+    /// Whether the workers work only while they hold a jobserver token: a run may then
+    /// get no worker at all, so its caller never leaves work to them.
+    pub(crate) fn workers_need_tokens(&self) -> bool {
+        #[cfg(not(loom))]
+        return self.tokens.is_some();
+        #[cfg(loom)]
+        false
+    }
+
     /// Whether a thread working beside every worker takes a core from one of them (for
     /// streams). Under loom, where there are no cores, the pool counts as full, so the
     /// models explore waiting for the workers.
