@@ -521,3 +521,57 @@ fn a_long_runs_caller_steps_back() {
     let by_caller = by_caller.into_inner();
     assert!(by_caller < 100, "the caller ran {by_caller} of {items} items: it did not step back");
 }
+
+/// A caller that stepped back comes back and finishes its run alone when no worker can
+/// come: here every worker holds an item of another thread's blocking run, and those
+/// items wait until this run is done (at most 20 s). Without coming back, this run
+/// would wait for them.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_caller_that_stepped_back_finishes_alone_when_no_worker_comes() {
+    use std::time::{Duration, Instant};
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return;
+    }
+    let pool = fanout::Pool::builder().num_threads(cores).build().unwrap();
+    let started = AtomicUsize::new(0);
+    let ours_done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // One item for each worker and one for this thread's caller.
+            pool.runner()
+                .blocking()
+                .for_each_index(0..cores + 1, |_| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let start = Instant::now();
+                    while !ours_done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(20) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+                .unwrap();
+        });
+        let start = Instant::now();
+        while started.load(Ordering::SeqCst) < cores + 1 {
+            assert!(start.elapsed() < Duration::from_secs(10), "the blocking run never held every worker");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        let sum = pool.run_fold(
+            0..200u64,
+            || 0u64,
+            |sum, i, _| {
+                let item = Instant::now();
+                while item.elapsed() < Duration::from_micros(100) {
+                    std::hint::spin_loop();
+                }
+                sum + i
+            },
+            |a, b| a + b,
+        );
+        let took = start.elapsed();
+        ours_done.store(true, Ordering::SeqCst);
+        assert_eq!(sum, 200 * 199 / 2);
+        assert!(took < Duration::from_secs(10), "the run waited {took:?} for workers that could not come");
+    });
+}

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 /// microseconds), short next to the runs that gain from it (the caller's allocations
 /// contend with the workers' frees under glibc for as long as it works).
 const STEP_BACK_AFTER: Duration = Duration::from_millis(2);
+/// How long a caller that stepped back waits for a worker to come before it takes
+/// the work back (see `Run::run_as_caller`).
+const STEP_BACK_PATIENCE: Duration = Duration::from_millis(1);
 /// Most unpulled seeds a caller stepping back hands to the shared queue, four of the
 /// chunks it pulls at a time, so that a run still holds a bounded number of seeds; a
 /// run with more (or an iterator that cannot say) steps back once they are pulled.
@@ -83,13 +86,16 @@ enum Paused {
 }
 
 /// Takes part in `run` in slot `me` until idle for good or the run is done; the
-/// caller starts `active` and brings the run's seeds.
+/// caller starts `active` and brings the run's seeds. A caller with `may_step_back`
+/// steps back once the run has gone on for a while (`Participant::step_back`);
+/// returns whether it did.
 pub(super) fn take_part<W: Work>(
     run: &Run<'_, W>,
     me: usize,
     active: bool,
     seeds: Option<&mut dyn SeedSource<W::Item>>,
-) {
+    may_step_back: bool,
+) -> bool {
     let slot = run.slot(me);
     slot.local.with_mut(|p| {
         // SAFETY: slot `me` belongs to this thread for the whole call: worker `i` only
@@ -101,12 +107,12 @@ pub(super) fn take_part<W: Work>(
         let deque = unsafe { Owner::new(&slot.deque) };
         local.stats.joined = true;
         let progress = run.progress.as_deref().map(|p| p.slot(me));
-        let step_back_at =
-            (me == run.caller_slot() && run.caller_may_step_back).then(|| Instant::now() + STEP_BACK_AFTER);
+        let step_back_at = may_step_back.then(|| Instant::now() + STEP_BACK_AFTER);
         let mut me =
             Participant { run, me, deque, local, progress, in_demand: !active, step_back_at, stepped_back: false };
         me.until_left(active, seeds);
-    });
+        me.stepped_back
+    })
 }
 
 impl<W: Work> Run<'_, W> {
@@ -114,18 +120,43 @@ impl<W: Work> Run<'_, W> {
     /// it is done. The caller must then withdraw the run from the registry (see
     /// `crate::pool::registry::Registered`) before it takes the outcome.
     pub(crate) fn run_as_caller(&self, seeds: &mut dyn SeedSource<W::Item>) {
-        take_part(self, self.caller_slot(), true, Some(seeds));
-        self.seats.caller_left();
-        // Acquire: pairs with `finish`. Our seat is free: a worker kept out by it may be
-        // asleep while work waits.
-        if !self.done.load(Ordering::Acquire) && self.work_visible() {
-            self.sleep.notify_one();
-        }
-        // The caller counted itself as demand while idle; it is not waiting for work now.
-        self.sleep.remove_demand();
-        // Acquire: pairs with the Release store in `finish`.
-        while !self.done.load(Ordering::Acquire) {
-            self.caller.park();
+        let mut stepped_back = take_part(self, self.caller_slot(), true, Some(seeds), self.caller_may_step_back);
+        loop {
+            self.seats.caller_left();
+            // Acquire: pairs with `finish`. Our seat is free: a worker kept out by it
+            // may be asleep while work waits.
+            if !self.done.load(Ordering::Acquire) && self.work_visible() {
+                self.sleep.notify_one();
+            }
+            // The caller counted itself as demand while idle; it is not waiting for
+            // work now.
+            self.sleep.remove_demand();
+            if !stepped_back {
+                // Idle with nothing in sight: whatever is left runs on workers inside.
+                // Acquire: pairs with the Release store in `finish`.
+                while !self.done.load(Ordering::Acquire) {
+                    self.caller.park();
+                }
+                return;
+            }
+            // We stepped back with work left for the workers, so the run now needs
+            // one of them to come. None may (all busy elsewhere, or waiting for this
+            // thread, say at a stage gate it holds): if work still waits with no
+            // worker inside after a while, come back and finish it ourselves.
+            loop {
+                // Acquire: pairs with the Release store in `finish`.
+                if self.done.load(Ordering::Acquire) {
+                    return;
+                }
+                self.caller.park_until(Instant::now() + STEP_BACK_PATIENCE);
+                if !self.done.load(Ordering::Acquire) && self.seats.participants.count() == 0 && self.work_visible() {
+                    break;
+                }
+            }
+            self.seats.caller_back();
+            // Counted as demand again, as an idle participant is.
+            self.sleep.add_demand();
+            stepped_back = take_part(self, self.caller_slot(), false, None, false);
         }
     }
 }
@@ -152,7 +183,7 @@ impl<W: Work> Job for Run<'_, W> {
     }
 
     fn participate(&self, worker: usize) -> Leave {
-        take_part(self, worker, false, None);
+        take_part(self, worker, false, None, false);
         self.seats.participants.leave(&self.caller)
     }
 
@@ -369,15 +400,17 @@ impl<W: Work> Participant<'_, '_, W> {
     }
 
     /// A long run's caller that holds a worker's core hands that core back: it shares
-    /// every private item (its unpulled seeds too, through the global queue) and then
-    /// goes idle for good, so that `run_as_caller` frees its seat, wakes the worker
-    /// kept out and waits for the run to end, as rayon's caller waits through its
-    /// runs. The workers then run on their own cores, and the caller's thread, which
-    /// allocates in an allocator arena of its own, no longer works beside them. The
-    /// items are shared while we are still active (rule 1), and our decrement comes
-    /// after, so whoever brings the count to zero sees them (rule 4). Returns whether
-    /// we stepped back: not while more seeds are left than we would hand over (tried
-    /// again later), nor once the run stops.
+    /// every private item, then hands its unpulled seeds to the global queue, and goes
+    /// idle for good, so that `run_as_caller` frees its seat, wakes the worker kept out
+    /// and waits for the run to end, as rayon's caller waits through its runs (coming
+    /// back if no worker comes). The workers then run on their own cores, and the
+    /// caller's thread, which allocates in an allocator arena of its own, no longer
+    /// works beside them. Everything is shared while we are still active (rule 1), and
+    /// our decrement comes after, so whoever brings the count to zero sees it (rule 4).
+    /// Our items go first: the seed iterator may wait for what they produce. Returns
+    /// whether to stop working: we stepped back, or the seed iterator panicked (the run
+    /// stops). Not while the run is stopping (no seed is made then), nor while the
+    /// iterator may hold more than `STEP_BACK_SEEDS_AT_MOST` seeds (tried again later).
     #[cold]
     #[inline(never)]
     fn step_back(
@@ -387,27 +420,43 @@ impl<W: Work> Participant<'_, '_, W> {
         cadence: &mut Cadence,
     ) -> bool {
         let run = self.run;
+        let again = Some(cadence.last_read() + STEP_BACK_AFTER);
+        cadence.stepped_back_or_retry(None);
+        if run.stop.is_set_or_cancelled() {
+            return false;
+        }
+        let seed_panic = |seeds: &mut Option<&mut dyn SeedSource<W::Item>>, payload| {
+            *seeds = None;
+            run.record_panic(payload);
+            true
+        };
         if let Some(source) = seeds.as_deref_mut() {
-            match source.hand_over(STEP_BACK_SEEDS_AT_MOST, &mut |batch| run.global.push(Shared::Batch(batch))) {
-                Ok(true) => *seeds = None,
+            match source.at_most_left(STEP_BACK_SEEDS_AT_MOST) {
+                Ok(true) => {}
                 Ok(false) => {
-                    cadence.stepped_back_or_retry(Some(cadence.last_read() + STEP_BACK_AFTER));
+                    cadence.stepped_back_or_retry(again);
                     return false;
                 }
-                Err(payload) => {
-                    *seeds = None;
-                    run.record_panic(payload);
-                    cadence.stepped_back_or_retry(None);
-                    return true;
-                }
+                Err(payload) => return seed_panic(seeds, payload),
             }
         }
-        cadence.stepped_back_or_retry(None);
         // Mutant: the items are shared only after we go idle (see `until_left`).
         #[cfg(not(all(loom, feature = "mutant_step_back_early")))]
         self.share_everything(stack);
         #[cfg(all(loom, feature = "mutant_step_back_early"))]
         let _ = stack;
+        if let Some(source) = seeds.as_deref_mut() {
+            match source.hand_over(STEP_BACK_SEEDS_AT_MOST, &mut |batch| run.global.push(Shared::Batch(batch))) {
+                Ok(true) => *seeds = None,
+                Ok(false) => {
+                    // The size hint was low: keep pulling as before (what we shared
+                    // stays shared, and we take it back if nobody else does).
+                    cadence.stepped_back_or_retry(again);
+                    return false;
+                }
+                Err(payload) => return seed_panic(seeds, payload),
+            }
+        }
         self.stepped_back = true;
         true
     }

@@ -5,8 +5,8 @@
 //!
 //! Everything here but `active`'s own protocol is a hint for admission and wake-ups:
 //! work that is visible is always taken by a participant still active (termination
-//! rule 3), so no answer from here can lose work or hang a run; a wrong one costs a
-//! needless or a late wake-up.
+//! rule 3), or by the caller that stepped back coming back for it, so no answer from
+//! here can lose work or hang a run; a wrong one costs a needless or a late wake-up.
 
 use super::active::Active;
 use crate::pool::registry::Participants;
@@ -72,6 +72,13 @@ impl Seats {
     pub(crate) fn caller_left(&self) {
         // Relaxed: an admission hint (see the module docs).
         self.caller_in.store(false, Ordering::Relaxed);
+    }
+
+    /// The caller came back into the run (it stepped back and no worker came): it
+    /// holds its seat again.
+    pub(crate) fn caller_back(&self) {
+        // Relaxed: an admission hint (see the module docs).
+        self.caller_in.store(true, Ordering::Relaxed);
     }
 
     /// Whether one more worker may join: a seat is free.

@@ -44,11 +44,15 @@ pub(crate) trait SeedSource<T> {
     /// it had made in this chunk are dropped then, and the stack stays empty).
     fn pull(&mut self, stack: &mut PrivateStack<T>) -> Result<bool, Box<dyn Any + Send>>;
 
-    /// Gives every seed not pulled yet to `push`, in order, in chunks of at most
-    /// `BATCH_AT_MOST`, if the iterator says at most `most` are left; returns whether
-    /// it did (`Ok(true)` also when none were left), the payload if the iterator
-    /// panicked (the seeds of the chunk being made are dropped then, and the iterator
-    /// is not asked again).
+    /// Whether the iterator says at most `most` seeds are left (`size_hint`); the
+    /// payload if it panicked (it is not asked again then).
+    fn at_most_left(&mut self, most: usize) -> Result<bool, Box<dyn Any + Send>>;
+
+    /// Gives the seeds not pulled yet to `push`, in order, in chunks of at most
+    /// `BATCH_AT_MOST`, and at most `most` of them (a size hint may be wrong); returns
+    /// whether none are left (`Ok(false)`: the iterator may hold more), the payload if
+    /// the iterator panicked (the seeds of the chunk being made are dropped then, and
+    /// the iterator is not asked again).
     fn hand_over(&mut self, most: usize, push: &mut dyn FnMut(Vec<T>)) -> Result<bool, Box<dyn Any + Send>>;
 }
 
@@ -65,30 +69,43 @@ impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
         Ok(n != 0)
     }
 
+    fn at_most_left(&mut self, most: usize) -> Result<bool, Box<dyn Any + Send>> {
+        if self.done {
+            return Ok(true);
+        }
+        let iter = &mut self.iter;
+        // Stays set if `size_hint` panics.
+        self.done = true;
+        let fits = catch_unwind(AssertUnwindSafe(|| iter.size_hint().1.is_some_and(|left| left <= most)))?;
+        self.done = false;
+        Ok(fits)
+    }
+
     fn hand_over(&mut self, most: usize, push: &mut dyn FnMut(Vec<I::Item>)) -> Result<bool, Box<dyn Any + Send>> {
         if self.done {
             return Ok(true);
         }
         let (iter, pulled) = (&mut self.iter, &mut self.pulled);
-        // `done` stays set if the iterator panics below.
+        // Stays set if the iterator panics below.
         self.done = true;
-        let handed = catch_unwind(AssertUnwindSafe(|| {
-            if iter.size_hint().1.is_none_or(|left| left > most) {
-                return false;
-            }
-            loop {
-                let chunk: Vec<_> = iter.by_ref().take(BATCH_AT_MOST).collect();
+        let exhausted = catch_unwind(AssertUnwindSafe(|| {
+            let mut handed = 0;
+            while handed < most {
+                let want = BATCH_AT_MOST.min(most - handed);
+                let chunk: Vec<_> = iter.by_ref().take(want).collect();
                 let n = chunk.len();
                 *pulled += n as u64;
+                handed += n;
                 if n > 0 {
                     push(chunk);
                 }
-                if n < BATCH_AT_MOST {
+                if n < want {
                     return true;
                 }
             }
+            false
         }))?;
-        self.done = handed;
-        Ok(handed)
+        self.done = exhausted;
+        Ok(exhausted)
     }
 }

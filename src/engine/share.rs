@@ -29,7 +29,11 @@ impl<T> Shared<T> {
                 if stack.len() == 0 && items.capacity() >= stack.allocation() {
                     *stack = PrivateStack::from_vec(items);
                 } else {
-                    items.into_iter().for_each(|item| stack.push(item));
+                    // In `from_vec`'s order: the first item on top.
+                    let mut items = items.into_iter();
+                    let first = items.next();
+                    items.for_each(|item| stack.push(item));
+                    first.into_iter().for_each(|item| stack.push(item));
                 }
             }
         }
@@ -131,12 +135,12 @@ mod tests {
         let before = stack.allocation();
         Shared::Batch(vec![1, 2, 3]).unpack_onto(&mut stack);
         assert_eq!(stack.allocation(), before, "kept its own allocation");
-        assert_eq!(pop_all(&mut stack), [3, 2, 1]);
-        // A stack that holds items takes a batch on top of them, newest on top.
+        assert_eq!(pop_all(&mut stack), [1, 3, 2], "as from_vec would pop them");
+        // A stack that holds items takes a batch on top of them.
         stack.push(7);
         Shared::Batch((10..200).collect()).unpack_onto(&mut stack);
         let items = pop_all(&mut stack);
         assert_eq!(items.len(), 191);
-        assert_eq!((items[0], items[189], items[190]), (199, 10, 7));
+        assert_eq!((items[0], items[1], items[189], items[190]), (10, 199, 11, 7));
     }
 }
