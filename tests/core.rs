@@ -524,7 +524,7 @@ fn a_long_runs_caller_steps_back() {
 
 /// A caller that stepped back comes back and finishes its run alone when no worker can
 /// come: here every worker holds an item of another thread's blocking run, and those
-/// items wait until this run is done (at most 20 s). Without coming back, this run
+/// items wait until this run is done (at most 60 s). Without coming back, this run
 /// would wait for them.
 #[test]
 #[cfg(target_os = "linux")]
@@ -545,7 +545,7 @@ fn a_caller_that_stepped_back_finishes_alone_when_no_worker_comes() {
                 .for_each_index(0..cores + 1, |_| {
                     started.fetch_add(1, Ordering::SeqCst);
                     let start = Instant::now();
-                    while !ours_done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(20) {
+                    while !ours_done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 })
@@ -572,6 +572,6 @@ fn a_caller_that_stepped_back_finishes_alone_when_no_worker_comes() {
         let took = start.elapsed();
         ours_done.store(true, Ordering::SeqCst);
         assert_eq!(sum, 200 * 199 / 2);
-        assert!(took < Duration::from_secs(10), "the run waited {took:?} for workers that could not come");
+        assert!(took < Duration::from_secs(5), "the run waited {took:?} for workers that could not come");
     });
 }

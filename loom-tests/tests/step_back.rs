@@ -2,9 +2,10 @@
 //! Model checks of a run's caller stepping back (`Participant::step_back`): here every
 //! caller steps back at its first checkpoint (`fanout::__loom::callers_step_back`, set
 //! for this file's process only). It shares its private items and its unpulled seeds,
-//! goes idle for good, frees its seat, wakes the worker and waits. Every item must run
-//! exactly once, all before `run` returns, and the worker must run the rest. Nothing
-//! may stay parked (a loom deadlock).
+//! goes idle, frees its seat, wakes the worker and waits (coming back if it finds work
+//! waiting with no worker inside). Every item must run exactly once, all before `run`
+//! returns, and in some executions the worker runs all but the caller's first item.
+//! Nothing may stay parked (a loom deadlock).
 
 use fanout::Pool;
 use fanout_loom_tests::{Bound, model};

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 /// contend with the workers' frees under glibc for as long as it works).
 const STEP_BACK_AFTER: Duration = Duration::from_millis(2);
 /// How long a caller that stepped back waits for a worker to come before it takes
-/// the work back (see `Run::run_as_caller`).
+/// the work back, when no worker is idle (see `Run::run_as_caller`); doubled while one
+/// is (it is on its way, if slowly), up to `STEP_BACK_PATIENCE_MOST`.
 const STEP_BACK_PATIENCE: Duration = Duration::from_millis(1);
+const STEP_BACK_PATIENCE_MOST: Duration = Duration::from_millis(64);
 /// Most unpulled seeds a caller stepping back hands to the shared queue, four of the
 /// chunks it pulls at a time, so that a run still holds a bounded number of seeds; a
 /// run with more (or an iterator that cannot say) steps back once they are pulled.
@@ -142,15 +144,25 @@ impl<W: Work> Run<'_, W> {
             // We stepped back with work left for the workers, so the run now needs
             // one of them to come. None may (all busy elsewhere, or waiting for this
             // thread, say at a stage gate it holds): if work still waits with no
-            // worker inside after a while, come back and finish it ourselves.
+            // worker inside, and no worker is idle (none is on its way) or we have
+            // waited long, come back and finish it ourselves.
+            let mut patience = STEP_BACK_PATIENCE;
             loop {
                 // Acquire: pairs with the Release store in `finish`.
                 if self.done.load(Ordering::Acquire) {
                     return;
                 }
-                self.caller.park_until(Instant::now() + STEP_BACK_PATIENCE);
+                if self.seats.participants.count() > 0 {
+                    // The last worker to leave wakes us, as the run's end does.
+                    self.caller.park();
+                    continue;
+                }
+                self.caller.park_until(Instant::now() + patience);
                 if !self.done.load(Ordering::Acquire) && self.seats.participants.count() == 0 && self.work_visible() {
-                    break;
+                    if !self.sleep.has_demand() || patience >= STEP_BACK_PATIENCE_MOST {
+                        break;
+                    }
+                    patience *= 2;
                 }
             }
             self.seats.caller_back();
@@ -401,7 +413,7 @@ impl<W: Work> Participant<'_, '_, W> {
 
     /// A long run's caller that holds a worker's core hands that core back: it shares
     /// every private item, then hands its unpulled seeds to the global queue, and goes
-    /// idle for good, so that `run_as_caller` frees its seat, wakes the worker kept out
+    /// idle, so that `run_as_caller` frees its seat, wakes the worker kept out
     /// and waits for the run to end, as rayon's caller waits through its runs (coming
     /// back if no worker comes). The workers then run on their own cores, and the
     /// caller's thread, which allocates in an allocator arena of its own, no longer

@@ -23,11 +23,13 @@ pub(crate) struct Seeds<I> {
     /// The iterator came up short (it is not asked again: it may not be fused), or it
     /// panicked.
     pub(super) done: bool,
+    /// Its size hint said fewer seeds were left than it then gave: not trusted again.
+    hint_was_low: bool,
 }
 
 impl<I: Iterator> Seeds<I> {
     pub(crate) fn new(iter: I) -> Self {
-        Self { iter, pulled: 0, done: false }
+        Self { iter, pulled: 0, done: false, hint_was_low: false }
     }
 
     /// How many seeds were pulled so far.
@@ -73,6 +75,9 @@ impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
         if self.done {
             return Ok(true);
         }
+        if self.hint_was_low {
+            return Ok(false);
+        }
         let iter = &mut self.iter;
         // Stays set if `size_hint` panics.
         self.done = true;
@@ -103,9 +108,74 @@ impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
                     return true;
                 }
             }
-            false
+            // Exactly `most` so far: only the next call can say whether that was all.
+            match iter.next() {
+                None => true,
+                Some(seed) => {
+                    *pulled += 1;
+                    push(vec![seed]);
+                    false
+                }
+            }
         }))?;
         self.done = exhausted;
+        self.hint_was_low = !exhausted;
         Ok(exhausted)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Hands over everything `seeds` gives for `most`, chunk by chunk.
+    fn hand(seeds: &mut Seeds<impl Iterator<Item = u32>>, most: usize) -> (bool, Vec<u32>) {
+        let mut got = Vec::new();
+        let done = seeds.hand_over(most, &mut |chunk| got.extend(chunk)).unwrap();
+        (done, got)
+    }
+
+    #[test]
+    fn seeds_are_handed_over_in_order_and_never_more_than_asked() {
+        let mut seeds = Seeds::new(0..10u32);
+        assert!(seeds.at_most_left(10).unwrap());
+        assert!(!seeds.at_most_left(9).unwrap());
+        // Exactly as many as asked: the next call says that was all.
+        let mut exact = Seeds::new(0..10u32);
+        assert_eq!(hand(&mut exact, 10), (true, (0..10).collect()));
+        assert_eq!(exact.pulled(), 10);
+        assert!(hand(&mut exact, 10).0, "nothing left, nothing made");
+        // Fewer than there are: at most `most` (and the one that showed more exist).
+        let mut endless = Seeds::new(0u32..);
+        let (done, got) = hand(&mut endless, 5);
+        assert!(!done);
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    }
+
+    /// An iterator whose size hint says fewer are left than it gives.
+    struct LowHint(std::ops::Range<u32>);
+
+    impl Iterator for LowHint {
+        type Item = u32;
+        fn next(&mut self) -> Option<u32> {
+            self.0.next()
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (0, Some(2))
+        }
+    }
+
+    #[test]
+    fn a_size_hint_found_low_is_not_trusted_again() {
+        let mut seeds = Seeds::new(LowHint(0..100));
+        assert!(seeds.at_most_left(4).unwrap(), "the hint says so");
+        let (done, got) = hand(&mut seeds, 4);
+        assert!(!done);
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+        assert!(!seeds.at_most_left(4).unwrap(), "a low hint is not believed twice");
+        // The rest still comes by the usual pulls.
+        let mut stack = PrivateStack::new();
+        assert!(seeds.pull(&mut stack).unwrap());
+        assert_eq!(stack.pop(), Some(5));
     }
 }
