@@ -933,7 +933,9 @@ fn short_items_on_an_oversized_pool_wake_no_more_threads_than_cpus() {
     // CPUs, each run from a parked pool: once as many participants are active as there
     // are CPUs, publications wake nobody more. Waking a sleeper at every publication
     // brought 5-10 participants into such runs on 2 CPUs. The median over fifteen runs
-    // allows one more (a participant that leaves lets another join).
+    // allows two more: a participant that leaves lets another join, and a run slow
+    // enough to last 2 ms (under ThreadSanitizer) has its caller step back and hand
+    // its seat to a worker.
     if cfg!(debug_assertions) {
         eprintln!("skipped: unoptimized items may take over a microsecond, beyond the rule");
         return;
@@ -953,7 +955,7 @@ fn short_items_on_an_oversized_pool_wake_no_more_threads_than_cpus() {
         participants.push(stats.participants);
     }
     participants.sort_unstable();
-    assert!(participants[7] <= cpus + 1, "participants per run: {participants:?} on {cpus} CPUs");
+    assert!(participants[7] <= cpus + 2, "participants per run: {participants:?} on {cpus} CPUs");
 }
 
 /// Every call `Pool` has, `Runner` has too: the calls whose tasks cannot fail stop on
