@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Counted, Rng, thread_count, within_a_minute};
+use common::{Counted, Rng, spin, thread_count, within_a_minute};
 use fanout::{BuildError, Pool};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -509,10 +509,7 @@ fn a_long_runs_caller_steps_back() {
             if ctx.worker_index().is_none() {
                 by_caller.fetch_add(1, Ordering::Relaxed);
             }
-            let start = std::time::Instant::now();
-            while start.elapsed() < std::time::Duration::from_micros(100) {
-                std::hint::spin_loop();
-            }
+            spin(std::time::Duration::from_micros(100));
             sum + i
         },
         |a, b| a + b,
@@ -561,10 +558,7 @@ fn a_caller_that_stepped_back_finishes_alone_when_no_worker_comes() {
             0..200u64,
             || 0u64,
             |sum, i, _| {
-                let item = Instant::now();
-                while item.elapsed() < Duration::from_micros(100) {
-                    std::hint::spin_loop();
-                }
+                spin(Duration::from_micros(100));
                 sum + i
             },
             |a, b| a + b,

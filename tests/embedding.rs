@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, spin};
 use fanout::{BuildError, Pool, WorkerLocal};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn pool(n: usize) -> Pool {
     Pool::builder().num_threads(n).build().expect("pool")
@@ -29,13 +29,6 @@ fn with_watchdog<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Sen
         Ok(Ok(r)) => r,
         Ok(Err(payload)) => std::panic::resume_unwind(payload),
         Err(_) => panic!("no result within {limit:?}: deadlock"),
-    }
-}
-
-fn spin(d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        std::hint::spin_loop();
     }
 }
 

@@ -23,6 +23,15 @@ impl Rng {
     }
 }
 
+/// Busy-waits for `d`: an item of a known cost that holds its thread, as computation
+/// does.
+pub fn spin(d: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
 /// An item that counts its drops in the counter it borrows (the `u32` is a payload,
 /// such as an id): checks that nothing is lost or dropped twice.
 pub struct Counted<'a>(pub u32, pub &'a std::sync::atomic::AtomicUsize);
