@@ -78,7 +78,7 @@ pub use work::collect::CollectCtx;
 pub mod __loom {
     /// Capacity of each run slot's deque under loom (see `engine::run::DEQUE_CAPACITY`).
     pub const DEQUE_CAPACITY: usize = crate::engine::run::DEQUE_CAPACITY;
-    pub use crate::pool::registry::ModelJob;
+    pub use crate::pool::registry::TestJob;
 
     /// Makes every run's caller step back at its first checkpoint from now on, in this
     /// process (see `engine::participant::Participant::step_back`).

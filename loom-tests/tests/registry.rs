@@ -4,7 +4,7 @@
 //! its scope closes the stream) while the one worker inside leaves. Both must return
 //! (one parked for good is a loom deadlock), and only once the worker has left.
 
-use fanout::__loom::ModelJob;
+use fanout::__loom::TestJob;
 use fanout_loom_tests::{Bound, model};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use loom::thread;
 #[test]
 fn two_withdrawers_and_a_leaving_worker() {
     model("registry::two_withdrawers_and_a_leaving_worker", Bound::Exactly(3), None, || {
-        let job = ModelJob::with_a_worker_inside();
+        let job = TestJob::with_a_worker_inside();
         let left = Arc::new(AtomicBool::new(false));
         let withdrawers: Vec<_> = (0..2)
             .map(|_| {

@@ -253,24 +253,34 @@ where
     }
 }
 
-/// A registered job with one worker inside, for the loom model of withdrawing a job
-/// from two threads at once (`loom-tests/tests/registry.rs`).
-#[cfg(loom)]
-pub struct ModelJob {
+/// A job for the registry's own checks (its unit tests, and the loom model of two
+/// threads withdrawing one job, `loom-tests/tests/registry.rs`): in a registry of its
+/// own, always with work, counting the workers that took part.
+#[cfg(any(test, loom))]
+pub struct TestJob {
     registry: Registry,
     participants: Participants,
     owner: Arc<Parker>,
+    visits: AtomicUsize,
 }
 
-#[cfg(loom)]
-impl ModelJob {
-    /// A job registered in a registry of its own, with one worker counted in.
-    pub fn with_a_worker_inside() -> Arc<Self> {
-        let job = Arc::new(Self {
+#[cfg(any(test, loom))]
+impl TestJob {
+    /// An unregistered job with nobody inside.
+    fn new() -> Self {
+        Self {
             registry: Registry::new(),
             participants: Participants::new(),
             owner: Arc::new(Parker::new()),
-        });
+            visits: AtomicUsize::new(0),
+        }
+    }
+
+    /// A job registered in its registry, with one worker counted in (for the loom
+    /// model, which withdraws it before dropping the `Arc`).
+    #[cfg(loom)]
+    pub fn with_a_worker_inside() -> Arc<Self> {
+        let job = Arc::new(Self::new());
         let target: &Self = &job;
         // SAFETY: the model holds the `Arc` until every thread is done with the job,
         // and withdraws it before that.
@@ -284,10 +294,10 @@ impl ModelJob {
         self.registry.withdraw(self);
     }
 
-    /// The worker inside leaves (call once).
+    /// A worker counted in leaves (once per worker counted in).
     pub fn leave(&self) {
-        // SAFETY: the model's `Arc` keeps the job alive; this is the one leave of the
-        // worker counted in by `with_a_worker_inside`.
+        // SAFETY: the caller keeps the job alive (an `Arc`, a leak or a scope that
+        // outlives the leaving thread) and leaves once per worker counted in.
         unsafe { self.participants.leave(&self.owner).leave() };
     }
 
@@ -297,16 +307,17 @@ impl ModelJob {
     }
 }
 
-#[cfg(loom)]
-impl Job for ModelJob {
+#[cfg(any(test, loom))]
+impl Job for TestJob {
     fn try_join(&self) -> bool {
         self.participants.join();
         true
     }
     fn has_work(&self, _worker: usize) -> bool {
-        false
+        true
     }
     fn participate(&self, _worker: usize) -> Leave {
+        self.visits.fetch_add(1, Ordering::Relaxed);
         self.participants.leave(&self.owner)
     }
     fn participants(&self) -> &Participants {
@@ -325,50 +336,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
 
-    /// A job that always has work and counts its visitors.
-    struct Counter<'r> {
-        registry: &'r Registry,
-        participants: Participants,
-        owner: Arc<Parker>,
-        visits: AtomicUsize,
-    }
-
-    impl Job for Counter<'_> {
-        fn try_join(&self) -> bool {
-            self.participants.join();
-            true
-        }
-        fn has_work(&self, _worker: usize) -> bool {
-            true
-        }
-        fn participate(&self, _worker: usize) -> Leave {
-            self.visits.fetch_add(1, Ordering::Relaxed);
-            self.participants.leave(&self.owner)
-        }
-        fn participants(&self) -> &Participants {
-            &self.participants
-        }
-        fn owner(&self) -> &Parker {
-            &self.owner
-        }
-        fn registry(&self) -> &Registry {
-            self.registry
-        }
-    }
-
-    fn counter(registry: &Registry) -> Counter<'_> {
-        Counter {
-            registry,
-            participants: Participants::new(),
-            owner: Arc::new(Parker::new()),
-            visits: AtomicUsize::new(0),
-        }
-    }
-
     #[test]
     fn a_registered_job_is_joined_and_a_withdrawn_one_is_not() {
-        let registry = Registry::new();
-        let job = counter(&registry);
+        let job = TestJob::new();
+        let registry = &job.registry;
         assert!(!registry.any_work(0), "nothing registered yet");
         {
             // SAFETY: the guard is dropped at the end of this block, before `job`.
@@ -378,15 +349,14 @@ mod tests {
             assert!(registry.help_once(1));
         }
         assert_eq!(job.visits.load(Ordering::Relaxed), 2);
-        assert_eq!(job.participants.count(), 0, "every worker left");
+        assert_eq!(job.workers_inside(), 0, "every worker left");
         assert!(!registry.help_once(0), "a withdrawn job takes nobody");
         assert!(!registry.any_work(0));
     }
 
     #[test]
     fn withdraw_waits_for_a_worker_inside() {
-        let registry = Registry::new();
-        let job = counter(&registry);
+        let job = TestJob::new();
         let left = AtomicBool::new(false);
         std::thread::scope(|s| {
             // SAFETY: the guard is dropped inside this scope, before `job`.
@@ -397,9 +367,8 @@ mod tests {
             s.spawn(|| {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 left.store(true, Ordering::Relaxed);
-                let leave = job.participants.leave(&job.owner);
-                // SAFETY: the job outlives the scope; this is this worker's one leave.
-                unsafe { leave.leave() };
+                // The job outlives the scope; this is this worker's one leave.
+                job.leave();
             });
             drop(registered);
             assert!(left.load(Ordering::Relaxed), "withdraw returned before the worker left");
@@ -411,8 +380,7 @@ mod tests {
     fn two_threads_withdrawing_one_job_both_return() {
         // 'static, so that a withdrawer that never returns fails the test instead of
         // hanging it.
-        let registry: &'static Registry = Box::leak(Box::new(Registry::new()));
-        let job: &'static Counter<'static> = Box::leak(Box::new(counter(registry)));
+        let job: &'static TestJob = Box::leak(Box::new(TestJob::new()));
         // SAFETY: the job is leaked, so it stays valid whatever the guard's fate.
         std::mem::forget(unsafe { Registered::new(job) });
         assert!(job.try_join());
@@ -420,16 +388,15 @@ mod tests {
         for _ in 0..2 {
             let done_tx = done_tx.clone();
             std::thread::spawn(move || {
-                registry.withdraw(job);
+                job.withdraw();
                 done_tx.send(()).unwrap();
             });
         }
         // Both withdrawers are parked on the job's owner by now (most likely); the
         // last leave wakes one of them, which must wake the other.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let leave = job.participants.leave(&job.owner);
-        // SAFETY: the job is leaked; this is the one leave of the worker counted in.
-        unsafe { leave.leave() };
+        // The job is leaked; this is the one leave of the worker counted in.
+        job.leave();
         for _ in 0..2 {
             let returned = done_rx.recv_timeout(std::time::Duration::from_secs(10));
             assert!(returned.is_ok(), "a thread withdrawing the job was never woken");
