@@ -42,6 +42,9 @@
 #                          private items (rule 1 broken), so the run can be declared
 #                          done with them unshared; caught by the loom-only check that
 #                          a run declared done leaves no work behind.
+#   mutant_no_come_back    a run's caller that stepped back waits for a worker even
+#                          when none is inside, so it waits for good when the only
+#                          worker is held by a run that waits for the caller's.
 # The steal claim CAS (AcqRel) has no mutant: Relaxed survives every deque model, since
 # slot reads are ordered by `bottom` and slot reuse by `release`, not by the claim.
 # mutant_sleep is also checked against a whole-pool model (a worker woken for
@@ -79,6 +82,7 @@ readonly DEQUE_RELEASE_CAS_CATCHERS=(wrap_around push_or_spill_vs_thief)
 readonly SEEDS_LATE_CATCHERS=(seeds_pulled_in_chunks)
 readonly WITHDRAW_HANDOFF_CATCHERS=(two_withdrawers_and_a_leaving_worker)
 readonly STEP_BACK_EARLY_CATCHERS=(step_back_with_follow_ons step_back_with_seeds_left)
+readonly NO_COME_BACK_CATCHERS=(caller_comes_back_when_no_worker_comes)
 
 run_suite() {
     local start build_secs status=0
@@ -148,6 +152,7 @@ run_mutants() {
     check_mutant mutant_seeds_late pool "${SEEDS_LATE_CATCHERS[@]}" || status=1
     check_mutant mutant_withdraw_handoff registry "${WITHDRAW_HANDOFF_CATCHERS[@]}" || status=1
     check_mutant mutant_step_back_early step_back "${STEP_BACK_EARLY_CATCHERS[@]}" || status=1
+    check_mutant mutant_no_come_back step_back "${NO_COME_BACK_CATCHERS[@]}" || status=1
     echo
     echo "mutant checks took $((SECONDS - start))s"
     if ((status != 0)); then

@@ -215,6 +215,20 @@ impl Parker {
         }
     }
 
+    /// Like `park_until`, for a wait whose deadline is a fallback: the wake-up it
+    /// waits for may never come, and the deadline is when the thread stops counting on
+    /// it. Under loom the deadline passes at once (after a yield), so the models
+    /// explore the fallback racing with the wake-up; the caller must loop.
+    pub(crate) fn park_until_fallback(&self, deadline: std::time::Instant) {
+        #[cfg(loom)]
+        {
+            let _ = deadline;
+            loom::thread::yield_now();
+        }
+        #[cfg(not(loom))]
+        self.park_until(deadline);
+    }
+
     /// Makes a token available, waking a parked thread if there is one.
     pub(crate) fn unpark(&self) {
         let wake = {

@@ -27,7 +27,12 @@ const STEP_BACK_AFTER: Duration = Duration::from_millis(2);
 /// How long a caller that stepped back waits for a worker to come before it takes
 /// the work back, when no worker is idle (see `Run::run_as_caller`); doubled while one
 /// is (it is on its way, if slowly), up to `STEP_BACK_PATIENCE_MOST`.
+#[cfg(not(loom))]
 const STEP_BACK_PATIENCE: Duration = Duration::from_millis(1);
+/// Under loom, where the wait expires at once, the doubling is only more yields:
+/// models explore one expiry.
+#[cfg(loom)]
+const STEP_BACK_PATIENCE: Duration = STEP_BACK_PATIENCE_MOST;
 const STEP_BACK_PATIENCE_MOST: Duration = Duration::from_millis(64);
 /// Most unpulled seeds a caller stepping back hands to the shared queue, four of the
 /// chunks it pulls at a time, so that a run still holds a bounded number of seeds; a
@@ -152,12 +157,14 @@ impl<W: Work> Run<'_, W> {
                 if self.done.load(Ordering::Acquire) {
                     return;
                 }
-                if self.seats.participants.count() > 0 {
+                // Mutant: wait for a worker as if one were inside, so a caller whose
+                // worker never comes waits for good.
+                if self.seats.participants.count() > 0 || cfg!(all(loom, feature = "mutant_no_come_back")) {
                     // The last worker to leave wakes us, as the run's end does.
                     self.caller.park();
                     continue;
                 }
-                self.caller.park_until(Instant::now() + patience);
+                self.caller.park_until_fallback(Instant::now() + patience);
                 if !self.done.load(Ordering::Acquire) && self.seats.participants.count() == 0 && self.work_visible() {
                     if !self.sleep.has_demand() || patience >= STEP_BACK_PATIENCE_MOST {
                         break;
