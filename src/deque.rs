@@ -69,8 +69,8 @@ fn distance(from: u32, to: u32) -> i32 {
     to.wrapping_sub(from) as i32
 }
 
-/// `capacity` empty slots, allocated without visiting each one (a run builds a deque
-/// per participant, so this is on the path of every small run).
+/// `capacity` empty slots, allocated without visiting each one (on the path of every
+/// run that shares anything).
 #[cfg(not(loom))]
 fn empty_slots<T>(capacity: usize) -> Box<[UnsafeCell<MaybeUninit<T>>]> {
     let slots: Box<[MaybeUninit<UnsafeCell<MaybeUninit<T>>>]> = Box::new_uninit_slice(capacity);
@@ -94,7 +94,9 @@ pub(crate) struct Deque<T> {
     head: CachePadded<AtomicU64>,
     /// One past the newest item. Written only by the owner.
     bottom: CachePadded<AtomicU32>,
-    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    /// Empty (no allocation) until the owner's first push allocates it (see
+    /// `allocate`), then never replaced until the deque drops.
+    slots: UnsafeCell<Box<[UnsafeCell<MaybeUninit<T>>]>>,
     mask: u32,
 }
 
@@ -117,18 +119,17 @@ impl<T> Deque<T> {
             capacity.is_power_of_two() && (2..=1 << 30).contains(&capacity),
             "deque capacity must be a power of two in 2..=2^30, got {capacity}"
         );
-        let slots = empty_slots(capacity);
         Self {
             head: CachePadded::new(AtomicU64::new(0)),
             bottom: CachePadded::new(AtomicU32::new(0)),
-            slots,
+            slots: UnsafeCell::new(Box::new([])),
             mask: capacity as u32 - 1,
         }
     }
 
     /// How many items the deque can hold.
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.mask as usize + 1
     }
 
     /// A snapshot of the number of items (exact only when no other thread is acting).
@@ -145,11 +146,40 @@ impl<T> Deque<T> {
         self.len() == 0
     }
 
+    /// The slots, or an empty slice before the first push. Called by the owner (the cell's only
+    /// writer), or by a thief after a claim: its Acquire load of a `bottom` that a push
+    /// raised, after that push's `allocate`.
+    #[inline(always)]
+    fn slots(&self) -> &[UnsafeCell<MaybeUninit<T>>] {
+        // SAFETY: the cell is written once, by `allocate`, in the owner's thread and
+        // before the Release store of `bottom` that any thief's claim acquires; after that it is only read, and its box is
+        // neither replaced nor freed while `&self` lives (only `Drop` frees it).
+        self.slots.with(|p| unsafe { &**p })
+    }
+
     #[inline(always)]
     fn slot(&self, index: u32) -> &UnsafeCell<MaybeUninit<T>> {
-        // `mask` is `len - 1`, so the index is always in bounds; the compiler sees the
-        // bounds check and drops it only sometimes, so keep it cheap rather than unsafe.
-        &self.slots[(index & self.mask) as usize]
+        // `mask` is `capacity - 1`, so the index is in bounds once the slots exist (and
+        // the check panics if a protocol bug read them before); the compiler drops the
+        // check only sometimes, so keep it cheap rather than unsafe.
+        &self.slots()[(index & self.mask) as usize]
+    }
+
+    /// Allocates the slots, at the owner's first push: a run gives every participant a
+    /// deque, and most of a small run's deques never hold an item.
+    ///
+    /// # Safety
+    ///
+    /// Only the owner may call this, never concurrently with another owner method, and
+    /// only while no push has happened (so no thief reads the cell: a thief reads it
+    /// only after claiming an index below a `bottom` some push raised, and that push's
+    /// Release store of `bottom` comes after this write).
+    #[cold]
+    #[inline(never)]
+    unsafe fn allocate(&self) {
+        let slots = empty_slots(self.capacity());
+        // SAFETY: the caller's promise: nobody else reads or writes the cell now.
+        self.slots.with_mut(|p| unsafe { *p = slots });
     }
 
     /// Pushes `item` at the bottom, or hands it back if the deque is full.
@@ -171,11 +201,18 @@ impl<T> Deque<T> {
         if bottom.wrapping_sub(steal) > self.mask {
             return Err(item);
         }
+        let mut slots = self.slots();
+        if slots.is_empty() {
+            // SAFETY: we are the owner (our caller's promise), and no push happened
+            // before this one (the slots would exist).
+            unsafe { self.allocate() };
+            slots = self.slots();
+        }
         // SAFETY: the slot at `bottom` is outside `[steal, bottom)`, the only indices a
         // thief may be reading (claimed or about to be claimed below `bottom`), and the
         // ring distance check above keeps it from aliasing one of them. Only the owner
         // writes slots.
-        self.slot(bottom).with_mut(|p| unsafe { (*p).write(item) });
+        slots[(bottom & self.mask) as usize].with_mut(|p| unsafe { (*p).write(item) });
         // Release: publishes the slot write to thieves that Acquire-load `bottom`.
         #[cfg(not(all(loom, feature = "mutant_deque_release")))]
         self.bottom.store(bottom.wrapping_add(1), Ordering::Release);
@@ -547,7 +584,8 @@ pub struct Worker<T> {
 }
 
 impl<T> Worker<T> {
-    /// An empty deque holding at most `capacity` items.
+    /// An empty deque holding at most `capacity` items. Its slots are allocated by
+    /// the first push, so a deque that never holds an item costs no slot memory.
     ///
     /// # Panics
     ///
