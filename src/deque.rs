@@ -146,23 +146,34 @@ impl<T> Deque<T> {
         self.len() == 0
     }
 
-    /// The slots, or an empty slice before the first push. Called by the owner (the cell's only
-    /// writer), or by a thief after a claim: its Acquire load of a `bottom` that a push
-    /// raised, after that push's `allocate`.
+    /// The slots, or an empty slice before the first push.
+    ///
+    /// # Safety
+    ///
+    /// No thread may be in `allocate` meanwhile: the caller is the owner (the only
+    /// thread that calls it), or holds `&mut self`, or has claimed an index (every
+    /// store that puts `bottom` above `real` follows `allocate` in the owner's program
+    /// order, and the claim's Acquire load of `bottom` pairs with it).
     #[inline(always)]
-    fn slots(&self) -> &[UnsafeCell<MaybeUninit<T>>] {
-        // SAFETY: the cell is written once, by `allocate`, in the owner's thread and
-        // before the Release store of `bottom` that any thief's claim acquires; after that it is only read, and its box is
-        // neither replaced nor freed while `&self` lives (only `Drop` frees it).
+    unsafe fn slots(&self) -> &[UnsafeCell<MaybeUninit<T>>] {
+        // SAFETY: the caller's promise: the cell is not being written. It is written
+        // once, from an empty box (which owns no memory) to the allocated one, which
+        // nothing replaces or frees before `Drop`.
         self.slots.with(|p| unsafe { &**p })
     }
 
+    /// The slot of `index`.
+    ///
+    /// # Safety
+    ///
+    /// As for `slots`, and a push must have happened before (the slots exist).
     #[inline(always)]
-    fn slot(&self, index: u32) -> &UnsafeCell<MaybeUninit<T>> {
-        // `mask` is `capacity - 1`, so the index is in bounds once the slots exist (and
-        // the check panics if a protocol bug read them before); the compiler drops the
-        // check only sometimes, so keep it cheap rather than unsafe.
-        &self.slots()[(index & self.mask) as usize]
+    unsafe fn slot(&self, index: u32) -> &UnsafeCell<MaybeUninit<T>> {
+        // SAFETY: the caller's promise.
+        let slots = unsafe { self.slots() };
+        // `mask` is `capacity - 1`, so the index is in bounds once the slots exist; the
+        // compiler drops the check only sometimes, so keep it cheap rather than unsafe.
+        &slots[(index & self.mask) as usize]
     }
 
     /// Allocates the slots, at the owner's first push: a run gives every participant a
@@ -201,12 +212,14 @@ impl<T> Deque<T> {
         if bottom.wrapping_sub(steal) > self.mask {
             return Err(item);
         }
-        let mut slots = self.slots();
+        // SAFETY: we are the owner (our caller's promise).
+        let mut slots = unsafe { self.slots() };
         if slots.is_empty() {
-            // SAFETY: we are the owner (our caller's promise), and no push happened
-            // before this one (the slots would exist).
+            // SAFETY: we are the owner, and no push happened before this one (the
+            // slots would exist). The empty slice read above is not used again.
             unsafe { self.allocate() };
-            slots = self.slots();
+            // SAFETY: we are the owner.
+            slots = unsafe { self.slots() };
         }
         // SAFETY: the slot at `bottom` is outside `[steal, bottom)`, the only indices a
         // thief may be reading (claimed or about to be claimed below `bottom`), and the
@@ -256,8 +269,8 @@ impl<T> Deque<T> {
             // SAFETY: `new_bottom > real`, so no thief can claim this index: a claim
             // needs `real < bottom` as seen after the thief's fence, and the fence pair
             // guarantees it sees our lowered `bottom`. We own the slot; it was written
-            // by a push of ours.
-            return Some(self.slot(new_bottom).with(|p| unsafe { (*p).assume_init_read() }));
+            // by a push of ours (so the slots exist), and we are the owner.
+            return Some(unsafe { self.slot(new_bottom).with(|p| (*p).assume_init_read()) });
         }
         // The last item: race the thieves for it with a CAS on `real`. If no thief is
         // copying (`steal == real`), `steal` moves along with `real`. A CAS that fails
@@ -284,8 +297,8 @@ impl<T> Deque<T> {
         self.bottom.store(bottom, Ordering::Release);
         if won {
             // SAFETY: we won the CAS, so no thief claimed this index; it holds an item
-            // we pushed.
-            Some(self.slot(new_bottom).with(|p| unsafe { (*p).assume_init_read() }))
+            // we pushed (so the slots exist), and we are the owner.
+            Some(unsafe { self.slot(new_bottom).with(|p| (*p).assume_init_read()) })
         } else {
             None
         }
@@ -331,8 +344,9 @@ impl<T> Deque<T> {
     unsafe fn take_claimed(&self, index: u32) -> T {
         // SAFETY: the caller claimed `index`: no other thief may claim it, the owner only
         // takes indices `>= real` (and `real` is past `index`), and the owner cannot
-        // overwrite it because `steal <= index` until we release.
-        self.slot(index).with(|p| unsafe { (*p).assume_init_read() })
+        // overwrite it because `steal <= index` until we release. The claim means a
+        // push happened before (the slots exist).
+        unsafe { self.slot(index).with(|p| (*p).assume_init_read()) }
     }
 
     /// Ends a copy: sets `steal = real`, whatever `real` is now (the owner may have
@@ -483,8 +497,10 @@ impl<T> Drop for Deque<T> {
         let bottom = self.bottom.load(Ordering::Relaxed);
         let mut i = real;
         while i != bottom {
-            // SAFETY: indices in `[real, bottom)` hold items nobody has taken.
-            self.slot(i).with_mut(|p| unsafe { (*p).assume_init_drop() });
+            // SAFETY: indices in `[real, bottom)` hold items nobody has taken (so a
+            // push happened, and the slots exist); `&mut self` excludes every other
+            // access.
+            unsafe { self.slot(i).with_mut(|p| (*p).assume_init_drop()) };
             i = i.wrapping_add(1);
         }
     }

@@ -217,12 +217,14 @@ impl Parker {
 
     /// Like `park_until`, for a wait whose deadline is a fallback: the wake-up it
     /// waits for may never come, and the deadline is when the thread stops counting on
-    /// it. Under loom the deadline passes at once (after a yield), so the models
-    /// explore the fallback racing with the wake-up; the caller must loop.
+    /// it. Under loom the deadline passes at once (a token that came is consumed, as
+    /// `park_until` does, then the thread yields), so the models explore the fallback
+    /// racing with the wake-up; the caller must loop.
     pub(crate) fn park_until_fallback(&self, deadline: std::time::Instant) {
         #[cfg(loom)]
         {
             let _ = deadline;
+            lock(&self.state).token = false;
             loom::thread::yield_now();
         }
         #[cfg(not(loom))]
