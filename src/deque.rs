@@ -183,8 +183,8 @@ impl<T> Deque<T> {
     ///
     /// Only the owner may call this, never concurrently with another owner method, and
     /// only while no push has happened (so no thief reads the cell: a thief reads it
-    /// only after claiming an index below a `bottom` some push raised, and that push's
-    /// Release store of `bottom` comes after this write).
+    /// only after a claim, and every store that puts `bottom` above `real` comes after
+    /// this write).
     #[cold]
     #[inline(never)]
     unsafe fn allocate(&self) {
