@@ -487,6 +487,15 @@ fn a_caller_that_moved_to_another_core_still_gets_a_worker() {
     assert!(!timed_out, "the run woke only the worker its caller's seat keeps out");
 }
 
+/// A pool with a worker per core (so a run's caller holds one of their seats, and a
+/// long run's caller steps back), and the number of cores; `None` on one core, where
+/// there is no seat to hand back.
+#[cfg(target_os = "linux")]
+fn pool_with_a_worker_per_core() -> Option<(Pool, usize)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores >= 2).then(|| (pool(cores), cores))
+}
+
 /// A long run's caller that holds a worker's core hands it back after about 2 ms: it
 /// shares its work (the unpulled seeds too), stops working and waits, and the workers
 /// run the rest. Here, items of 100 us for about 20 ms on every core: a caller that
@@ -494,12 +503,7 @@ fn a_caller_that_moved_to_another_core_still_gets_a_worker() {
 #[test]
 #[cfg(target_os = "linux")]
 fn a_long_runs_caller_steps_back() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
-        return;
-    }
-    // A worker per core: the caller then holds one of their seats.
-    let pool = fanout::Pool::builder().num_threads(cores).build().unwrap();
+    let Some((pool, cores)) = pool_with_a_worker_per_core() else { return };
     let items = 200 * cores as u64;
     let by_caller = AtomicU64::new(0);
     let sum = pool.run_fold(
@@ -527,11 +531,7 @@ fn a_long_runs_caller_steps_back() {
 #[cfg(target_os = "linux")]
 fn a_caller_that_stepped_back_finishes_alone_when_no_worker_comes() {
     use std::time::{Duration, Instant};
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
-        return;
-    }
-    let pool = fanout::Pool::builder().num_threads(cores).build().unwrap();
+    let Some((pool, cores)) = pool_with_a_worker_per_core() else { return };
     let started = AtomicUsize::new(0);
     let ours_done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {

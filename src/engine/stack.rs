@@ -234,8 +234,9 @@ impl<T> PrivateStack<T> {
         // a chain of follow-ons then runs without a call in its loop.
         unsafe { std::hint::assert_unchecked(self.len < self.cap) };
         // SAFETY: slot `len` was written by the push that made the stack `len + 1`
-        // long (or, in a stack made by `from_vec`, by the `Vec`), and `len < capacity`. It holds the next item when `len > 0` (moving it
-        // to `top` leaves the slot logically empty) and scratch when `len == 0`.
+        // long (or, in a stack made by `from_vec`, by the `Vec`), and `len < capacity`.
+        // It holds the next item when `len > 0` (moving it to `top` leaves the slot
+        // logically empty) and scratch when `len == 0`.
         self.top = unsafe { self.buf.as_ptr().add(self.len).read() };
         Some(item)
     }
