@@ -478,6 +478,8 @@ impl Shared {
     }
 }
 
+/// One round of a wait that expects its condition soon: spin hints, doubling, for
+/// the first six rounds, then a yield per round.
 #[cfg(not(loom))]
 fn pause(round: u32) {
     if round < 6 {
