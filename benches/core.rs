@@ -106,6 +106,21 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // A run too small to share, back to back (a hot pool): what a run costs over the
+    // plain loop it replaces.
+    let mut g = configure(c, "tiny_run_of_4", 4);
+    g.bench_function("loop", |b| b.iter(|| (0..4u64).map(|i| std::hint::black_box(i) + 1).sum::<u64>()));
+    g.bench_function("fanout_fold_index", |b| {
+        b.iter(|| pool.fold_index(0..4, || 0u64, |a, i| a + std::hint::black_box(i as u64) + 1, |a, b| a + b))
+    });
+    g.bench_function("fanout_run_fold", |b| {
+        b.iter(|| pool.run_fold(0..4u64, || 0u64, |a, i, _| a + std::hint::black_box(i) + 1, |a, b| a + b))
+    });
+    g.bench_function("rayon", |b| {
+        b.iter(|| (0..4u64).into_par_iter().map(|i| std::hint::black_box(i) + 1).sum::<u64>())
+    });
+    g.finish();
 }
 
 criterion_group!(core, benches);

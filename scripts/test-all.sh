@@ -48,7 +48,7 @@ have_nightly() {
 section "Miri (unsafe core: deque, private stack, pool, stream registry, scoped streams, map_range)"
 if have_nightly miri rust-src && cargo +nightly miri --version >/dev/null 2>&1; then
     start=$(date +%s)
-    MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test --target-dir target-miri --lib -- deque:: api:: stack:: share:: spare:: range::tests:: registry:: stream::tests:: local:: collect:: crew::
+    MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test --target-dir target-miri --lib -- deque:: reuse:: api:: stack:: share:: spare:: range::tests:: registry:: stream::tests:: local:: collect:: crew::
     # Scoped streams leak iterators on purpose (the scope must end their streams), so
     # their leaks are expected; use-after-free of what they borrowed is what Miri checks.
     MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-ignore-leaks" cargo +nightly miri test --target-dir target-miri --lib -- stream::scope::

@@ -70,14 +70,17 @@ fn distance(from: u32, to: u32) -> i32 {
 }
 
 /// `capacity` empty slots, allocated without visiting each one (on the path of every
-/// run that shares anything).
+/// run that shares anything), in memory a dropped deque left to this thread if it has
+/// the layout (see `crate::reuse`).
 #[cfg(not(loom))]
 fn empty_slots<T>(capacity: usize) -> Box<[UnsafeCell<MaybeUninit<T>>]> {
-    let slots: Box<[MaybeUninit<UnsafeCell<MaybeUninit<T>>>]> = Box::new_uninit_slice(capacity);
-    // SAFETY: the std `UnsafeCell<MaybeUninit<T>>` is a `MaybeUninit<T>` in memory (it
-    // is `repr(transparent)`, and so is this crate's wrapper), for which any contents,
+    let mut slots = crate::reuse::vec_with_capacity::<UnsafeCell<MaybeUninit<T>>>(capacity);
+    // SAFETY: the `Vec` has room for `capacity` items; and the std
+    // `UnsafeCell<MaybeUninit<T>>` is a `MaybeUninit<T>` in memory (it is
+    // `repr(transparent)`, and so is this crate's wrapper), for which any contents,
     // uninitialized included, are a valid value.
-    unsafe { slots.assume_init() }
+    unsafe { slots.set_len(capacity) };
+    slots.into_boxed_slice()
 }
 
 /// Under loom every cell is constructed, so that the model tracks it.
@@ -503,6 +506,11 @@ impl<T> Drop for Deque<T> {
             unsafe { self.slot(i).with_mut(|p| (*p).assume_init_drop()) };
             i = i.wrapping_add(1);
         }
+        // The ring (empty now: the slots hold no value) goes back to this thread for
+        // the next deque it allocates (see `crate::reuse`).
+        // SAFETY: `&mut self` excludes every other access to the cell.
+        let slots = self.slots.with_mut(|p| std::mem::take(unsafe { &mut *p }));
+        crate::reuse::recycle(slots.into_vec());
     }
 }
 

@@ -48,6 +48,7 @@ mod engine;
 mod outcome;
 mod pool;
 mod progress;
+mod reuse;
 mod stats;
 pub mod strategy;
 pub mod stream;

@@ -130,6 +130,14 @@ pub(crate) struct Run<'p, W: Work> {
     pub(super) caller_may_step_back: bool,
 }
 
+impl<W: Work> Drop for Run<'_, W> {
+    fn drop(&mut self) {
+        // The slot array goes back to this thread for its next run (see `crate::reuse`);
+        // the slots themselves are dropped on the way.
+        crate::reuse::recycle(std::mem::take(&mut self.slots).into_vec());
+    }
+}
+
 /// Everything a finished run hands back.
 pub(crate) struct Outcome<A> {
     pub(crate) accs: Vec<A>,
@@ -157,19 +165,20 @@ impl<'p, W: Work> Run<'p, W> {
         // whose stack takes the seeds); the rest in no allocation at all.
         let mut buffers = spares.take::<W::Item>(workers + 1).into_iter();
         let caller_buffer = buffers.next().unwrap_or_default();
-        let slots: Box<[_]> = (0..=workers)
-            .map(|i| {
-                let stack = if i < workers {
-                    buffers.next().map_or_else(PrivateStack::new, PrivateStack::in_buffer)
-                } else {
-                    PrivateStack::new()
-                };
-                CachePadded::new(Slot {
-                    deque: Deque::new(DEQUE_CAPACITY),
-                    local: UnsafeCell::new(Local { stack, acc: None, stats: SlotStats::default() }),
-                })
+        // In an allocation an earlier run left to this thread, if any (see `crate::reuse`).
+        let mut slots = crate::reuse::vec_with_capacity(workers + 1);
+        slots.extend((0..=workers).map(|i| {
+            let stack = if i < workers {
+                buffers.next().map_or_else(PrivateStack::new, PrivateStack::in_buffer)
+            } else {
+                PrivateStack::new()
+            };
+            CachePadded::new(Slot {
+                deque: Deque::new(DEQUE_CAPACITY),
+                local: UnsafeCell::new(Local { stack, acc: None, stats: SlotStats::default() }),
             })
-            .collect();
+        }));
+        let slots = slots.into_boxed_slice();
         let global = GlobalQueue::new();
         if control.share_seeds {
             for seed in seeds.iter.by_ref() {

@@ -208,11 +208,13 @@ const LEAVE_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 /// frees anything, and parks if a worker is still inside.
 #[cfg(not(loom))]
 fn wait_briefly_for_leaves(participants: &Participants) {
-    let start = std::time::Instant::now();
+    // The clock is read only once the spin hints are spent: most runs end with no
+    // worker inside, and a clock read is a good part of a tiny run's cost.
+    let mut start = None;
     let mut round = 0u32;
     // Relaxed: a hint; the Acquire load in `withdraw` is the one that synchronizes.
     while participants.0.load(Ordering::Relaxed) != 0 {
-        if round >= 6 && start.elapsed() >= LEAVE_SPIN {
+        if round >= 6 && start.get_or_insert_with(std::time::Instant::now).elapsed() >= LEAVE_SPIN {
             return;
         }
         super::pause(round);
