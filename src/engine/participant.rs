@@ -6,7 +6,7 @@ use super::cadence::Cadence;
 use super::ctx::{Checkpoint, Ctx};
 use super::run::{Local, Run};
 use super::seeds::{SEED_CHUNK, SeedSource};
-use super::share::{BATCH_AT_MOST, Shared, share_batch, share_older_half, wake_for_shared};
+use super::share::{BATCH_AT_MOST, Shared, share_batch, share_older_half};
 use super::stack::PrivateStack;
 use super::stop::Clock;
 use super::work::Work;
@@ -80,9 +80,6 @@ struct Activation {
     /// `checkpoint.due_now` alone.
     cadence: Cadence,
     checkpoint: Checkpoint,
-    /// The caller's seed iterator may still promise seeds to share straight from it
-    /// (see `Participant::share_seeds`).
-    seeds_promised: bool,
 }
 
 /// Why `run_private_items` returned.
@@ -324,7 +321,6 @@ impl<W: Work> Participant<'_, '_, W> {
                 reported: 0,
                 cadence,
                 checkpoint: Checkpoint { due_now: false, batch_out: false, clock: Clock::new() },
-                seeds_promised: seeds.is_some(),
             };
             'work: loop {
                 loop {
@@ -341,7 +337,7 @@ impl<W: Work> Participant<'_, '_, W> {
                     if now.countdown != 0 && !now.checkpoint.due_now {
                         continue;
                     }
-                    if !self.checkpoint(stack, seeds, &mut now) {
+                    if !self.checkpoint(stack, &mut now) {
                         break 'work;
                     }
                     if now.cadence.step_back_due() && self.step_back(stack, seeds, &mut now.cadence) {
@@ -385,12 +381,7 @@ impl<W: Work> Participant<'_, '_, W> {
     /// The full checkpoint between items, which `run_private_items` asked for: progress,
     /// the stop state, high-priority items, publishing. Returns `false` if the run is
     /// stopping.
-    fn checkpoint(
-        &mut self,
-        stack: &mut PrivateStack<W::Item>,
-        seeds: &mut Option<&mut dyn SeedSource<W::Item>>,
-        now: &mut Activation,
-    ) -> bool {
+    fn checkpoint(&mut self, stack: &mut PrivateStack<W::Item>, now: &mut Activation) -> bool {
         let run = self.run;
         now.countdown = now.cadence.every();
         now.checkpoint.due_now = false;
@@ -415,17 +406,10 @@ impl<W: Work> Participant<'_, '_, W> {
         // Nothing is shared when too little is in sight to be worth a wake-up (see
         // `super::cadence`).
         if now.cadence.worth_sharing(stack.len()) {
-            // A run declared blocking wakes for any item cost: its items may wait on
-            // each other, however short they were.
-            let compute_only = now.cadence.compute_only() && !run.blocking;
-            let hungry = Self::should_publish(run, stack.len(), &self.deque);
-            // Seeds the iterator promises go first, a batch at a time, and again as soon
-            // as the thief took the last (as `refill` does with private items).
-            if (hungry || Self::should_refill_from_seeds(now.seeds_promised, now.checkpoint.batch_out, &self.deque))
-                && self.share_seeds(seeds, &mut now.seeds_promised, hungry.then_some(compute_only))
-            {
-                now.checkpoint.batch_out = true;
-            } else if hungry {
+            if Self::should_publish(run, stack.len(), &self.deque) {
+                // A run declared blocking wakes for any item cost: its items may wait on
+                // each other, however short they were.
+                let compute_only = now.cadence.compute_only() && !run.blocking;
                 now.checkpoint.batch_out = self.publish(stack, compute_only);
             } else if Self::should_refill(now.checkpoint.batch_out, stack.len(), &self.deque) {
                 self.refill(stack);
@@ -583,7 +567,7 @@ impl<W: Work> Participant<'_, '_, W> {
     ) -> (W::Acc, Paused) {
         let Participant { run, deque, local, progress, .. } = self;
         let (run, deque, stats, progress) = (*run, &*deque, &mut local.stats, *progress);
-        let Activation { countdown, executed, cadence, checkpoint, seeds_promised, .. } = now;
+        let Activation { countdown, executed, cadence, checkpoint, .. } = now;
         let mut stack = std::mem::take(stack_slot);
         // Items executed are counted as countdown laps, so no counter is bumped per item:
         // `start`, plus the laps begun here, less what is left of the last.
@@ -617,15 +601,7 @@ impl<W: Work> Participant<'_, '_, W> {
                 // The checkpoint, reduced to its loads: go back to `work_until_idle` only
                 // if one of its checks has something to do.
                 if lap.checkpoint(cadence)
-                    && Self::checkpoint_due(
-                        run,
-                        stack.len(),
-                        deque,
-                        progress,
-                        checkpoint.batch_out,
-                        *seeds_promised,
-                        cadence,
-                    )
+                    && Self::checkpoint_due(run, stack.len(), deque, progress, checkpoint.batch_out, cadence)
                 {
                     break Paused::Checkpoint;
                 }
@@ -653,16 +629,13 @@ impl<W: Work> Participant<'_, '_, W> {
         deque: &Owner<'_, Shared<W::Item>>,
         progress: Option<&SlotProgress>,
         batch_out: bool,
-        seeds_promised: bool,
         cadence: &Cadence,
     ) -> bool {
         progress.is_some()
             || cadence.step_back_due()
             || run.stop.needs_poll()
             || run.urgent.in_use()
-            || ((Self::should_publish(run, private, deque)
-                || Self::should_refill(batch_out, private, deque)
-                || Self::should_refill_from_seeds(seeds_promised, batch_out, deque))
+            || ((Self::should_publish(run, private, deque) || Self::should_refill(batch_out, private, deque))
                 && cadence.worth_sharing(private))
     }
 
@@ -688,53 +661,6 @@ impl<W: Work> Participant<'_, '_, W> {
     #[inline(always)]
     fn should_refill(batch_out: bool, private: usize, deque: &Owner<'_, Shared<W::Item>>) -> bool {
         batch_out && private >= 2 * BATCH_AT_MOST && deque.is_empty()
-    }
-
-    /// Whether to share the next batch of seeds before anyone asks: as `should_refill`,
-    /// with the seed iterator's promised seeds in place of the private items.
-    #[inline(always)]
-    fn should_refill_from_seeds(seeds_promised: bool, batch_out: bool, deque: &Owner<'_, Shared<W::Item>>) -> bool {
-        seeds_promised && batch_out && deque.is_empty()
-    }
-
-    /// Shares a batch of seeds straight from the caller's iterator, those it promises
-    /// (`SeedSource::take_promised`): they are copied once, into the batch, instead of
-    /// into our private stack and then into a batch. Wakes a sleeper as a publication
-    /// does if `wake` says so (`Some(compute_only)`). Returns whether it shared any;
-    /// once the iterator promises none, `promised` is cleared and sharing goes back to
-    /// the private items.
-    #[cold]
-    #[inline(never)]
-    fn share_seeds(
-        &mut self,
-        seeds: &mut Option<&mut dyn SeedSource<W::Item>>,
-        promised: &mut bool,
-        wake: Option<bool>,
-    ) -> bool {
-        let run = self.run;
-        let Some(source) = seeds.as_deref_mut() else {
-            *promised = false;
-            return false;
-        };
-        let batch = match source.take_promised(BATCH_AT_MOST) {
-            Ok(batch) => batch,
-            Err(payload) => {
-                *seeds = None;
-                *promised = false;
-                run.record_panic(payload);
-                return false;
-            }
-        };
-        if batch.is_empty() {
-            *promised = false;
-            return false;
-        }
-        self.local.stats.published += batch.len() as u64;
-        self.deque.push_or_spill(Shared::Batch(batch), |x| run.global.push(x));
-        if let Some(compute_only) = wake {
-            wake_for_shared(run.sleep, &run.seats, compute_only);
-        }
-        true
     }
 
     /// Shares the next batch for the thief that took the last one, without waking

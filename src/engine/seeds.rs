@@ -56,13 +56,6 @@ pub(crate) trait SeedSource<T> {
     /// the iterator panicked (the seeds of the chunk being made are dropped then, and
     /// the iterator is not asked again).
     fn hand_over(&mut self, most: usize, push: &mut dyn FnMut(Vec<T>)) -> Result<bool, Box<dyn Any + Send>>;
-
-    /// Takes up to `most` of the next seeds as one batch, but only as many as the
-    /// iterator promises (the lower bound of its `size_hint`): one that may wait for
-    /// what tasks produce, such as a channel's, promises none, and is never asked for
-    /// a seed while this thread holds private items. The payload if it panicked (the
-    /// seeds made so far are dropped then, and it is not asked again).
-    fn take_promised(&mut self, most: usize) -> Result<Vec<T>, Box<dyn Any + Send>>;
 }
 
 impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
@@ -129,23 +122,6 @@ impl<I: Iterator> SeedSource<I::Item> for Seeds<I> {
         self.hint_was_low = !exhausted;
         Ok(exhausted)
     }
-
-    fn take_promised(&mut self, most: usize) -> Result<Vec<I::Item>, Box<dyn Any + Send>> {
-        if self.done {
-            return Ok(Vec::new());
-        }
-        let iter = &mut self.iter;
-        // Stays set if the iterator panics below.
-        self.done = true;
-        let (batch, promised) = catch_unwind(AssertUnwindSafe(|| {
-            let promised = iter.size_hint().0.min(most);
-            (iter.by_ref().take(promised).collect::<Vec<_>>(), promised)
-        }))?;
-        self.pulled += batch.len() as u64;
-        // Fewer than promised: the iterator ran out (its hint was wrong).
-        self.done = batch.len() < promised;
-        Ok(batch)
-    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -201,40 +177,5 @@ mod tests {
         let mut stack = PrivateStack::new();
         assert!(seeds.pull(&mut stack).unwrap());
         assert_eq!(stack.pop(), Some(5));
-    }
-
-    #[test]
-    fn only_promised_seeds_are_taken() {
-        let mut seeds = Seeds::new(0..10u32);
-        assert_eq!(seeds.take_promised(4).unwrap(), [0, 1, 2, 3]);
-        assert_eq!(seeds.take_promised(100).unwrap(), (4..10).collect::<Vec<_>>());
-        assert_eq!(seeds.pulled(), 10);
-        assert!(seeds.take_promised(100).unwrap().is_empty());
-        // An iterator that promises nothing (it might wait) is not asked for a seed.
-        struct MightWait;
-        impl Iterator for MightWait {
-            type Item = u32;
-            fn next(&mut self) -> Option<u32> {
-                panic!("asked for a seed it never promised");
-            }
-        }
-        let mut waiting = Seeds::new(MightWait);
-        assert!(waiting.take_promised(100).unwrap().is_empty());
-        assert_eq!(waiting.pulled(), 0);
-        // One that promised more than it had is done after the shortfall.
-        struct Overpromise(std::ops::Range<u32>);
-        impl Iterator for Overpromise {
-            type Item = u32;
-            fn next(&mut self) -> Option<u32> {
-                self.0.next()
-            }
-            fn size_hint(&self) -> (usize, Option<usize>) {
-                (100, None)
-            }
-        }
-        let mut over = Seeds::new(Overpromise(0..3));
-        assert_eq!(over.take_promised(50).unwrap(), [0, 1, 2]);
-        let mut stack = PrivateStack::new();
-        assert!(!over.pull(&mut stack).unwrap(), "done: no pull asks it again");
     }
 }

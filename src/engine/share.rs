@@ -68,21 +68,17 @@ pub(super) fn share_older_half<T>(
         stack.drain_oldest(count, |item| deque.push_or_spill(Shared::One(item), |x| global.push(x)));
         stats.published += count as u64;
     }
-    wake_for_shared(sleep, seats, compute_only);
-    as_batch
-}
-
-/// Wakes a sleeper for items just shared, if one is wanted. Nobody is woken when a
-/// participant of the run is idle (it finds the items by itself) or when no worker
-/// could join: a full limited run, or every seat taken; nor, for items taken for
-/// computation (`compute_only`), when the active participants already fill the CPUs.
-/// Whoever frees a place finds the items in our deque at once (and wakes a sleeper
-/// itself when it goes idle, since work is visible).
-pub(super) fn wake_for_shared(sleep: &Sleep, seats: &Seats, compute_only: bool) {
+    // Nobody is woken when a participant of the run is idle (it finds the items by
+    // itself) or when no worker could join: a full limited run, or every seat taken;
+    // nor, for items taken for computation (`compute_only`), when the active
+    // participants already fill the CPUs. Whoever frees a place finds the items in our
+    // deque at once (and wakes a sleeper itself when it goes idle, since work is
+    // visible).
     let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
     if wanted {
         sleep.notify_one_avoiding(seats.kept_out_cpu());
     }
+    as_batch
 }
 
 /// Moves the `count` oldest items of `stack` (`count < stack.len()`) to `deque` as one
