@@ -45,7 +45,7 @@ have_nightly() {
     fi
 }
 
-section "Miri (unsafe core: deque, private stack, pool, stream registry, scoped streams, map_range)"
+section "Miri (unsafe core: deque, per-thread reuse, private stack, pool, stream registry, scoped streams, map_range)"
 if have_nightly miri rust-src && cargo +nightly miri --version >/dev/null 2>&1; then
     start=$(date +%s)
     MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test --target-dir target-miri --lib -- deque:: reuse:: api:: stack:: share:: spare:: range::tests:: registry:: stream::tests:: local:: collect:: crew::

@@ -2,12 +2,15 @@
 //! rings.
 //!
 //! Back-to-back small runs would allocate and free them every time, and glibc's malloc
-//! consolidates its fast bins before each allocation over about 1 KiB: that was about
-//! 15% of a tiny run's cost on the 2-vCPU VM. So a dropped run hands these allocations
-//! to its thread, and the next run on that thread takes them back if the layout is the
-//! same. A thread keeps at most [`KEPT`] of them, each under [`KEEP_UNDER`] bytes (the
-//! pool's spares take over from there, see `pool::spare`); they are freed when the
-//! thread exits. Under loom nothing is kept, so the models see plain allocations.
+//! consolidates its fast bins before each allocation over about 1 KiB: that was 15-20%
+//! of a tiny run's cost on the 2-vCPU VM. So a dropped run hands these allocations to
+//! its thread, and the next run on that thread takes them back if the layout is the
+//! same. A thread keeps the [`KEPT`] most recent ones, each of 1 KiB to [`KEEP_UNDER`]
+//! bytes (larger allocations cost nothing noticeable next to the runs that need
+//! them), oldest first: a newer one replaces the oldest, so blocks of an item type the
+//! thread no longer runs make way, and a run's slot array, recycled after its rings,
+//! is always kept. They are freed when the thread exits. Under loom nothing is kept,
+//! so the models see plain allocations.
 
 #[cfg(not(loom))]
 use std::alloc::Layout;
@@ -47,18 +50,23 @@ impl Drop for Block {
 
 #[cfg(not(loom))]
 thread_local! {
+    /// Oldest first, with no gap: the first `None` ends the list.
     static KEPT_BLOCKS: RefCell<[Option<Block>; KEPT]> = const { RefCell::new([const { None }; KEPT]) };
 }
 
-/// An empty `Vec` with room for exactly `capacity` items, in an allocation this thread
-/// kept (see [`recycle`]) if one has its layout.
+/// An empty `Vec` with room for `capacity` items (exactly, if mid-sized), in an
+/// allocation this thread kept (see [`recycle`]) if one has its layout.
 pub(crate) fn vec_with_capacity<T>(capacity: usize) -> Vec<T> {
     #[cfg(not(loom))]
     if let Some(layout) = keepable::<T>(capacity) {
         let found = KEPT_BLOCKS
             .try_with(|kept| {
                 let mut kept = kept.borrow_mut();
-                kept.iter_mut().find(|b| b.as_ref().is_some_and(|b| b.layout == layout)).and_then(Option::take)
+                let at = kept.iter().position(|b| b.as_ref().is_some_and(|b| b.layout == layout))?;
+                let block = kept[at].take();
+                // Close the gap: the ones after it move up, the `None` goes last.
+                kept[at..].rotate_left(1);
+                block
             })
             .ok()
             .flatten();
@@ -75,8 +83,8 @@ pub(crate) fn vec_with_capacity<T>(capacity: usize) -> Vec<T> {
 }
 
 /// Drops `vec`'s items and keeps its allocation for this thread's next
-/// [`vec_with_capacity`] of the same layout, if it is mid-sized and the thread keeps
-/// fewer than [`KEPT`]; frees it otherwise.
+/// [`vec_with_capacity`] of the same layout if it is mid-sized (freeing the oldest kept
+/// one if the thread keeps [`KEPT`] already); frees it otherwise.
 pub(crate) fn recycle<T>(mut vec: Vec<T>) {
     vec.clear();
     #[cfg(not(loom))]
@@ -86,11 +94,18 @@ pub(crate) fn recycle<T>(mut vec: Vec<T>) {
         // pointer from the global allocator, allocated with `layout`; `vec` is never
         // dropped, so the block owns it alone.
         let block = Block { ptr: unsafe { NonNull::new_unchecked(vec.as_mut_ptr().cast::<u8>()) }, layout };
-        // The block is freed here if the thread keeps enough already, or is exiting.
+        // `vec.clear()` above has run every item's drop (a deque's recycles its own
+        // ring), so nothing below re-enters this thread's list. If the thread is
+        // exiting, the block is dropped with the closure, which frees it.
         let _ = KEPT_BLOCKS.try_with(move |kept| {
             let mut kept = kept.borrow_mut();
-            if let Some(free) = kept.iter_mut().find(|b| b.is_none()) {
-                *free = Some(block);
+            match kept.iter().position(Option::is_none) {
+                Some(end) => kept[end] = Some(block),
+                None => {
+                    // The oldest goes (it is freed by the assignment).
+                    kept.rotate_left(1);
+                    kept[KEPT - 1] = Some(block);
+                }
             }
         });
     }
@@ -103,9 +118,19 @@ fn keepable<T>(capacity: usize) -> Option<Layout> {
     (KEEP_AT_LEAST..KEEP_UNDER).contains(&layout.size()).then_some(layout)
 }
 
+/// The layouts this thread keeps, oldest first.
+#[cfg(all(test, not(loom)))]
+fn kept_layouts() -> Vec<Layout> {
+    KEPT_BLOCKS.with(|kept| kept.borrow().iter().flatten().map(|b| b.layout).collect())
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::{KEPT, recycle, vec_with_capacity};
+    use super::{KEPT, kept_layouts, recycle, vec_with_capacity};
+    use std::alloc::Layout;
+
+    // Each test runs on a thread of its own (libtest, nextest and Miri alike), so each
+    // starts with nothing kept.
 
     #[test]
     fn a_recycled_allocation_comes_back_for_the_same_layout_only() {
@@ -113,36 +138,47 @@ mod tests {
         assert_eq!(v.capacity(), 256);
         let at = v.as_ptr();
         recycle(v);
+        assert_eq!(kept_layouts(), [Layout::array::<u64>(256).unwrap()]);
         // Same size, other alignment: not this block.
         let other: Vec<[u8; 8]> = vec_with_capacity(256);
-        assert_ne!(other.as_ptr().cast::<u64>(), at);
+        assert_eq!(kept_layouts().len(), 1, "still kept");
         let mut again: Vec<u64> = vec_with_capacity(256);
         assert_eq!(again.as_ptr(), at, "the kept block is reused");
+        assert!(kept_layouts().is_empty(), "and taken");
         again.extend(0..256);
         assert_eq!(again.iter().sum::<u64>(), 255 * 256 / 2);
-        // Taken: the next one is a fresh allocation.
-        let fresh: Vec<u64> = vec_with_capacity(256);
-        assert_ne!(fresh.as_ptr(), again.as_ptr());
         drop(other);
     }
 
     #[test]
-    fn a_thread_keeps_a_bounded_number_of_blocks_and_recycling_drops_the_items() {
+    fn recycling_drops_the_items_and_keeps_only_mid_sized_blocks() {
         use std::rc::Rc;
         let witness = Rc::new(());
         let mut v: Vec<Rc<()>> = vec_with_capacity(1000);
         v.extend((0..10).map(|_| Rc::clone(&witness)));
-        let at = v.as_ptr();
         recycle(v);
         assert_eq!(Rc::strong_count(&witness), 1, "recycling drops the items");
-        let again: Vec<Rc<()>> = vec_with_capacity(1000);
-        assert_eq!(again.as_ptr(), at);
-        // Every place is free again (each test runs on a thread of its own): `KEPT`
-        // blocks of one layout are kept, the others freed.
-        let blocks: Vec<Vec<u32>> = (0..KEPT + 2).map(|_| vec_with_capacity(600)).collect();
-        let kept: Vec<*const u32> = blocks.iter().map(|b| b.as_ptr()).collect();
-        blocks.into_iter().for_each(recycle);
-        let back: Vec<Vec<u32>> = (0..KEPT + 2).map(|_| vec_with_capacity(600)).collect();
-        assert!(back[..KEPT].iter().all(|b| kept.contains(&b.as_ptr())), "the first {KEPT} takes reuse kept blocks");
+        assert_eq!(kept_layouts().len(), 1);
+        recycle(Vec::<u8>::with_capacity(16));
+        recycle(Vec::<u8>::with_capacity(1 << 20));
+        assert_eq!(kept_layouts().len(), 1, "small and large ones are freed");
+    }
+
+    #[test]
+    fn a_thread_keeps_the_most_recent_blocks_and_takes_from_the_middle() {
+        assert_eq!(KEPT, 4, "the expectations below are written for four places");
+        let layout = |n: usize| Layout::array::<u32>(n).unwrap();
+        // Six blocks of six sizes: only the last `KEPT` stay, oldest first.
+        for n in 300..306 {
+            recycle(Vec::<u32>::with_capacity(n));
+        }
+        let newest: Vec<Layout> = (306 - KEPT..306).map(layout).collect();
+        assert_eq!(kept_layouts(), newest);
+        assert_eq!(vec_with_capacity::<u32>(300).capacity(), 300, "a fresh allocation when none fits");
+        // Taking one from the middle closes the gap; the next one kept goes last.
+        let taken: Vec<u32> = vec_with_capacity(304);
+        assert_eq!(kept_layouts(), [layout(302), layout(303), layout(305)]);
+        recycle(taken);
+        assert_eq!(kept_layouts(), [layout(302), layout(303), layout(305), layout(304)]);
     }
 }

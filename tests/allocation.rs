@@ -65,7 +65,7 @@ fn a_deque_allocates_its_slots_at_its_first_push() {
 }
 
 /// Back-to-back small runs on one thread reuse the run's slot array and the caller's
-/// deque ring from the run before (see `src/reuse.rs`) instead of allocating them.
+/// deque ring from the runs before (see `src/reuse.rs`) instead of allocating them.
 #[test]
 fn back_to_back_small_runs_allocate_nothing_large_after_the_first() {
     let pool = fanout::Pool::builder().num_threads(2).build().expect("pool");
@@ -74,9 +74,25 @@ fn back_to_back_small_runs_allocate_nothing_large_after_the_first() {
         f();
         LARGE.with(Cell::get) - before
     };
-    // A follow-on run whose caller pushes (its deque ring is allocated by that push),
-    // and a range run.
-    let follow_on = || {
+    // A run long enough that the caller shares for sure (the workers are idle, and it
+    // steps back after 2 ms at the latest): its deque ring is allocated then, and kept
+    // with the slot array when the run ends. The small runs below have the same item
+    // and accumulator types, so the same layouts; whether one of them shares depends on
+    // timing, and either way it finds its ring kept.
+    let warm_up = large_allocations(&|| {
+        let sum = pool.run_fold(
+            0..20_000u64,
+            || 0u64,
+            |acc, i, _| {
+                std::hint::black_box((0..200).fold(i, |x, k| x.rotate_left(5) ^ k));
+                acc + i
+            },
+            |a, b| a + b,
+        );
+        assert_eq!(sum, (0..20_000).sum::<u64>());
+    });
+    assert!(warm_up > 0, "the first run allocates its slot array");
+    let small = || {
         let sum = pool.run_fold(
             0..4u64,
             || 0u64,
@@ -90,20 +106,8 @@ fn back_to_back_small_runs_allocate_nothing_large_after_the_first() {
         );
         assert_eq!(sum, (0..8).sum::<u64>());
     };
-    let range = || {
-        let sum = pool.fold_index(0..4, || 0usize, |acc, i| acc + i, |a, b| a + b);
-        assert_eq!(sum, 6);
-    };
-    let first = large_allocations(&|| {
-        follow_on();
-        range();
-    });
-    assert!(first > 0, "the first runs allocate their slot arrays");
     for round in 0..10 {
-        let again = large_allocations(&|| {
-            follow_on();
-            range();
-        });
+        let again = large_allocations(&small);
         assert_eq!(again, 0, "round {round}: {again} allocations of 1 KiB or more");
     }
 }

@@ -124,9 +124,9 @@ impl Registry {
     }
 
     /// Removes `job` from the registry (if it is still registered), so that no worker
-    /// joins it any more, then waits until every worker that had joined it has left,
-    /// parking on its [`owner`](Job::owner), which their [`Leave`]s wake. The job may
-    /// be freed once this returns.
+    /// joins it any more, then waits until every worker that had joined it has left:
+    /// it looks briefly, then parks on its [`owner`](Job::owner), which their
+    /// [`Leave`]s wake. The job may be freed once this returns.
     pub(crate) fn withdraw(&self, job: &(dyn Job + '_)) {
         let addr: *const () = std::ptr::from_ref(job).cast();
         {
