@@ -11,14 +11,14 @@
 //! thread no longer runs make way, and a run's slot array, recycled after its rings,
 //! is always kept. They are freed when the thread exits. Under loom nothing is kept,
 //! so the models see plain allocations.
+//!
+//! [`EmptyAllocation`], what is kept, also holds the pool's spare stack buffers
+//! (`pool::spare`).
 
-#[cfg(not(loom))]
 use std::alloc::Layout;
 #[cfg(not(loom))]
 use std::cell::RefCell;
-#[cfg(not(loom))]
 use std::mem::ManuallyDrop;
-#[cfg(not(loom))]
 use std::ptr::NonNull;
 
 /// Most allocations one thread keeps.
@@ -32,18 +32,61 @@ const KEEP_UNDER: usize = 64 << 10;
 #[cfg(not(loom))]
 const KEEP_AT_LEAST: usize = 1 << 10;
 
-/// An allocation of the global allocator, owned, holding no value.
-#[cfg(not(loom))]
-struct Block {
+/// An allocation of the global allocator that holds no value: what a `Vec` leaves once
+/// its items are gone, kept for a later `Vec` of an item type it fits (here, and in
+/// the pool's spare stack buffers, `pool::spare`). Freed when dropped.
+pub(crate) struct EmptyAllocation {
     ptr: NonNull<u8>,
     layout: Layout,
 }
 
-#[cfg(not(loom))]
-impl Drop for Block {
+// SAFETY: an `EmptyAllocation` owns its memory and holds no value in it; sending it
+// sends nothing but the right to reuse or free that memory.
+unsafe impl Send for EmptyAllocation {}
+
+impl EmptyAllocation {
+    /// Takes `vec`'s allocation (its items, if any, are dropped first); `None` if it
+    /// has none (no capacity, or zero-sized items).
+    pub(crate) fn from_vec<T>(mut vec: Vec<T>) -> Option<Self> {
+        vec.clear();
+        let layout = Layout::array::<T>(vec.capacity()).ok()?;
+        if layout.size() == 0 {
+            return None;
+        }
+        let mut vec = ManuallyDrop::new(vec);
+        // SAFETY: a `Vec` with a non-zero-sized allocation holds a non-null pointer
+        // from the global allocator, allocated with `Layout::array::<T>(capacity)`;
+        // `vec` is never dropped, so the allocation is ours alone.
+        let ptr = unsafe { NonNull::new_unchecked(vec.as_mut_ptr().cast::<u8>()) };
+        Some(Self { ptr, layout })
+    }
+
+    /// The layout the memory was allocated with.
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// An empty `Vec<T>` over this allocation, if `T`'s size and alignment let it be
+    /// one (the `Vec` must free it with the layout it was allocated with).
+    pub(crate) fn into_vec<T>(self) -> Result<Vec<T>, Self> {
+        let item = Layout::new::<T>();
+        if item.size() == 0 || item.align() != self.layout.align() || !self.layout.size().is_multiple_of(item.size()) {
+            return Err(self);
+        }
+        let capacity = self.layout.size() / item.size();
+        let this = ManuallyDrop::new(self);
+        // SAFETY: the allocation was made by the global allocator with `this.layout`,
+        // which equals `Layout::array::<T>(capacity)` (same alignment, and
+        // `capacity * size == layout.size()`); length 0 needs no initialized item; and
+        // `this` is never dropped, so the allocation passes to the `Vec` alone.
+        Ok(unsafe { Vec::from_raw_parts(this.ptr.as_ptr().cast::<T>(), 0, capacity) })
+    }
+}
+
+impl Drop for EmptyAllocation {
     fn drop(&mut self) {
-        // SAFETY: `ptr` was allocated by the global allocator with `layout` (a `Vec`'s
-        // allocation, see `recycle`) and this block owns it alone.
+        // SAFETY: the memory was allocated by the global allocator with `self.layout`
+        // (non-zero size, see `from_vec`) and is owned by this value alone.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
@@ -51,7 +94,7 @@ impl Drop for Block {
 #[cfg(not(loom))]
 thread_local! {
     /// Oldest first, with no gap: the first `None` ends the list.
-    static KEPT_BLOCKS: RefCell<[Option<Block>; KEPT]> = const { RefCell::new([const { None }; KEPT]) };
+    static KEPT_BLOCKS: RefCell<[Option<EmptyAllocation>; KEPT]> = const { RefCell::new([const { None }; KEPT]) };
 }
 
 /// An empty `Vec` with room for `capacity` items (exactly, if mid-sized), in an
@@ -70,13 +113,10 @@ pub(crate) fn vec_with_capacity<T>(capacity: usize) -> Vec<T> {
             })
             .ok()
             .flatten();
-        if let Some(block) = found {
-            let block = ManuallyDrop::new(block);
-            // SAFETY: the block was allocated by the global allocator with `layout`,
-            // which is `Layout::array::<T>(capacity)` (`keepable`), as a `Vec<T>` of
-            // that capacity allocates; length 0 needs no initialized item; and the
-            // block is never dropped, so the allocation passes to the `Vec` alone.
-            return unsafe { Vec::from_raw_parts(block.ptr.as_ptr().cast::<T>(), 0, capacity) };
+        // Its layout is `Layout::array::<T>(capacity)`, so it becomes a `Vec<T>` of
+        // exactly that capacity.
+        if let Some(Ok(vec)) = found.map(EmptyAllocation::into_vec) {
+            return vec;
         }
     }
     Vec::with_capacity(capacity)
@@ -85,30 +125,27 @@ pub(crate) fn vec_with_capacity<T>(capacity: usize) -> Vec<T> {
 /// Drops `vec`'s items and keeps its allocation for this thread's next
 /// [`vec_with_capacity`] of the same layout if it is mid-sized (freeing the oldest kept
 /// one if the thread keeps [`KEPT`] already); frees it otherwise.
-pub(crate) fn recycle<T>(mut vec: Vec<T>) {
-    vec.clear();
+pub(crate) fn recycle<T>(vec: Vec<T>) {
     #[cfg(not(loom))]
-    if let Some(layout) = keepable::<T>(vec.capacity()) {
-        let mut vec = ManuallyDrop::new(vec);
-        // SAFETY: a `Vec` with a non-zero-sized allocation (`keepable` says so) holds a
-        // pointer from the global allocator, allocated with `layout`; `vec` is never
-        // dropped, so the block owns it alone.
-        let block = Block { ptr: unsafe { NonNull::new_unchecked(vec.as_mut_ptr().cast::<u8>()) }, layout };
-        // `vec.clear()` above has run every item's drop (a deque's recycles its own
-        // ring), so nothing below re-enters this thread's list. If the thread is
-        // exiting, the block is dropped with the closure, which frees it.
+    if keepable::<T>(vec.capacity()).is_some() {
+        // `from_vec` has run every item's drop (a deque's recycles its own ring), so
+        // nothing below re-enters this thread's list. If the thread is exiting, the
+        // block is dropped with the closure, which frees it.
+        let block = EmptyAllocation::from_vec(vec);
         let _ = KEPT_BLOCKS.try_with(move |kept| {
             let mut kept = kept.borrow_mut();
             match kept.iter().position(Option::is_none) {
-                Some(end) => kept[end] = Some(block),
+                Some(end) => kept[end] = block,
                 None => {
                     // The oldest goes (it is freed by the assignment).
                     kept.rotate_left(1);
-                    kept[KEPT - 1] = Some(block);
+                    kept[KEPT - 1] = block;
                 }
             }
         });
+        return;
     }
+    drop(vec);
 }
 
 /// The layout of a `Vec<T>` allocation of `capacity` items, if it is one to keep.

@@ -11,10 +11,9 @@
 //! recycled well by the allocator), at most [`SPARE_AT_MOST`] bytes in all per pool; the
 //! pool frees them when it drops.
 
+use crate::reuse::EmptyAllocation;
 use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
-use std::alloc::Layout;
-use std::mem::{ManuallyDrop, MaybeUninit};
-use std::ptr::NonNull;
+use std::mem::MaybeUninit;
 
 /// Smallest buffer worth keeping: the allocator serves larger ones from fresh
 /// mappings, whose pages fault in on first touch.
@@ -22,64 +21,13 @@ pub(crate) const SPARE_AT_LEAST: usize = 128 << 10;
 /// Most bytes a pool keeps (room for one stack of about 4M word-sized items).
 pub(crate) const SPARE_AT_MOST: usize = 64 << 20;
 
-/// An empty allocation that held a `Vec<MaybeUninit<T>>` for some `T`.
-struct Buffer {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-// SAFETY: a `Buffer` owns its allocation and holds no value in it; sending it sends
-// nothing but the right to reuse or free that memory.
-unsafe impl Send for Buffer {}
-
-impl Buffer {
-    /// Takes `vec`'s allocation (its items, if any, are dropped first). `None` for
-    /// an allocation smaller than `SPARE_AT_LEAST`.
-    fn from_vec<T>(mut vec: Vec<MaybeUninit<T>>) -> Option<Self> {
-        vec.clear();
-        let layout = Layout::array::<MaybeUninit<T>>(vec.capacity()).ok()?;
-        if layout.size() < SPARE_AT_LEAST {
-            return None;
-        }
-        let mut vec = ManuallyDrop::new(vec);
-        // SAFETY: a `Vec`'s pointer is never null; `vec` is never dropped, so the
-        // allocation (of `layout`, which is how a `Vec` allocates) is ours alone.
-        let ptr = unsafe { NonNull::new_unchecked(vec.as_mut_ptr().cast::<u8>()) };
-        Some(Self { ptr, layout })
-    }
-
-    /// An empty `Vec<MaybeUninit<T>>` over this allocation, if `T`'s size and alignment
-    /// let it be one (the `Vec` must free it with the layout it was allocated with).
-    fn into_vec<T>(self) -> Result<Vec<MaybeUninit<T>>, Self> {
-        let item = Layout::new::<MaybeUninit<T>>();
-        if item.size() == 0 || item.align() != self.layout.align() || !self.layout.size().is_multiple_of(item.size()) {
-            return Err(self);
-        }
-        let capacity = self.layout.size() / item.size();
-        let this = ManuallyDrop::new(self);
-        // SAFETY: the allocation was made by the global allocator with `this.layout`,
-        // which equals `Layout::array::<MaybeUninit<T>>(capacity)` (same alignment, and
-        // `capacity * size == layout.size()`); length 0 needs no initialized items; and
-        // `this` is never dropped, so the allocation passes to the `Vec` alone.
-        Ok(unsafe { Vec::from_raw_parts(this.ptr.as_ptr().cast::<MaybeUninit<T>>(), 0, capacity) })
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        // SAFETY: the allocation was made with `self.layout` (non-zero size, see
-        // `from_vec`) and is owned by this buffer alone.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
-
 /// A pool's spare stack buffers.
 pub(crate) struct Spares {
     /// How many buffers `list` holds: read without the lock, so a run of a pool that
     /// keeps none (all small runs) never takes it.
     held: AtomicUsize,
     /// Largest first.
-    list: Mutex<Vec<Buffer>>,
+    list: Mutex<Vec<EmptyAllocation>>,
 }
 
 impl Spares {
@@ -102,7 +50,7 @@ impl Spares {
                 kept.push(buffer);
                 continue;
             }
-            match buffer.into_vec::<T>() {
+            match buffer.into_vec::<MaybeUninit<T>>() {
                 Ok(vec) => taken.push(vec),
                 Err(buffer) => kept.push(buffer),
             }
@@ -119,18 +67,22 @@ impl Spares {
         if cfg!(loom) {
             return;
         }
-        let mut fresh = vecs.into_iter().filter_map(Buffer::from_vec).peekable();
+        let mut fresh = vecs
+            .into_iter()
+            .filter_map(EmptyAllocation::from_vec)
+            .filter(|b| b.layout().size() >= SPARE_AT_LEAST)
+            .peekable();
         if fresh.peek().is_none() {
             return;
         }
         let mut list = lock(&self.list);
         list.extend(fresh);
-        list.sort_unstable_by_key(|b| std::cmp::Reverse(b.layout.size()));
+        list.sort_unstable_by_key(|b| std::cmp::Reverse(b.layout().size()));
         let mut bytes = 0;
         // Buffers beyond the budget are freed here, under the lock, rarely and briefly.
         list.retain(|b| {
-            let keep = bytes + b.layout.size() <= SPARE_AT_MOST;
-            bytes += if keep { b.layout.size() } else { 0 };
+            let keep = bytes + b.layout().size() <= SPARE_AT_MOST;
+            bytes += if keep { b.layout().size() } else { 0 };
             keep
         });
         // Relaxed: see `take`.
