@@ -315,6 +315,41 @@ fn wide_fan_outs_run_every_item_once_and_drop_it_once() {
     }
 }
 
+/// A task that pushes a long burst shares it on the way, not only once it returns:
+/// here the root pushes half its items, then waits (up to 20 s) for another thread to
+/// run one of them before pushing the rest. Without sharing from inside the task,
+/// nothing it pushed is visible until it returns, and the wait times out.
+#[test]
+fn a_long_burst_of_pushes_is_shared_before_the_task_returns() {
+    const N: u64 = 200_000;
+    let pool = pool(2);
+    let root_thread = Mutex::new(None);
+    let elsewhere = AtomicU64::new(0);
+    let timed_out = std::sync::atomic::AtomicBool::new(false);
+    let stats = pool.run([u64::MAX], |i, ctx| {
+        if i != u64::MAX {
+            if *root_thread.lock().unwrap() != Some(std::thread::current().id()) {
+                elsewhere.fetch_add(1, Ordering::SeqCst);
+            }
+            return;
+        }
+        *root_thread.lock().unwrap() = Some(std::thread::current().id());
+        (0..N / 2).for_each(|j| ctx.push(j));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while elsewhere.load(Ordering::SeqCst) == 0 {
+            if std::time::Instant::now() > deadline {
+                timed_out.store(true, Ordering::SeqCst);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        (N / 2..N).for_each(|j| ctx.push(j));
+    });
+    assert!(!timed_out.into_inner(), "nothing the root pushed reached another thread while it ran");
+    assert_eq!(stats.executed, N + 1);
+    assert!(stats.published > 0);
+}
+
 /// Seeds come from their iterator as the run goes, a chunk at a time, not all before
 /// the first item runs: a run over N seeds holds a bounded number of them.
 #[test]

@@ -6,7 +6,8 @@ use super::cadence::Cadence;
 use super::ctx::{Checkpoint, Ctx};
 use super::run::{Local, Run};
 use super::seeds::{SEED_CHUNK, SeedSource};
-use super::share::{BATCH_AT_MOST, Shared, share_batch, share_older_half};
+use super::share::{BATCH_AT_MOST, BurstShare, Shared, share_batch, share_older_half};
+use super::stack::BurstScope;
 use super::stack::PrivateStack;
 use super::stop::Clock;
 use super::work::Work;
@@ -575,6 +576,10 @@ impl<W: Work> Participant<'_, '_, W> {
         let mut left = start;
         let mut lapped = 0u64;
         let mut lap = cadence.lap();
+        let burst = BurstShare::new(deque, &run.global, run.sleep, &run.seats, checkpoint.batch_out);
+        // SAFETY: dropped below, before the stack leaves this function; the loop only
+        // pushes and pops the stack, which keeps its allocation meanwhile.
+        let sharing = unsafe { BurstScope::enter(&stack, &burst) };
         let paused = loop {
             let Some(item) = stack.pop() else { break Paused::Empty };
             // What `done` promises (see the termination rules), checked by the models.
@@ -612,6 +617,10 @@ impl<W: Work> Participant<'_, '_, W> {
                 break Paused::Checkpoint;
             }
         };
+        drop(sharing);
+        let published;
+        (checkpoint.batch_out, published) = burst.finish();
+        stats.published += published;
         *stack_slot = stack;
         cadence.set_lap(lap);
         *executed += lapped + u64::from(start) - u64::from(left);

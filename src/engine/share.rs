@@ -3,10 +3,11 @@
 
 use super::global_queue::GlobalQueue;
 use super::seats::Seats;
-use super::stack::PrivateStack;
+use super::stack::{BurstSharer, PUSHES_BETWEEN_MARKS, PrivateStack};
 use crate::deque::Owner;
 use crate::pool::sleep::Sleep;
 use crate::stats::SlotStats;
+use std::cell::Cell;
 
 /// What a deque or the global queue holds: one item, or a batch of a participant's
 /// oldest private items shared at once. A thief's steal claims one entry at a time (a
@@ -68,17 +69,88 @@ pub(super) fn share_older_half<T>(
         stack.drain_oldest(count, |item| deque.push_or_spill(Shared::One(item), |x| global.push(x)));
         stats.published += count as u64;
     }
-    // Nobody is woken when a participant of the run is idle (it finds the items by
-    // itself) or when no worker could join: a full limited run, or every seat taken;
-    // nor, for items taken for computation (`compute_only`), when the active
-    // participants already fill the CPUs. Whoever frees a place finds the items in our
-    // deque at once (and wakes a sleeper itself when it goes idle, since work is
-    // visible).
+    wake_if_wanted(sleep, seats, compute_only);
+    as_batch
+}
+
+/// Wakes a sleeper for work just published, unless none is wanted. Nobody is woken
+/// when a participant of the run is idle (it finds the items by itself) or when no
+/// worker could join: a full limited run, or every seat taken; nor, for items taken
+/// for computation (`compute_only`), when the active participants already fill the
+/// CPUs. Whoever frees a place finds the items in our deque at once (and wakes a
+/// sleeper itself when it goes idle, since work is visible).
+fn wake_if_wanted(sleep: &Sleep, seats: &Seats, compute_only: bool) {
     let wanted = if compute_only { seats.wants_a_worker_for_compute() } else { seats.wants_a_worker() };
     if wanted {
         sleep.notify_one_avoiding(seats.kept_out_cpu());
     }
-    as_batch
+}
+
+/// A participant's sharing from inside a task that pushes a long burst (see
+/// `super::stack`), as its checkpoints share: the older half of the stack, at most a
+/// batch, when a thread is hungry; then, once a thief has taken that batch, the next
+/// one unasked (see `Participant::refill`). Registered for the span of the item loop,
+/// whose participant is active all along (termination rule 1). The items' cost is not
+/// measured here, so it wakes a sleeper as for short items: a wake-up for more
+/// threads than CPUs waits for the checkpoint, which measures them.
+pub(super) struct BurstShare<'a, T> {
+    deque: &'a Owner<'a, Shared<T>>,
+    global: &'a GlobalQueue<Shared<T>>,
+    sleep: &'a Sleep,
+    seats: &'a Seats,
+    /// As `Checkpoint::batch_out`: our last batch went to a hungry thread.
+    batch_out: Cell<bool>,
+    /// The batch `how_many` asked for is for a hungry thread (wake a sleeper).
+    fresh: Cell<bool>,
+    /// Items shared, for `SlotStats::published` once the loop is over.
+    published: Cell<u64>,
+}
+
+impl<'a, T> BurstShare<'a, T> {
+    /// Shares into `deque`; `batch_out` is the checkpoints' flag so far.
+    pub(super) fn new(
+        deque: &'a Owner<'a, Shared<T>>,
+        global: &'a GlobalQueue<Shared<T>>,
+        sleep: &'a Sleep,
+        seats: &'a Seats,
+        batch_out: bool,
+    ) -> Self {
+        let (batch_out, fresh, published) = (Cell::new(batch_out), Cell::new(false), Cell::new(0));
+        Self { deque, global, sleep, seats, batch_out, fresh, published }
+    }
+
+    /// The checkpoints' flag after the loop, and the items shared.
+    pub(super) fn finish(self) -> (bool, u64) {
+        (self.batch_out.get(), self.published.get())
+    }
+}
+
+impl<T> BurstSharer<T> for BurstShare<'_, T> {
+    fn how_many(&self, private: usize) -> usize {
+        // A burst: a full stride of pushes at least, so the batch is worth its copy;
+        // and what we shared last has been taken.
+        if private < PUSHES_BETWEEN_MARKS || !self.deque.is_empty() {
+            return 0;
+        }
+        let fresh = self.sleep.has_demand() && self.seats.has_taker();
+        self.fresh.set(fresh);
+        if fresh {
+            (private / 2).min(BATCH_AT_MOST)
+        } else if self.batch_out.get() && private >= 2 * BATCH_AT_MOST {
+            BATCH_AT_MOST
+        } else {
+            0
+        }
+    }
+
+    fn take(&self, items: Vec<T>) {
+        self.published.set(self.published.get() + items.len() as u64);
+        self.deque.push_or_spill(Shared::Batch(items), |x| self.global.push(x));
+        if self.fresh.get() {
+            self.batch_out.set(true);
+            wake_if_wanted(self.sleep, self.seats, true);
+        }
+    }
 }
 
 /// Moves the `count` oldest items of `stack` (`count < stack.len()`) to `deque` as one

@@ -21,7 +21,19 @@
 //! The slots left behind below `buf` are reclaimed when the buffer fills: moved down
 //! if they are at least as many as the live ones (which the items drained since have
 //! paid for), or kept while the allocation doubles.
+//!
+//! A task that pushes a long burst (one root pushing millions of items) would keep
+//! them all out of reach until it returns. So the push path has a *mark* besides the
+//! capacity: every `PUSHES_BETWEEN_MARKS` pushes of a burst a push reaches it, and if
+//! the stack's item loop registered a [`BurstSharer`] on this thread
+//! ([`BurstScope`]), the push asks it there how many of the oldest items to hand out.
+//! The mark takes the capacity's place in the push's one check, and the slow path
+//! finds the sharer in a thread-local and takes and returns the stack's fields by
+//! value, so an item loop that keeps the stack in registers pays nothing for it.
 
+#[cfg(not(loom))]
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::NonNull;
 
@@ -39,6 +51,122 @@ pub(crate) struct PrivateStack<T> {
     top: MaybeUninit<T>,
     /// Slots of the allocation below `buf`, left by `drain_oldest` (none hold items).
     dead: usize,
+    /// Where the next push takes the slow path: `len <= mark <= cap`, and at most
+    /// `PUSHES_BETWEEN_MARKS` above `len` when it was set.
+    mark: usize,
+}
+
+/// Most pushes from one mark to the next (see the module docs).
+pub(crate) const PUSHES_BETWEEN_MARKS: usize = 1024;
+
+/// What a stack does with its oldest items when a burst of pushes reaches its mark.
+pub(crate) trait BurstSharer<T> {
+    /// How many of the stack's `private` oldest items to hand out now (0: none; a
+    /// count that would not leave the newest item hands out none).
+    fn how_many(&self, private: usize) -> usize;
+    /// Takes the items handed out, oldest first. Must not panic: the process aborts
+    /// if it does (the pushing stack's fields, held by value meanwhile, still claim
+    /// the items).
+    fn take(&self, items: Vec<T>);
+}
+
+/// A `BurstSharer` registered for one stack on this thread (see `BurstScope`).
+#[derive(Clone, Copy)]
+struct Registration {
+    /// The address where the stack's allocation starts: no other live allocation
+    /// starts there, so a push on any other stack (of another item type, maybe) never
+    /// takes this sharer for its own. Kept up to date when the stack reallocates, which
+    /// only its pushes do while it is registered, and they find the registration
+    /// current (see `BurstScope`).
+    allocation: usize,
+    sharer: NonNull<()>,
+    /// `S::how_many` for the registered `S`.
+    how_many: unsafe fn(NonNull<()>, usize) -> usize,
+    /// `S::take` for the registered `S`, given a `ManuallyDrop<Vec<T>>` to move from.
+    take: unsafe fn(NonNull<()>, NonNull<()>),
+}
+
+// Not under loom: its threads share the std thread-locals of the thread that runs the
+// model, so bursts are not shared there (the publication itself is the checkpoint's).
+#[cfg(not(loom))]
+thread_local! {
+    /// The sharer of the stack whose item loop runs on this thread, if any.
+    static BURST_SHARER: Cell<Option<Registration>> = const { Cell::new(None) };
+}
+
+/// While alive, pushes on one stack reaching their mark ask a `BurstSharer` what to
+/// hand out (see the module docs). A thread has one registration at a time: a scope
+/// entered inside another (a nested run's, inside a task of an outer run) registers
+/// nothing, so the outer registration stays current, and with it the guarantee that
+/// its allocation is its stack's (see `Registration::allocation`).
+pub(crate) struct BurstScope<'a> {
+    /// Whether this scope registered its sharer (and so removes it when dropped).
+    registered: bool,
+    /// Borrows the sharer, and stays on its thread.
+    _sharer: PhantomData<&'a *const ()>,
+}
+
+impl<'a> BurstScope<'a> {
+    /// Registers `sharer` for `stack` on this thread, if the stack has an allocation
+    /// of its own (a stack with items does; zero-sized items are never shared this
+    /// way) and the thread has no registration yet.
+    ///
+    /// # Safety
+    ///
+    /// The scope must be dropped, not forgotten (the registration points to
+    /// `sharer`). Until it drops, `stack` keeps its allocation: it is not dropped,
+    /// replaced, or turned into a `Vec` or buffer (its pushes may move it to a larger
+    /// one: they update the registration).
+    pub(crate) unsafe fn enter<T, S: BurstSharer<T>>(stack: &PrivateStack<T>, sharer: &'a S) -> Self {
+        /// # Safety
+        /// `sharer` points to a live `S`.
+        unsafe fn how_many<T, S: BurstSharer<T>>(sharer: NonNull<()>, private: usize) -> usize {
+            // SAFETY: the caller's promise.
+            unsafe { sharer.cast::<S>().as_ref() }.how_many(private)
+        }
+        /// # Safety
+        /// `sharer` points to a live `S`; `items` to a `ManuallyDrop<Vec<T>>` that is
+        /// never used again.
+        unsafe fn take<T, S: BurstSharer<T>>(sharer: NonNull<()>, items: NonNull<()>) {
+            // SAFETY: the caller's promise.
+            let items = ManuallyDrop::into_inner(unsafe { items.cast::<ManuallyDrop<Vec<T>>>().read() });
+            // SAFETY: the caller's promise.
+            unsafe { sharer.cast::<S>().as_ref() }.take(items)
+        }
+        let registration = Registration {
+            allocation: stack.allocation_start(),
+            sharer: NonNull::from(sharer).cast(),
+            how_many: how_many::<T, S>,
+            take: take::<T, S>,
+        };
+        let registered = size_of::<T>() != 0 && stack.allocation() != 0 && {
+            let outer = swap_registration(Some(registration));
+            if outer.is_some() {
+                swap_registration(outer);
+            }
+            outer.is_none()
+        };
+        Self { registered, _sharer: PhantomData }
+    }
+}
+
+impl Drop for BurstScope<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            swap_registration(None);
+        }
+    }
+}
+
+/// Sets this thread's registration, returning the one it replaces.
+fn swap_registration(registration: Option<Registration>) -> Option<Registration> {
+    #[cfg(not(loom))]
+    return BURST_SHARER.try_with(|current| current.replace(registration)).ok().flatten();
+    #[cfg(loom)]
+    {
+        let _ = registration;
+        None
+    }
 }
 
 // SAFETY: the stack owns its items and its buffer outright, as a `Vec<T>` does; the raw
@@ -57,7 +185,8 @@ impl<T> PrivateStack<T> {
     fn from_parts(buf: &mut ManuallyDrop<Vec<MaybeUninit<T>>>) -> Self {
         // SAFETY: a `Vec`'s pointer is never null.
         let ptr = unsafe { NonNull::new_unchecked(buf.as_mut_ptr()) };
-        Self { buf: ptr, cap: buf.capacity(), len: 0, top: MaybeUninit::uninit(), dead: 0 }
+        let cap = buf.capacity();
+        Self { buf: ptr, cap, len: 0, top: MaybeUninit::uninit(), dead: 0, mark: next_mark(0, cap) }
     }
 
     /// An empty stack that starts in `buffer`'s allocation (a spare from an earlier run).
@@ -85,6 +214,7 @@ impl<T> PrivateStack<T> {
             // their order, which is where the stack keeps the items below the top.
             stack.top = unsafe { stack.buf.as_ptr().read() };
             stack.len = len;
+            stack.mark = next_mark(len, cap);
         }
         stack
     }
@@ -180,6 +310,7 @@ impl<T> PrivateStack<T> {
         let mut stack = Self::from_parts(&mut ManuallyDrop::new(slots));
         // `buf[1..len - 1]` hold the items below the top, oldest (the last seed) first.
         stack.len = len;
+        stack.mark = next_mark(len, stack.cap);
         stack.top = top.unwrap_or(MaybeUninit::uninit());
         stack
     }
@@ -205,15 +336,21 @@ impl<T> PrivateStack<T> {
         self.dead + self.cap
     }
 
+    /// The address where the stack's allocation starts (see `Registration`).
+    fn allocation_start(&self) -> usize {
+        self.buf.as_ptr().wrapping_sub(self.dead).addr()
+    }
+
     #[inline(always)]
     pub(crate) fn push(&mut self, item: T) {
-        if self.len == self.cap {
-            (self.buf, self.cap, self.dead) = grow(self.buf, self.cap, self.dead);
+        if self.len == self.mark {
+            (self.buf, self.cap, self.dead, self.len, self.mark) = pass_mark(self.buf, self.cap, self.dead, self.len);
         }
-        // SAFETY: `len < capacity` (checked above), so slot `len` is inside the
-        // allocation. Copying the `MaybeUninit` top is allowed whether or not it holds
-        // an item; if it does (`len > 0`), ownership moves to slot `len` (item `len`
-        // from the bottom), since `top` is overwritten just below without a drop.
+        // SAFETY: `len < mark <= cap` (the mark was moved above if reached), so slot
+        // `len` is inside the allocation. Copying the `MaybeUninit` top is allowed
+        // whether or not it holds an item; if it does (`len > 0`), ownership moves to
+        // slot `len` (item `len` from the bottom), since `top` is overwritten just
+        // below without a drop.
         unsafe { self.buf.as_ptr().add(self.len).write(std::ptr::read(&self.top)) };
         self.top = MaybeUninit::new(item);
         self.len += 1;
@@ -228,11 +365,11 @@ impl<T> PrivateStack<T> {
         // below, so it is not read twice.
         let item = unsafe { self.top.assume_init_read() };
         self.len -= 1;
-        // SAFETY: `len <= cap` always holds (a push grows before it would write slot
-        // `cap`), so after the decrement `len < cap`. Telling the optimizer lets it drop
-        // the capacity check, and the call to `grow`, from a push that follows a pop:
-        // a chain of follow-ons then runs without a call in its loop.
-        unsafe { std::hint::assert_unchecked(self.len < self.cap) };
+        // SAFETY: `len <= mark` always holds (a push moves the mark before it would
+        // write past it), so after the decrement `len < mark`. Telling the optimizer lets
+        // it drop the mark check, and the call to `pass_mark`, from a push that follows
+        // a pop: a chain of follow-ons then runs without a call in its loop.
+        unsafe { std::hint::assert_unchecked(self.len < self.mark) };
         // SAFETY: slot `len` was written by the push that made the stack `len + 1`
         // long (or, in a stack made by `from_vec`, by the `Vec`), and `len < capacity`.
         // It holds the next item when `len > 0` (moving it to `top` leaves the slot
@@ -318,6 +455,7 @@ impl<T> Drop for RaiseBase<'_, T> {
         stack.buf = unsafe { stack.buf.add(self.read) };
         stack.cap -= self.read;
         stack.len -= self.read;
+        stack.mark -= self.read;
         stack.dead += self.read;
     }
 }
@@ -349,13 +487,93 @@ impl<T> Default for PrivateStack<T> {
     }
 }
 
-/// Takes a full stack's base, slots and dead slots (see `PrivateStack`) and returns
-/// them with room for at least one more item: the live slots moved down over the dead
-/// ones if those are at least as many, or else a doubled allocation. Out of line and
-/// cold, and by value, so the push path stays short and the stack's address is never
-/// taken.
+/// The mark for a stack of `len` items in `cap` slots (see `PrivateStack::mark`).
+fn next_mark(len: usize, cap: usize) -> usize {
+    cap.min(len.saturating_add(PUSHES_BETWEEN_MARKS))
+}
+
+/// The push's slow path, for a stack of `len` items at its mark: hands out the oldest
+/// items its registered sharer asks for (see `BurstScope`), grows the stack if it is
+/// full, and sets the next mark. Takes and returns the stack's fields (base, slots,
+/// dead slots, length, mark; see `PrivateStack`). Out of line and cold, and by value,
+/// so the push path stays short and the stack's address is never taken.
 #[cold]
 #[inline(never)]
+fn pass_mark<T>(
+    mut buf: NonNull<MaybeUninit<T>>,
+    mut cap: usize,
+    mut dead: usize,
+    mut len: usize,
+) -> (NonNull<MaybeUninit<T>>, usize, usize, usize, usize) {
+    let start = buf.as_ptr().wrapping_sub(dead).addr();
+    let registered = swap_registration(None);
+    // Ours only if registered for this allocation: the one live allocation starting
+    // there, which belongs to a `PrivateStack<T>` (see `BurstScope::enter`).
+    let ours = registered.filter(|r| r.allocation == start);
+    if let Some(sharer) = ours {
+        // SAFETY: a registration's sharer lives while it is registered (see
+        // `BurstScope::enter`).
+        let count = unsafe { (sharer.how_many)(sharer.sharer, len) };
+        if count > 0 && count < len {
+            // SAFETY: `count < len`, so slots `1..=count` hold the `count` oldest items.
+            // `copy_out` moves them into a `Vec`, or leaves them if it panics.
+            let items = ManuallyDrop::new(unsafe { copy_out(buf, count) });
+            // SAFETY: `count < len <= cap`, so the new base stays inside the allocation.
+            buf = unsafe { buf.add(count) };
+            cap -= count;
+            len -= count;
+            dead += count;
+            // The caller's fields still claim the items `items` now owns until this
+            // returns: a panic must not unwind into it.
+            let abort = AbortOnUnwind;
+            // SAFETY: the sharer is live (as above), and was registered for this
+            // stack, so for a `PrivateStack<T>`: `take` reads a `ManuallyDrop<Vec<T>>`
+            // from `items`, which is not used again.
+            unsafe { (sharer.take)(sharer.sharer, NonNull::from(&items).cast()) };
+            std::mem::forget(abort);
+        }
+    }
+    if len == cap {
+        (buf, cap, dead) = grow(buf, cap, dead);
+    }
+    let moved = registered.map(|r| match ours {
+        // The stack may have moved to a new allocation.
+        Some(_) => Registration { allocation: buf.as_ptr().wrapping_sub(dead).addr(), ..r },
+        None => r,
+    });
+    swap_registration(moved);
+    (buf, cap, dead, len, next_mark(len, cap))
+}
+
+/// Moves the `count` items in slots `1..=count` of `buf` into a new `Vec`, in order.
+///
+/// # Safety
+///
+/// Slots `1..=count` of `buf` hold items, which the caller gives up if this returns
+/// (it keeps them if this panics: nothing is copied before the allocation succeeds).
+unsafe fn copy_out<T>(buf: NonNull<MaybeUninit<T>>, count: usize) -> Vec<T> {
+    let mut items = Vec::with_capacity(count);
+    // SAFETY: the slots hold items (the caller's promise), and the new allocation
+    // cannot overlap them; `set_len` covers exactly the slots copied.
+    unsafe {
+        std::ptr::copy_nonoverlapping(buf.as_ptr().add(1).cast::<T>(), items.as_mut_ptr(), count);
+        items.set_len(count);
+    }
+    items
+}
+
+/// Aborts the process if dropped, which only unwinding does (see `pass_mark`).
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        std::process::abort();
+    }
+}
+
+/// Takes a full stack's base, slots and dead slots (see `PrivateStack`) and returns
+/// them with room for at least one more item: the live slots moved down over the dead
+/// ones if those are at least as many, or else a doubled allocation.
 fn grow<T>(buf: NonNull<MaybeUninit<T>>, cap: usize, dead: usize) -> (NonNull<MaybeUninit<T>>, usize, usize) {
     // SAFETY: the stack's allocation starts `dead` slots below its base.
     let start = unsafe { buf.sub(dead) };
@@ -736,5 +954,139 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(drops.get(), 5);
         assert_eq!(s.len(), 0);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod burst_tests {
+    use super::{BurstScope, BurstSharer, PUSHES_BETWEEN_MARKS, PrivateStack};
+    use std::cell::{Cell, RefCell};
+
+    /// Asks for `ask(private)` items at every mark, and keeps what it is given.
+    struct Keeper<T, F> {
+        ask: F,
+        asked: Cell<usize>,
+        taken: RefCell<Vec<Vec<T>>>,
+    }
+
+    impl<T, F: Fn(usize) -> usize> Keeper<T, F> {
+        fn new(ask: F) -> Self {
+            Self { ask, asked: Cell::new(0), taken: RefCell::new(Vec::new()) }
+        }
+    }
+
+    impl<T, F: Fn(usize) -> usize> BurstSharer<T> for Keeper<T, F> {
+        fn how_many(&self, private: usize) -> usize {
+            self.asked.set(self.asked.get() + 1);
+            (self.ask)(private)
+        }
+        fn take(&self, items: Vec<T>) {
+            self.taken.borrow_mut().push(items);
+        }
+    }
+
+    fn pop_all<T>(stack: &mut PrivateStack<T>) -> Vec<T> {
+        std::iter::from_fn(|| stack.pop()).collect()
+    }
+
+    #[test]
+    fn a_burst_hands_out_its_oldest_items_at_the_marks_each_once() {
+        let n = 10 * PUSHES_BETWEEN_MARKS as u64 + 17;
+        let keeper = Keeper::new(|private| private / 2);
+        let mut stack = PrivateStack::new();
+        stack.push(u64::MAX);
+        // SAFETY: dropped below, and the stack only pushes and pops meanwhile.
+        let scope = unsafe { BurstScope::enter(&stack, &keeper) };
+        // The stack grows (moves to new allocations) several times on the way.
+        (0..n).for_each(|i| stack.push(i));
+        drop(scope);
+        let taken = keeper.taken.into_inner();
+        assert!(taken.len() >= 5, "a share at most marks once the burst is long: {}", taken.len());
+        assert!(keeper.asked.get() >= taken.len());
+        // Oldest first across the batches, then the rest newest first: every item once.
+        let mut all: Vec<u64> = taken.concat();
+        let shared = all.len();
+        let rest = pop_all(&mut stack);
+        // Pops run newest first, so reversed they continue the oldest-first order.
+        all.extend(rest.into_iter().rev());
+        let mut expected = vec![u64::MAX];
+        expected.extend(0..n);
+        assert_eq!(all, expected, "{shared} shared");
+    }
+
+    #[test]
+    fn no_items_go_out_of_scope_or_to_another_stack() {
+        let keeper = Keeper::new(|private| private / 2);
+        let mut ours = PrivateStack::new();
+        ours.push(0u64);
+        let mut other = PrivateStack::new();
+        other.push(0u64);
+        {
+            // SAFETY: dropped at the end of the block; the stacks only push meanwhile.
+            let _scope = unsafe { BurstScope::enter(&ours, &keeper) };
+            (0..4 * PUSHES_BETWEEN_MARKS as u64).for_each(|i| other.push(i));
+        }
+        (0..4 * PUSHES_BETWEEN_MARKS as u64).for_each(|i| ours.push(i));
+        assert!(keeper.taken.borrow().is_empty(), "nothing from another stack, nor after the scope");
+        assert_eq!(keeper.asked.get(), 0);
+        assert_eq!((ours.len(), other.len()), (4 * PUSHES_BETWEEN_MARKS + 1, 4 * PUSHES_BETWEEN_MARKS + 1));
+    }
+
+    #[test]
+    fn a_scope_inside_another_leaves_the_outer_one_in_place() {
+        let outer = Keeper::new(|_| 1);
+        let inner = Keeper::new(|_| 1);
+        let mut a = PrivateStack::new();
+        a.push(0u32);
+        let mut b = PrivateStack::new();
+        b.push(0u64);
+        // SAFETY: both scopes are dropped; the stacks only push meanwhile.
+        let outer_scope = unsafe { BurstScope::enter(&a, &outer) };
+        {
+            // SAFETY: as above.
+            let _inner_scope = unsafe { BurstScope::enter(&b, &inner) };
+            (0..2 * PUSHES_BETWEEN_MARKS as u64).for_each(|i| b.push(i));
+            // The outer stack grows (moves) meanwhile, and is still served afterwards.
+            (0..2 * PUSHES_BETWEEN_MARKS as u32).for_each(|i| a.push(i));
+        }
+        assert!(inner.taken.borrow().is_empty(), "the inner scope registered nothing");
+        let served = outer.taken.borrow().len();
+        assert!(served > 0);
+        (0..2 * PUSHES_BETWEEN_MARKS as u32).for_each(|i| a.push(i));
+        assert!(outer.taken.borrow().len() > served);
+        drop(outer_scope);
+        let after = outer.taken.borrow().len();
+        (0..2 * PUSHES_BETWEEN_MARKS as u32).for_each(|i| a.push(i));
+        assert_eq!(outer.taken.borrow().len(), after, "nothing after the scope");
+    }
+
+    #[test]
+    fn a_sharer_asking_for_everything_gets_nothing() {
+        let keeper = Keeper::new(|private| private);
+        let mut stack = PrivateStack::new();
+        stack.push(0u64);
+        // SAFETY: dropped below; the stack only pushes meanwhile.
+        let scope = unsafe { BurstScope::enter(&stack, &keeper) };
+        (1..3 * PUSHES_BETWEEN_MARKS as u64).for_each(|i| stack.push(i));
+        drop(scope);
+        assert!(keeper.asked.get() > 0);
+        assert!(keeper.taken.borrow().is_empty());
+        assert_eq!(stack.len(), 3 * PUSHES_BETWEEN_MARKS);
+    }
+
+    #[test]
+    fn shared_items_are_dropped_once() {
+        let drops = std::rc::Rc::new(Cell::new(0));
+        let keeper = Keeper::new(|private| private / 3);
+        let mut stack = PrivateStack::new();
+        stack.push(crate::test_util::Counted(drops.clone()));
+        // SAFETY: dropped below; the stack only pushes meanwhile.
+        let scope = unsafe { BurstScope::enter(&stack, &keeper) };
+        (0..3 * PUSHES_BETWEEN_MARKS).for_each(|_| stack.push(crate::test_util::Counted(drops.clone())));
+        drop(scope);
+        assert!(!keeper.taken.borrow().is_empty());
+        drop(keeper);
+        drop(stack);
+        assert_eq!(drops.get(), 3 * PUSHES_BETWEEN_MARKS + 1);
     }
 }
