@@ -162,8 +162,7 @@ pub(super) fn share_batch<T>(
     global: &GlobalQueue<Shared<T>>,
     stats: &mut SlotStats,
 ) {
-    let mut batch = Vec::with_capacity(count);
-    stack.drain_oldest(count, |item| batch.push(item));
+    let batch = stack.split_off_oldest(count);
     deque.push_or_spill(Shared::Batch(batch), |x| global.push(x));
     stats.published += count as u64;
 }

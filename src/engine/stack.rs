@@ -272,18 +272,26 @@ impl<T> PrivateStack<T> {
             // Slot 0 is the scratch slot (see the module docs); the first item goes to
             // the highest slot. An iterator that breaks its size hint still gets every
             // item in place, through the slower fix-ups below.
-            fill.slots.resize_with(fewest + 1, MaybeUninit::uninit);
-            let mut placed = 0;
+            fill.slots.reserve(fewest + 1);
+            // SAFETY: the capacity is reserved, and `MaybeUninit` slots need no
+            // initialization.
+            unsafe { fill.slots.set_len(fewest + 1) };
+            fill.filled = fewest + 1..fewest + 1;
+            let base = fill.slots.as_mut_ptr();
             let mut beyond = Vec::new();
-            for item in items {
-                if placed < fewest {
-                    fill.slots[fewest - placed] = MaybeUninit::new(item);
-                    placed += 1;
-                    fill.filled = fewest + 1 - placed..fewest + 1;
+            // Internal iteration, and a plain write per item.
+            items.for_each(|item| {
+                let next = fill.filled.start - 1;
+                if next >= 1 {
+                    // SAFETY: `1 <= next <= fewest`, inside the `fewest + 1` slots; the
+                    // slot is empty (slots fill downwards from `fewest`).
+                    unsafe { base.add(next).write(MaybeUninit::new(item)) };
+                    fill.filled.start = next;
                 } else {
                     beyond.push(item);
                 }
-            }
+            });
+            let placed = fewest + 1 - fill.filled.start;
             let mut slots = fill.disarm();
             if placed < fewest {
                 // Fewer than promised: close the unfilled gap above the scratch slot.
@@ -393,6 +401,23 @@ impl<T> PrivateStack<T> {
             taken.read += 1;
             f(item);
         }
+    }
+
+    /// Removes the `count` oldest items (`count < len`) into a `Vec`, oldest first, with
+    /// one copy.
+    pub(crate) fn split_off_oldest(&mut self, count: usize) -> Vec<T> {
+        assert!(count < self.len, "split_off_oldest must leave the top item");
+        // SAFETY: `count < len`, so slots `1..=count` hold the `count` oldest items;
+        // `copy_out` moves them, or leaves them if it panics (allocating). Nothing
+        // below can panic before the base moves past them.
+        let oldest = unsafe { copy_out(self.buf, count) };
+        // SAFETY: `count < len <= cap`, so the new base stays inside the allocation.
+        self.buf = unsafe { self.buf.add(count) };
+        self.cap -= count;
+        self.len -= count;
+        self.mark -= count;
+        self.dead += count;
+        oldest
     }
 
     /// Drops every item. A panicking `Drop` of one item still drops the others (and
@@ -624,8 +649,13 @@ mod tests {
                 _ => {
                     if v.len() >= 2 {
                         let n = (x as usize / 7) % (v.len() - 1) + 1;
-                        let mut got = Vec::new();
-                        s.drain_oldest(n, |i| got.push(i));
+                        let got = if x.is_multiple_of(2) {
+                            let mut got = Vec::new();
+                            s.drain_oldest(n, |i| got.push(i));
+                            got
+                        } else {
+                            s.split_off_oldest(n)
+                        };
                         assert_eq!(got, v.drain(..n).collect::<Vec<_>>());
                     }
                 }
