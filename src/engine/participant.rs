@@ -115,10 +115,12 @@ pub(super) fn take_part<W: Work>(
         let deque = unsafe { Owner::new(&slot.deque) };
         local.stats.joined = true;
         let progress = run.progress.as_deref().map(|p| p.slot(me));
-        let step_back_at = may_step_back.then(|| Instant::now() + STEP_BACK_AFTER);
+        // One clock read for the caller's first activation and its step-back time.
+        let started = (active || may_step_back).then(Instant::now);
+        let step_back_at = started.filter(|_| may_step_back).map(|now| now + STEP_BACK_AFTER);
         let mut me =
             Participant { run, me, deque, local, progress, in_demand: !active, step_back_at, stepped_back: false };
-        me.until_left(active, seeds);
+        me.until_left(if active { started } else { None }, seeds);
         me.stepped_back
     })
 }
@@ -221,16 +223,18 @@ impl<W: Work> Job for Run<'_, W> {
 }
 
 impl<W: Work> Participant<'_, '_, W> {
-    /// The termination protocol, from one participant's side (rules 2 to 4).
-    fn until_left(&mut self, mut active: bool, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
+    /// The termination protocol, from one participant's side (rules 2 to 4). A
+    /// participant that starts active (the caller) brings the time it `started`.
+    fn until_left(&mut self, mut started: Option<Instant>, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
         let run = self.run;
         let mut idle_rounds = 0;
+        let mut active = started.is_some();
         if active {
             run.report_active(self.me, true);
         }
         loop {
             if active {
-                let start = Instant::now();
+                let start = started.take().unwrap_or_else(Instant::now);
                 self.work_until_idle(&mut seeds, start);
                 self.local.stats.busy += start.elapsed();
                 self.local.stats.idle_transitions += 1;
@@ -242,7 +246,7 @@ impl<W: Work> Participant<'_, '_, W> {
                 }
                 let left = run.seats.active.deactivate();
                 if left.nobody_active() {
-                    run.try_finish(left);
+                    run.try_finish(left, self.me == run.caller_slot());
                 } else if run.seats.limited() && run.work_visible() {
                     // A worker turned away at the limit may be asleep: our place is
                     // free now.
@@ -699,6 +703,12 @@ impl<W: Work> Participant<'_, '_, W> {
             let mut contended = false;
             for k in 1..n {
                 let victim = &run.slot((me + k) % n).deque;
+                // A snapshot first: an empty deque costs two loads, not the steal's
+                // fence. A stale "empty" is a look taken a moment earlier, which rule 4's
+                // re-check covers, as it covers any look that races a push.
+                if victim.is_empty() {
+                    continue;
+                }
                 match deque.steal_batch_from(victim) {
                     Steal::Success(item) => {
                         stats.steals += 1;

@@ -276,19 +276,23 @@ impl<'p, W: Work> Run<'p, W> {
     /// The run is over unless work is still visible (a caller that stepped back leaves
     /// its items in its deque) or someone activated meanwhile; in both cases somebody
     /// will come back here.
-    pub(super) fn try_finish(&self, left: Left) {
+    pub(super) fn try_finish(&self, left: Left, by_caller: bool) {
         // The re-check's loads happen after our AcqRel decrement, which acquired every
         // other participant's: they see every push made before any decrement.
         if !self.work_visible() && self.seats.active.unchanged_since(left) {
-            self.finish();
+            self.finish(by_caller);
         }
     }
 
-    fn finish(&self) {
+    /// Declares the run done; wakes the caller unless it is the one finishing (it
+    /// looks at `done` before it ever parks for it, and so sees its own store).
+    fn finish(&self, by_caller: bool) {
         // Release: pairs with the caller's Acquire; the AcqRel decrement that got us
         // here already acquired every other participant's last decrement.
         self.done.store(true, Ordering::Release);
-        self.caller.unpark();
+        if !by_caller {
+            self.caller.unpark();
+        }
     }
 
     /// Stops the run for a panic and keeps its payload if it is the first. Never
