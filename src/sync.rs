@@ -170,8 +170,7 @@ pub(crate) struct Parker {
 struct ParkState {
     token: bool,
     /// Threads inside `Condvar::wait`: `unpark` notifies only when there is one, since
-    /// a notification is a system call even with nobody to wake (a run's caller
-    /// unparks itself at the end of every run it finishes alone).
+    /// a notification is a system call even with nobody to wake.
     waiting: u32,
 }
 

@@ -322,6 +322,12 @@ fn wide_fan_outs_run_every_item_once_and_drop_it_once() {
 #[test]
 fn a_long_burst_of_pushes_is_shared_before_the_task_returns() {
     const N: u64 = 200_000;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        // Short items wake nobody once the active threads fill the CPUs: on one CPU
+        // the burst's batches wait for an idle thread, as a checkpoint's would.
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
     let pool = pool(2);
     let root_thread = Mutex::new(None);
     let elsewhere = AtomicU64::new(0);

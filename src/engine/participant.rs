@@ -580,9 +580,10 @@ impl<W: Work> Participant<'_, '_, W> {
         let mut left = start;
         let mut lapped = 0u64;
         let mut lap = cadence.lap();
-        let burst = BurstShare::new(deque, &run.global, run.sleep, &run.seats, checkpoint.batch_out);
+        let burst = BurstShare::new(deque, &run.global, run.sleep, &run.seats, checkpoint.batch_out, run.blocking);
         // SAFETY: dropped below, before the stack leaves this function; the loop only
-        // pushes and pops the stack, which keeps its allocation meanwhile.
+        // pushes and pops the stack, which keeps its allocation meanwhile, and only on
+        // this thread (the `Ctx` that pushes is neither `Send` nor `Sync`).
         let sharing = unsafe { BurstScope::enter(&stack, &burst) };
         let paused = loop {
             let Some(item) = stack.pop() else { break Paused::Empty };

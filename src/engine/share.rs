@@ -91,8 +91,9 @@ fn wake_if_wanted(sleep: &Sleep, seats: &Seats, compute_only: bool) {
 /// batch, when a thread is hungry; then, once a thief has taken that batch, the next
 /// one unasked (see `Participant::refill`). Registered for the span of the item loop,
 /// whose participant is active all along (termination rule 1). The items' cost is not
-/// measured here, so it wakes a sleeper as for short items: a wake-up for more
-/// threads than CPUs waits for the checkpoint, which measures them.
+/// measured here, so it wakes a sleeper as for short items (a wake-up for more
+/// threads than CPUs waits for the checkpoint, which measures them), unless the run
+/// is blocking (its items may wait on each other, whatever their cost).
 pub(super) struct BurstShare<'a, T> {
     deque: &'a Owner<'a, Shared<T>>,
     global: &'a GlobalQueue<Shared<T>>,
@@ -104,19 +105,23 @@ pub(super) struct BurstShare<'a, T> {
     fresh: Cell<bool>,
     /// Items shared, for `SlotStats::published` once the loop is over.
     published: Cell<u64>,
+    /// Wake as for short items, taken for computation (see `share_older_half`).
+    compute_only: bool,
 }
 
 impl<'a, T> BurstShare<'a, T> {
-    /// Shares into `deque`; `batch_out` is the checkpoints' flag so far.
+    /// Shares into `deque`; `batch_out` is the checkpoints' flag so far, `blocking`
+    /// whether the run was declared blocking.
     pub(super) fn new(
         deque: &'a Owner<'a, Shared<T>>,
         global: &'a GlobalQueue<Shared<T>>,
         sleep: &'a Sleep,
         seats: &'a Seats,
         batch_out: bool,
+        blocking: bool,
     ) -> Self {
         let (batch_out, fresh, published) = (Cell::new(batch_out), Cell::new(false), Cell::new(0));
-        Self { deque, global, sleep, seats, batch_out, fresh, published }
+        Self { deque, global, sleep, seats, batch_out, fresh, published, compute_only: !blocking }
     }
 
     /// The checkpoints' flag after the loop, and the items shared.
@@ -148,7 +153,7 @@ impl<T> BurstSharer<T> for BurstShare<'_, T> {
         self.deque.push_or_spill(Shared::Batch(items), |x| self.global.push(x));
         if self.fresh.get() {
             self.batch_out.set(true);
-            wake_if_wanted(self.sleep, self.seats, true);
+            wake_if_wanted(self.sleep, self.seats, self.compute_only);
         }
     }
 }

@@ -10,8 +10,8 @@
 //! reloads the next one from the buffer. The buffer traffic is still there, but the
 //! item that runs next no longer waits for it.
 //!
-//! Both paths are branch-free apart from the capacity and emptiness checks a `Vec` has
-//! too: slot 0 of the buffer is scratch, written by a push onto an empty stack (the
+//! Both paths are branch-free apart from a push's mark check (where a `Vec` checks its
+//! capacity) and a pop's emptiness check: slot 0 of the buffer is scratch, written by a push onto an empty stack (the
 //! uninitialized `top` goes there) and read back by the pop that empties it.
 //!
 //! Items, oldest first: `buf[1..len]`, then `top` (when `len > 0`).
@@ -115,8 +115,9 @@ impl<'a> BurstScope<'a> {
     ///
     /// The scope must be dropped, not forgotten (the registration points to
     /// `sharer`). Until it drops, `stack` keeps its allocation: it is not dropped,
-    /// replaced, or turned into a `Vec` or buffer (its pushes may move it to a larger
-    /// one: they update the registration).
+    /// replaced, or turned into a `Vec` or buffer, and it is pushed only on this thread
+    /// (its pushes here may move it to a larger allocation: they update the
+    /// registration, which a push on another thread would not see).
     pub(crate) unsafe fn enter<T, S: BurstSharer<T>>(stack: &PrivateStack<T>, sharer: &'a S) -> Self {
         /// # Safety
         /// `sharer` points to a live `S`.
@@ -268,7 +269,7 @@ impl<T> PrivateStack<T> {
         let mut fill = Filling { slots: buffer, filled: 0..0 };
         fill.slots.clear();
         let (fewest, most) = items.size_hint();
-        let mut slots = if most == Some(fewest) {
+        let mut slots = if most == Some(fewest) && fewest < isize::MAX as usize {
             // Slot 0 is the scratch slot (see the module docs); the first item goes to
             // the highest slot. An iterator that breaks its size hint still gets every
             // item in place, through the slower fix-ups below.
@@ -379,7 +380,7 @@ impl<T> PrivateStack<T> {
         // a pop: a chain of follow-ons then runs without a call in its loop.
         unsafe { std::hint::assert_unchecked(self.len < self.mark) };
         // SAFETY: slot `len` was written by the push that made the stack `len + 1`
-        // long (or, in a stack made by `from_vec`, by the `Vec`), and `len < capacity`.
+        // long (or, in a stack made by `from_vec`, by the `Vec`), and `len < mark <= cap`.
         // It holds the next item when `len > 0` (moving it to `top` leaves the slot
         // logically empty) and scratch when `len == 0`.
         self.top = unsafe { self.buf.as_ptr().add(self.len).read() };
@@ -535,6 +536,10 @@ fn pass_mark<T>(
     // Ours only if registered for this allocation: the one live allocation starting
     // there, which belongs to a `PrivateStack<T>` (see `BurstScope::enter`).
     let ours = registered.filter(|r| r.allocation == start);
+    // Armed once items have left: from then until this returns, the caller's fields
+    // still claim them, so a panic (from `take`, or from `grow` below) must not unwind
+    // into it.
+    let mut items_out = None;
     if let Some(sharer) = ours {
         // SAFETY: a registration's sharer lives while it is registered (see
         // `BurstScope::enter`).
@@ -548,19 +553,17 @@ fn pass_mark<T>(
             cap -= count;
             len -= count;
             dead += count;
-            // The caller's fields still claim the items `items` now owns until this
-            // returns: a panic must not unwind into it.
-            let abort = AbortOnUnwind;
+            items_out = Some(AbortOnUnwind);
             // SAFETY: the sharer is live (as above), and was registered for this
             // stack, so for a `PrivateStack<T>`: `take` reads a `ManuallyDrop<Vec<T>>`
             // from `items`, which is not used again.
             unsafe { (sharer.take)(sharer.sharer, NonNull::from(&items).cast()) };
-            std::mem::forget(abort);
         }
     }
     if len == cap {
         (buf, cap, dead) = grow(buf, cap, dead);
     }
+    std::mem::forget(items_out);
     let moved = registered.map(|r| match ours {
         // The stack may have moved to a new allocation.
         Some(_) => Registration { allocation: buf.as_ptr().wrapping_sub(dead).addr(), ..r },
