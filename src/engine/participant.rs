@@ -114,12 +114,10 @@ pub(super) fn take_part<W: Work>(
         let deque = unsafe { Owner::new(&slot.deque) };
         local.stats.joined = true;
         let progress = run.progress.as_deref().map(|p| p.slot(me));
-        // One clock read for the caller's first activation and its step-back time.
-        let started = (active || may_step_back).then(Instant::now);
-        let step_back_at = started.filter(|_| may_step_back).map(|now| now + STEP_BACK_AFTER);
+        let step_back_at = may_step_back.then(|| Instant::now() + STEP_BACK_AFTER);
         let mut me =
             Participant { run, me, deque, local, progress, in_demand: !active, step_back_at, stepped_back: false };
-        me.until_left(if active { started } else { None }, seeds);
+        me.until_left(active, seeds);
         me.stepped_back
     })
 }
@@ -222,18 +220,16 @@ impl<W: Work> Job for Run<'_, W> {
 }
 
 impl<W: Work> Participant<'_, '_, W> {
-    /// The termination protocol, from one participant's side (rules 2 to 4). A
-    /// participant that starts active (the caller) brings the time it `started`.
-    fn until_left(&mut self, mut started: Option<Instant>, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
+    /// The termination protocol, from one participant's side (rules 2 to 4).
+    fn until_left(&mut self, mut active: bool, mut seeds: Option<&mut dyn SeedSource<W::Item>>) {
         let run = self.run;
         let mut idle_rounds = 0;
-        let mut active = started.is_some();
         if active {
             run.report_active(self.me, true);
         }
         loop {
             if active {
-                let start = started.take().unwrap_or_else(Instant::now);
+                let start = Instant::now();
                 self.work_until_idle(&mut seeds, start);
                 self.local.stats.busy += start.elapsed();
                 self.local.stats.idle_transitions += 1;
